@@ -1,0 +1,41 @@
+"""lakenet: deep learning on the tables you already have.
+
+    import lakenet
+    result = lakenet.fit("pets.yaml")
+    lakenet.predict(result.model_uri, "data/pets_new", "data/pets_scored")
+"""
+
+from lakenet._version import __version__
+from lakenet.api import (
+    FitResult,
+    PredictResult,
+    ProfileResult,
+    evaluate,
+    fit,
+    ingest,
+    init_config,
+    models,
+    predict,
+    profile,
+)
+from lakenet.config import Config, load_config
+from lakenet.errors import LakenetError
+from lakenet.inference.predictor import Predictor
+
+__all__ = [
+    "Config",
+    "FitResult",
+    "LakenetError",
+    "PredictResult",
+    "Predictor",
+    "ProfileResult",
+    "__version__",
+    "evaluate",
+    "fit",
+    "ingest",
+    "init_config",
+    "load_config",
+    "models",
+    "predict",
+    "profile",
+]

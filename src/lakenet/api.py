@@ -1,0 +1,429 @@
+"""The façade: every entry point (CLI, server, notebooks, Python users) calls these functions and nothing else."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+
+from lakenet._version import __version__
+from lakenet.config.loader import config_hash, dump_config, load_config
+from lakenet.config.schema import Config
+from lakenet.data.delta_io import already_committed, app_id, commit_once
+from lakenet.data.ingest import IngestResult
+from lakenet.data.ingest import ingest as _ingest
+from lakenet.data.quarantine import enforce_bad_fraction, write_quarantine
+from lakenet.data.scan import ScanResult, scan_table
+from lakenet.data.sources import Snapshot, open_table
+from lakenet.engines import ScoreJob, get_engine
+from lakenet.errors import DataError
+from lakenet.training.callbacks import Callback, ConsoleProgress
+
+__all__ = [
+    "FitResult",
+    "PredictResult",
+    "ProfileResult",
+    "evaluate",
+    "fit",
+    "ingest",
+    "init_config",
+    "models",
+    "predict",
+    "profile",
+]
+
+ConfigLike = str | Path | Config | dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    profile: dict[str, Any]
+    json_path: Path
+    html_path: Path
+    quarantine: str | None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model_uri: str
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    reports: dict[str, Path]
+    bundle_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    table: str
+    rows: int
+    bad_rows: int
+    committed: bool  # False: this exact scoring was already committed, nothing was written
+    model: str
+    model_version: str | None
+
+
+def _workdir(workdir: str | Path | None) -> Path:
+    return Path(workdir).resolve() if workdir is not None else Path.cwd()
+
+
+def _reports_dir(cfg: Config, workdir: Path) -> Path:
+    d = workdir / "reports" / cfg.registry.name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# ---- ingest / init ------------------------------------------------------------------------------------------
+def ingest(
+    source: str | Path, table: str | Path, *, mode: Literal["append", "overwrite"] = "append", key: str = "key"
+) -> IngestResult:
+    """Write an image folder (one sub-folder per class), a CSV or a Parquet source to a Delta table."""
+    return _ingest(source, table, mode=mode, key=key)
+
+
+_METADATA_COLUMNS = {"path", "size_bytes", "width", "height"}
+
+
+def init_config(table: str, *, label: str, name: str | None = None, key: str = "key") -> str:
+    """A starting YAML config inferred from the table's schema (and a peek at its first rows)."""
+    from lakenet.data.encoders import decode_image  # noqa: F401  (Pillow present)
+
+    snap = open_table(table)
+    schema = snap.schema
+    if label not in schema.names:
+        raise DataError(f"Column {label!r} not in table {table} (columns: {', '.join(schema.names)}). Pass --label.")
+    sample = snap.read(snap.fragments[0]) if snap.fragments else pa.table({n: [] for n in schema.names})
+    features: dict[str, Any] = {}
+    lt = schema.field(label).type
+    distinct = len(set(sample.column(label).to_pylist()))
+    task = (
+        "regression"
+        if pa.types.is_floating(lt) or (pa.types.is_integer(lt) and distinct > 20)
+        else "classification"
+    )
+    features["label"] = {"column": label, "task": task}
+    for f in schema:
+        if f.name in {label, key} or (f.name in _METADATA_COLUMNS and "image" in schema.names):
+            continue
+        t = f.type
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            features[f.name] = {"type": "image", **_image_defaults(sample.column(f.name).to_pylist()[:32])}
+        elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+            features[f.name] = {"type": "numeric"}
+        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t):
+            features[f.name] = {"type": "category"}
+    if len(features) == 1:
+        raise DataError(f"Table {table} has no usable feature columns besides the label {label!r}.")
+    model_name = name or "".join(c if c.isalnum() or c in "_-." else "_" for c in Path(table).name) or "model"
+    raw = {
+        "version": 1,
+        "data": {"table": str(Path(table).resolve()), "key": key},
+        "features": features,
+        "model": {"architecture": "auto"},
+        "trainer": {"epochs": 20, "batch_size": 64, "learning_rate": 0.001},
+        "engine": {"type": "local", "workers": 1},
+        "registry": {"name": model_name, "alias": "champion"},
+    }
+    load_config(raw)  # what we print must validate
+    header = f"# lakenet config for {table}, inferred by `lakenet init`. Every key: `lakenet config schema`.\n"
+    return header + yaml.safe_dump(raw, sort_keys=False)
+
+
+def _image_defaults(blobs: list[bytes | None]) -> dict[str, int]:
+    import io
+
+    from PIL import Image
+
+    sizes, channels = [], 1
+    for b in blobs:
+        try:
+            with Image.open(io.BytesIO(b or b"")) as im:
+                sizes.append(max(im.size))
+                if im.mode not in {"L", "1", "I", "I;16", "F", "LA"}:
+                    channels = 3
+        except (OSError, ValueError, SyntaxError):
+            continue
+    typical = sorted(sizes)[len(sizes) // 2] if sizes else 32
+    return {"size": int(min(max(typical, 8), 64)), "channels": channels}
+
+
+# ---- profile ------------------------------------------------------------------------------------------------
+def _scan(cfg: Config) -> tuple[Snapshot, ScanResult, str | None]:
+    snap = open_table(cfg.data.table, cfg.data.version)
+    result = scan_table(cfg, snap)
+    quarantine = write_quarantine(result, job=config_hash(cfg))
+    return snap, result, quarantine
+
+
+def _write_profile(result: ScanResult, out: Path) -> tuple[Path, Path]:
+    from lakenet.reports import profile_html
+
+    json_path, html_path = out / "profile.json", out / "profile.html"
+    _atomic_write(json_path, json.dumps(result.profile, indent=2, default=str))
+    _atomic_write(html_path, profile_html(result.profile))
+    return json_path, html_path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def profile(config: ConfigLike, *, workdir: str | Path | None = None) -> ProfileResult:
+    """Profile the config's table (JSON + HTML report) and quarantine its bad rows."""
+    cfg = load_config(config)
+    _, result, quarantine = _scan(cfg)
+    json_path, html_path = _write_profile(result, _reports_dir(cfg, _workdir(workdir)))
+    return ProfileResult(result.profile, json_path, html_path, quarantine)
+
+
+# ---- fit ----------------------------------------------------------------------------------------------------
+def fit(
+    config: ConfigLike,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    workdir: str | Path | None = None,
+) -> FitResult:
+    """Profile, train, evaluate on the test split, and register the model under registry.name@alias."""
+    from lakenet.evaluation.evaluate import evaluate_split
+    from lakenet.inference.predictor import Predictor
+    from lakenet.models.bundle import Bundle
+    from lakenet.models.registry import model_spec
+    from lakenet.training.loop import TrainJob, resolve_device
+    from lakenet.tracking.store import MlflowMetrics, git_commit, setup_tracking, start_run
+
+    cfg = load_config(config)
+    wd = _workdir(workdir)
+    setup_tracking(cfg.tracking, workdir=wd)
+    snap, result, quarantine = _scan(cfg)
+    enforce_bad_fraction(result, cfg.data.max_bad_fraction, quarantine)
+    reports = _reports_dir(cfg, wd)
+    profile_json, profile_html_path = _write_profile(result, reports)
+    pre = result.preprocessor
+    spec = model_spec(cfg, pre)
+    from lakenet.models.registry import build_model
+
+    build_model(spec)  # fail fast (bad custom module) before any process starts
+    device = resolve_device(cfg.trainer.device)
+    ckpt_dir = wd / ".lakenet" / "checkpoints" / cfg.registry.name
+    if not resume and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    lineage = {
+        "lakenet.table": snap.uri,
+        "lakenet.table_version": snap.version,
+        "lakenet.table_fingerprint": snap.fingerprint,
+        "lakenet.config_hash": config_hash(cfg),
+        "lakenet.version": __version__,
+        "lakenet.git_commit": git_commit(Path(cfg.data.table).parent),
+        "lakenet.engine": cfg.engine.type,
+        "lakenet.workers": cfg.engine.workers,
+    }
+    experiment = cfg.tracking.experiment or cfg.registry.name
+    with start_run(experiment, f"train-{cfg.registry.name}", tags=lineage) as run:
+        run.log_params(cfg.to_yaml_dict())
+        run.log_text(dump_config(cfg), "config.yaml")
+        run.log_artifact(profile_json, "reports")
+        run.log_artifact(profile_html_path, "reports")
+        run.log_metrics({"bad_rows": result.bad_rows.num_rows, "rows": snap.num_rows})
+        out_dir = Path(tempfile.mkdtemp(prefix="train-", dir=_scratch(wd)))
+        try:
+            job = TrainJob(
+                config=cfg.to_yaml_dict(),
+                snapshot=snap,
+                preprocessor=pre.to_dict(),
+                spec=spec.to_dict(),
+                fragment_counts=result.fragment_counts,
+                output_dir=str(out_dir),
+                checkpoint_dir=str(ckpt_dir),
+                resume=resume,
+            )
+            cbs: list[Callback] = [MlflowMetrics(run.run_id, run.tracking_uri), *callbacks]
+            if progress:
+                cbs.insert(0, ConsoleProgress(cfg.trainer.early_stopping.metric if cfg.trainer.early_stopping else None))
+            get_engine(cfg.engine.type).train(job, workers=cfg.engine.workers, device=device, callbacks=cbs)
+            outcome = json.loads((out_dir / "result.json").read_text())
+            from safetensors.torch import load_file
+
+            weights = load_file(str(out_dir / "weights.safetensors"))
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        history = outcome["history"]
+        last_val = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+        bundle = Bundle(
+            spec=spec,
+            preprocessor=pre,
+            weights=weights,
+            lineage={k[len("lakenet.") :]: v for k, v in lineage.items()},
+            profile={k: result.profile[k] for k in ("table", "splits", "label", "bad_rows")},
+            training={k: outcome[k] for k in ("history", "best_epoch", "stopped_early", "nonfinite_steps", "step")},
+        )
+        bundle_dir = bundle.save(wd / ".lakenet" / "bundles" / run.run_id)
+        report = evaluate_split(snap, Predictor(bundle), cfg.data.split)
+        metrics = {**last_val, **report["metrics"]}
+        bundle.metrics = metrics
+        bundle.save(bundle_dir)
+        run.log_metrics(report["metrics"])
+        eval_paths = _write_evaluation(report, history, reports, model={"name": cfg.registry.name})
+        for p in eval_paths.values():
+            run.log_artifact(p, "reports")
+        run.log_metrics(
+            {"train_seconds": outcome["train_seconds"], "nonfinite_steps": outcome["nonfinite_steps"]}
+        )
+        version = run.register_bundle(
+            bundle_dir,
+            name=cfg.registry.name,
+            alias=cfg.registry.alias,
+            signature=bundle.signature(),
+            tags={**lineage, "lakenet.metrics": json.dumps(report["metrics"]), "lakenet.run_id": run.run_id},
+        )
+    return FitResult(
+        model_uri=f"models:/{cfg.registry.name}@{cfg.registry.alias}",
+        name=cfg.registry.name,
+        version=version,
+        run_id=run.run_id,
+        metrics=metrics,
+        reports={"profile": profile_html_path, **eval_paths},
+        bundle_dir=bundle_dir,
+        history=history,
+    )
+
+
+def _scratch(wd: Path) -> Path:
+    d = wd / ".lakenet" / "tmp"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _write_evaluation(
+    report: dict[str, Any], history: list[dict[str, float]], out: Path, *, model: dict[str, Any]
+) -> dict[str, Path]:
+    from lakenet.reports import evaluation_html
+
+    full = {**report, "history": history, "model": model}
+    json_path, html_path = out / "evaluation.json", out / "evaluation.html"
+    _atomic_write(json_path, json.dumps(full, indent=2, default=str))
+    _atomic_write(html_path, evaluation_html(full))
+    return {"evaluation": html_path, "evaluation_json": json_path}
+
+
+# ---- evaluate -----------------------------------------------------------------------------------------------
+def evaluate(config: ConfigLike, *, model: str, workdir: str | Path | None = None) -> dict[str, Any]:
+    """Score the config's test split with a registered model; writes the evaluation report, logs a run."""
+    from lakenet.evaluation.evaluate import evaluate_split
+    from lakenet.inference.predictor import Predictor
+    from lakenet.tracking.store import resolve_model, setup_tracking, start_run
+
+    cfg = load_config(config)
+    wd = _workdir(workdir)
+    setup_tracking(cfg.tracking, workdir=wd)
+    resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
+    predictor = Predictor(resolved.bundle_dir, model_name=resolved.name, model_version=resolved.version)
+    snap = open_table(cfg.data.table, cfg.data.version)
+    snap.require_columns({predictor.pre.key: "data.key", predictor.pre.label.column: "features.label.column"})
+    report = evaluate_split(snap, predictor, cfg.data.split)
+    history = predictor.bundle.training.get("history", [])
+    info = {"name": resolved.name, "version": resolved.version, "uri": model}
+    paths = _write_evaluation(report, history, _reports_dir(cfg, wd), model=info)
+    with start_run(
+        cfg.tracking.experiment or cfg.registry.name,
+        f"evaluate-{resolved.name or 'bundle'}",
+        tags={"lakenet.model": model, "lakenet.table": snap.uri, "lakenet.table_version": snap.version},
+    ) as run:
+        run.log_metrics(report["metrics"])
+        for p in paths.values():
+            run.log_artifact(p, "reports")
+    return {**report, "reports": {k: str(v) for k, v in paths.items()}, "model": info}
+
+
+# ---- predict ------------------------------------------------------------------------------------------------
+def predict(
+    model: str,
+    table: str,
+    out: str,
+    *,
+    version: int | None = None,
+    engine: str = "local",
+    workers: int | None = None,
+    workdir: str | Path | None = None,
+) -> PredictResult:
+    """Score every row of `table` into the Delta table `out`, in one commit, exactly once per
+    (input table + version, model version, output)."""
+    from lakenet.models.bundle import Bundle
+    from lakenet.tracking.store import resolve_model, setup_tracking
+
+    wd = _workdir(workdir)
+    if model.startswith(("models:/", "runs:/")):
+        setup_tracking(None, workdir=wd)
+    resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
+    bundle = Bundle.load(resolved.bundle_dir)
+    pre = bundle.preprocessor
+    snap = open_table(table, version)
+    wanted = {pre.key: "the model's key column"}
+    wanted.update({c: "the model's input columns" for c in pre.input_columns()})
+    snap.require_columns(wanted)
+    out_uri = str(Path(out).resolve()) if "://" not in out else out
+    model_id = resolved.version if resolved.version else _bundle_digest(resolved.bundle_dir)
+    txn = app_id("predict", snap.uri, snap.version, snap.fingerprint, resolved.name, model_id, out_uri)
+    if already_committed(out_uri, txn):
+        return PredictResult(out_uri, 0, 0, False, model, resolved.version)
+    job = ScoreJob(
+        snapshot=snap,
+        bundle_dir=str(resolved.bundle_dir),
+        columns=tuple(pre.columns(with_label=False)),
+        model_name=resolved.name or "bundle",
+        model_version=resolved.version or model_id,
+    )
+    eng = get_engine(engine)
+    counts = {"rows": 0, "bad": 0}
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        for batch in eng.score(job, workers=workers):
+            counts["rows"] += batch.num_rows
+            counts["bad"] += batch.num_rows - batch.column("error").null_count
+            yield batch
+
+    reader = pa.RecordBatchReader.from_batches(eng.output_schema(job), counted())
+    committed = commit_once(
+        out_uri,
+        reader,
+        txn=txn,
+        mode="append",
+        metadata={
+            "lakenet.model": model,
+            "lakenet.model_version": str(job.model_version),
+            "lakenet.input": snap.uri,
+            "lakenet.input_version": str(snap.version),
+        },
+    )
+    return PredictResult(out_uri, counts["rows"], counts["bad"], committed, model, resolved.version)
+
+
+def _bundle_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# ---- registry -----------------------------------------------------------------------------------------------
+def models(*, workdir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Registered models, versions, aliases, metrics and lineage."""
+    from lakenet.tracking.store import list_models, setup_tracking
+
+    setup_tracking(None, workdir=_workdir(workdir))
+    return list_models()

@@ -1,0 +1,224 @@
+"""The `lakenet` command: parses arguments, calls `lakenet.api`, prints. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lakenet.errors import LakenetError
+
+app = typer.Typer(
+    name="lakenet",
+    help="Deep learning on the tables you already have: ingest → profile → train → evaluate → register → predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Config utilities.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+out = Console()
+err = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="The job's YAML config file.")]
+WorkdirOpt = Annotated[
+    Path | None, typer.Option("--workdir", help="Where mlflow.db, reports/ and .lakenet/ live (default: cwd).")
+]
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Argument(help="Image folder (one sub-folder per class), CSV or Parquet.")],
+    table: Annotated[str, typer.Option("--table", help="Delta table to write (created if missing).")],
+    mode: Annotated[str, typer.Option(help="append (only rows with new keys) or overwrite.")] = "append",
+    key: Annotated[str, typer.Option(help="Key column (made from file name + row number when absent).")] = "key",
+) -> None:
+    """Write a source into a Delta table."""
+    from lakenet import api
+
+    if mode not in ("append", "overwrite"):
+        raise LakenetError(f"--mode must be append or overwrite, not {mode!r}")
+    res = api.ingest(source, table, mode=mode, key=key)  # type: ignore[arg-type]
+    out.print(
+        f"[green]ingested[/] {res.rows_written} rows ({res.kind}) into {res.table} version {res.version}"
+        + (f"; {res.rows_skipped} already present" if res.rows_skipped else "")
+    )
+
+
+@app.command()
+def init(
+    table: Annotated[str, typer.Option("--table", help="Table to infer the config from.")],
+    label: Annotated[str, typer.Option("--label", help="Column to predict.")],
+    name: Annotated[str | None, typer.Option(help="Registered model name (default: table name).")] = None,
+    key: Annotated[str, typer.Option(help="Key column.")] = "key",
+) -> None:
+    """Print a starting YAML config inferred from the table's schema."""
+    from lakenet import api
+
+    sys.stdout.write(api.init_config(table, label=label, name=name, key=key))
+
+
+@app.command()
+def profile(config: ConfigArg, workdir: WorkdirOpt = None) -> None:
+    """Profile the table: JSON + HTML report, bad rows quarantined."""
+    from lakenet import api
+
+    res = api.profile(config, workdir=workdir)
+    p = res.profile
+    out.print(f"rows {p['table']['rows']}, splits {p['splits']}, bad rows {p['bad_rows']['total']}")
+    for w in p.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {w}")
+    out.print(f"report: {res.html_path}\njson:   {res.json_path}")
+    if res.quarantine:
+        out.print(f"quarantine: {res.quarantine}")
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last complete checkpoint.")] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Train, evaluate on the test split, and register the model."""
+    from lakenet import api
+
+    res = api.fit(config, resume=resume, workdir=workdir)
+    out.print(f"[green]registered[/] {res.model_uri} → version {res.version} (run {res.run_id})")
+    _print_metrics(res.metrics)
+    for name, path in res.reports.items():
+        if str(path).endswith(".html"):
+            out.print(f"{name} report: {path}")
+
+
+@app.command()
+def evaluate(
+    config: ConfigArg,
+    model: Annotated[str, typer.Option("--model", help="models:/name@alias, models:/name/N or a bundle dir.")],
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Evaluate a model on the config's test split."""
+    from lakenet import api
+
+    res = api.evaluate(config, model=model, workdir=workdir)
+    out.print(f"{res['rows']} test rows")
+    _print_metrics(res["metrics"])
+    out.print(f"report: {res['reports']['evaluation']}")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option("--model", help="models:/name@alias, models:/name/N or a bundle dir.")],
+    table: Annotated[str, typer.Option("--table", help="Table to score.")],
+    out_table: Annotated[str, typer.Option("--out", help="Delta table to write predictions to.")],
+    version: Annotated[int | None, typer.Option(help="Input Delta version (default: latest).")] = None,
+    engine: Annotated[str, typer.Option(help="Engine: local.")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Scoring processes (default: one per core).")] = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Score a table into a Delta table, exactly once."""
+    from lakenet import api
+
+    res = api.predict(model, table, out_table, version=version, engine=engine, workers=workers, workdir=workdir)
+    if not res.committed:
+        out.print(f"[yellow]already scored[/]: {res.table} has this model version's predictions for this input "
+                  "version; nothing written")  # fmt: skip
+        return
+    out.print(f"[green]scored[/] {res.rows} rows into {res.table} ({res.bad_rows} with an error)")
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """List registered models, versions, aliases, metrics and lineage."""
+    from lakenet import api
+
+    listing = api.models(workdir=workdir)
+    if as_json:
+        sys.stdout.write(json.dumps(listing, indent=2, default=str) + "\n")
+        return
+    if not listing:
+        out.print("no registered models yet: run `lakenet train <config>`")
+        return
+    t = Table("model", "version", "aliases", "metrics", "table@version", "config")
+    for m in listing:
+        for v in m["versions"]:
+            metrics = ", ".join(f"{k} {float(x):.4f}" for k, x in sorted(v["metrics"].items()))
+            lin = v["lineage"]
+            t.add_row(m["name"], v["version"], ",".join(v["aliases"]), metrics,
+                      f"{lin.get('table', '?')}@{lin.get('table_version', '?')}", lin.get("config_hash", ""))  # fmt: skip
+    out.print(t)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Working directory for the demo.")] = Path("demo_run"),
+    workers: Annotated[int, typer.Option(help="Training processes.")] = 2,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
+) -> None:
+    """Run the whole workflow on scikit-learn's handwritten digits."""
+    from lakenet.demo import run_demo
+
+    res = run_demo(directory, workers=workers, epochs=epochs, log=out.print)
+    out.print("\n[bold green]demo complete[/]")
+    out.print(f"test accuracy: {res.metrics.get('test_accuracy', float('nan')):.4f}")
+    for name, path in res.reports.items():
+        if str(path).endswith(".html"):
+            out.print(f"{name} report: {path}")
+    out.print(f"predictions: {res.predictions}")
+    db = (directory / "mlflow.db").resolve()
+    out.print(f"browse runs: mlflow ui --backend-store-uri sqlite:///{db}")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the config's JSON Schema (for editors)."""
+    from lakenet.config import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@config_app.command("validate")
+def config_validate(config: ConfigArg) -> None:
+    """Validate a config file and print it with every default filled in."""
+    from lakenet.config import dump_config, load_config
+
+    sys.stdout.write(dump_config(load_config(config)))
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    for k, v in sorted(metrics.items()):
+        out.print(f"  {k:<24} {v:.4f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one clean message and exit 2, never a traceback."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        app(args=argv, standalone_mode=False)
+    except LakenetError as e:
+        from rich.text import Text
+
+        err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; `lakenet train --resume` continues from the last checkpoint")
+        raise SystemExit(130) from None
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

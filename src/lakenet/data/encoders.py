@@ -1,0 +1,360 @@
+"""Feature encoders: Arrow rows → tensors, the same code for training, batch scoring and serving.
+
+A `Preprocessor` holds only JSON-able state learned on the training split (means, vocabularies, classes), so it
+travels inside the model bundle and the predictor reproduces training-time preprocessing exactly.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakenet.config.schema import CategoryFeature, Config, ImageFeature, NumericFeature
+from lakenet.errors import DataError
+
+__all__ = [
+    "BadRow",
+    "CategoryState",
+    "Encoded",
+    "ImageState",
+    "LabelState",
+    "NumericState",
+    "Preprocessor",
+    "decode_image",
+]
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that cannot be used, with the reason and the column at fault."""
+
+    index: int
+    reason: str
+    column: str
+
+
+@dataclass
+class Encoded:
+    """A batch of encoded rows: only rows where `valid` is true are present in `inputs`/`target`."""
+
+    inputs: dict[str, np.ndarray]  # "numeric": (N, F) f32, "category": (N, K) i64, "image": (N, C, S, S) f32
+    target: np.ndarray | None  # (N,) i64 class index, or (N,) f32 standardised value
+    valid: np.ndarray  # (rows,) bool over the input batch
+    bad: list[BadRow] = field(default_factory=list)
+
+    @property
+    def num_valid(self) -> int:
+        return int(self.valid.sum())
+
+
+@dataclass(frozen=True)
+class NumericState:
+    name: str
+    column: str
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class CategoryState:
+    name: str
+    column: str
+    vocab: list[str]  # index i + 1; index 0 is the unknown bucket
+    embedding_dim: int
+
+
+@dataclass(frozen=True)
+class ImageState:
+    name: str
+    column: str
+    size: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+
+
+@dataclass(frozen=True)
+class LabelState:
+    column: str
+    task: str
+    classes: list[str] | None = None  # classification
+    mean: float = 0.0  # regression targets are standardised for training and de-standardised on output
+    std: float = 1.0
+
+
+def decode_image(blob: bytes | None, size: int, channels: int) -> np.ndarray:
+    """Decode, convert and resize one image to (size, size, channels) uint8. Raises ValueError(reason)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not blob:
+        raise ValueError("empty_image")
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            im.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at reduced scale
+            im = im.convert("L" if channels == 1 else "RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise ValueError("undecodable_image") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ValueError("truncated_image" if "truncat" in str(err) else "undecodable_image") from None
+    return arr.reshape(size, size, channels)
+
+
+def _to_float(col: pa.ChunkedArray | pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Float values and a 'was non-numeric text' mask; nulls become NaN."""
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+        vals = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return np.asarray(vals, dtype=np.float64), np.zeros(len(vals), dtype=bool)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        raw = pd.Series(col.to_pylist(), dtype=object)
+        num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        return num, raw.notna().to_numpy() & np.isnan(num)
+    raise DataError(f"Column {name!r} has type {t}, which cannot be used as a numeric feature.")
+
+
+def _strings(col: pa.ChunkedArray | pa.Array) -> list[str | None]:
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = pc.cast(col, pa.string())
+    return col.to_pylist()
+
+
+class Preprocessor:
+    """Encodes Arrow tables for one config; state is learned on the training split by `fit_stats`."""
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        numeric: list[NumericState],
+        categories: list[CategoryState],
+        image: ImageState | None,
+        label: LabelState,
+    ) -> None:
+        self.key = key
+        self.numeric = numeric
+        self.categories = categories
+        self.image = image
+        self.label = label
+        self._cat_index = [{v: i + 1 for i, v in enumerate(c.vocab)} for c in categories]
+        self._class_index = {c: i for i, c in enumerate(label.classes or [])}
+
+    # ---- description -------------------------------------------------------------------------------------
+    @property
+    def num_outputs(self) -> int:
+        return len(self.label.classes or []) if self.label.task == "classification" else 1
+
+    def input_columns(self) -> list[str]:
+        cols = [s.column for s in self.numeric] + [s.column for s in self.categories]
+        if self.image is not None:
+            cols.append(self.image.column)
+        return list(dict.fromkeys(cols))
+
+    def columns(self, *, with_label: bool) -> list[str]:
+        cols = [self.key, *self.input_columns()]
+        if with_label:
+            cols.append(self.label.column)
+        return list(dict.fromkeys(cols))
+
+    def signature(self) -> list[dict[str, str]]:
+        """Input columns with their logical type (the model bundle's input signature)."""
+        sig = [{"name": s.column, "type": "double", "feature": "numeric"} for s in self.numeric]
+        sig += [{"name": s.column, "type": "string", "feature": "category"} for s in self.categories]
+        if self.image is not None:
+            sig.append({"name": self.image.column, "type": "binary", "feature": "image"})
+        return sig
+
+    # ---- encoding ----------------------------------------------------------------------------------------
+    def encode(self, table: pa.Table | pa.RecordBatch, *, with_label: bool) -> Encoded:
+        """Encode every row; rows that cannot be used are reported in `bad` and left out of the arrays."""
+        n = table.num_rows
+        valid = np.ones(n, dtype=bool)
+        bad: list[BadRow] = []
+
+        def mark(mask: np.ndarray, reason: str, column: str) -> None:
+            for i in np.flatnonzero(mask & valid):
+                bad.append(BadRow(int(i), reason, column))
+            valid[mask] = False
+
+        inputs: dict[str, np.ndarray] = {}
+        if self.numeric:
+            mat = np.empty((n, len(self.numeric)), dtype=np.float32)
+            for j, s in enumerate(self.numeric):
+                vals, non_numeric = _to_float(table.column(s.column), s.column)
+                mark(non_numeric, "not_numeric", s.column)
+                mark(np.isnan(vals), "missing_numeric", s.column)
+                mark(np.isinf(vals), "non_finite_numeric", s.column)
+                mat[:, j] = (np.nan_to_num(vals, nan=s.mean, posinf=s.mean, neginf=s.mean) - s.mean) / s.std
+            inputs["numeric"] = mat
+        if self.categories:
+            cats = np.zeros((n, len(self.categories)), dtype=np.int64)
+            for j, (s, index) in enumerate(zip(self.categories, self._cat_index, strict=True)):
+                cats[:, j] = [index.get(v, 0) if v is not None else 0 for v in _strings(table.column(s.column))]
+            inputs["category"] = cats
+        if self.image is not None:
+            im = self.image
+            pixels = np.zeros((n, im.size, im.size, im.channels), dtype=np.uint8)
+            for i, blob in enumerate(table.column(im.column).to_pylist()):
+                try:
+                    pixels[i] = decode_image(blob, im.size, im.channels)
+                except ValueError as err:
+                    mark(np.arange(n) == i, str(err), im.column)
+            # (N, H, W, C) uint8 -> (N, C, H, W) float32, normalised with training statistics
+            arr = pixels.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
+            mean = np.asarray(im.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+            std = np.asarray(im.std, dtype=np.float32).reshape(1, -1, 1, 1)
+            inputs["image"] = (arr - mean) / std
+        target = None
+        if with_label:
+            target = self._encode_label(table.column(self.label.column), mark)
+        keep = np.flatnonzero(valid) if not valid.all() else None
+        if keep is not None:
+            inputs = {k: v[keep] for k, v in inputs.items()}
+            target = target[keep] if target is not None else None
+        bad.sort(key=lambda b: b.index)
+        return Encoded(inputs, target, valid, bad)
+
+    def _encode_label(self, col: pa.ChunkedArray | pa.Array, mark: Any) -> np.ndarray:
+        lab = self.label
+        if lab.task == "classification":
+            values = _strings(col)
+            if lab.classes is None:  # profiling before the vocabulary is known: only missing labels are bad
+                missing = np.array([v is None for v in values], dtype=bool)
+                mark(missing, "missing_label", lab.column)
+                return np.zeros(len(values), dtype=np.int64)
+            idx = np.array([self._class_index.get(v, -1) if v is not None else -2 for v in values], dtype=np.int64)
+            mark(idx == -2, "missing_label", lab.column)
+            mark(idx == -1, "unknown_label", lab.column)
+            return idx
+        vals, non_numeric = _to_float(col, lab.column)
+        mark(non_numeric, "not_numeric", lab.column)
+        mark(~np.isfinite(vals), "missing_label", lab.column)
+        return ((np.nan_to_num(vals) - lab.mean) / lab.std).astype(np.float32)
+
+    def decode_target(self, raw: np.ndarray) -> np.ndarray:
+        """Undo target standardisation (regression outputs)."""
+        return raw * self.label.std + self.label.mean
+
+    # ---- state -------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "numeric": [asdict(s) for s in self.numeric],
+            "categories": [asdict(s) for s in self.categories],
+            "image": asdict(self.image) if self.image else None,
+            "label": asdict(self.label),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
+        return cls(
+            key=d["key"],
+            numeric=[NumericState(**s) for s in d["numeric"]],
+            categories=[CategoryState(**s) for s in d["categories"]],
+            image=ImageState(**d["image"]) if d.get("image") else None,
+            label=LabelState(**d["label"]),
+        )
+
+
+class StatsAccumulator:
+    """Learns preprocessing state from training rows, fragment by fragment (nothing held but counters)."""
+
+    _IMAGE_SAMPLE = 512
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.sums: dict[str, np.ndarray] = {}  # name -> [n, sum, sumsq]
+        self.counts: dict[str, Counter[str]] = {}
+        self.label_counts: Counter[str] = Counter()
+        self.label_sums = np.zeros(3)
+        self.pixel_sums = np.zeros((3, 3))  # [n, sum, sumsq] per channel
+        self.images_seen = 0
+
+    def update(self, table: pa.Table) -> None:
+        """Add the training rows of `table` (already filtered to good training rows)."""
+        for name, spec in self.cfg.features.inputs.items():
+            col = table.column(self.cfg.features.column_of(name))
+            if isinstance(spec, NumericFeature):
+                vals, _ = _to_float(col, name)
+                vals = vals[np.isfinite(vals)]
+                acc = self.sums.setdefault(name, np.zeros(3))
+                acc += (len(vals), vals.sum(), np.square(vals).sum())
+            elif isinstance(spec, CategoryFeature):
+                self.counts.setdefault(name, Counter()).update(v for v in _strings(col) if v is not None)
+            elif isinstance(spec, ImageFeature) and self.images_seen < self._IMAGE_SAMPLE:
+                for blob in col.to_pylist()[: self._IMAGE_SAMPLE - self.images_seen]:
+                    try:
+                        px = decode_image(blob, spec.size, spec.channels).reshape(-1, spec.channels) / 255.0
+                    except ValueError:
+                        continue
+                    self.pixel_sums[0, : spec.channels] += len(px)
+                    self.pixel_sums[1, : spec.channels] += px.sum(0)
+                    self.pixel_sums[2, : spec.channels] += np.square(px).sum(0)
+                    self.images_seen += 1
+        lab = self.cfg.features.label
+        col = table.column(lab.column)
+        if lab.task == "classification":
+            self.label_counts.update(v for v in _strings(col) if v is not None)
+        else:
+            vals, _ = _to_float(col, lab.column)
+            vals = vals[np.isfinite(vals)]
+            self.label_sums += (len(vals), vals.sum(), np.square(vals).sum())
+
+    @staticmethod
+    def _mean_std(n: float, s: float, ss: float) -> tuple[float, float]:
+        if n == 0:
+            return 0.0, 1.0
+        mean = s / n
+        std = float(np.sqrt(max(ss / n - mean * mean, 0.0)))
+        return float(mean), std if std > 1e-8 else 1.0
+
+    def finish(self) -> Preprocessor:
+        cfg = self.cfg
+        numeric, cats, image = [], [], None
+        for name, spec in cfg.features.inputs.items():
+            column = cfg.features.column_of(name)
+            if isinstance(spec, NumericFeature):
+                mean, std = self._mean_std(*self.sums.get(name, np.zeros(3)))
+                numeric.append(NumericState(name, column, mean, std))
+            elif isinstance(spec, CategoryFeature):
+                counts = self.counts.get(name, Counter())
+                vocab = sorted(
+                    (v for v, c in counts.most_common(spec.max_categories) if c >= spec.min_count),
+                    key=lambda v: (-counts[v], v),
+                )
+                dim = spec.embedding_dim or int(min(32, round(1.6 * (len(vocab) + 1) ** 0.56)))
+                cats.append(CategoryState(name, column, vocab, max(dim, 1)))
+            elif isinstance(spec, ImageFeature):
+                ch = spec.channels
+                stats = [self._mean_std(*self.pixel_sums[:, c]) for c in range(ch)]
+                image = ImageState(name, column, spec.size, ch, [m for m, _ in stats], [s for _, s in stats])
+        lab = cfg.features.label
+        if lab.task == "classification":
+            classes = sorted(self.label_counts, key=_natural_key)
+            if len(classes) < 2:
+                raise DataError(
+                    f"Label column {lab.column!r} has {len(classes)} distinct value(s) in the training split; "
+                    "classification needs at least 2. Check features.label.column or set task: regression."
+                )
+            label = LabelState(lab.column, lab.task, classes=classes)
+        else:
+            mean, std = self._mean_std(*self.label_sums)
+            label = LabelState(lab.column, lab.task, mean=mean, std=std)
+        return Preprocessor(key=cfg.data.key, numeric=numeric, categories=cats, image=image, label=label)
+
+
+def _natural_key(v: str) -> tuple[int, float, str]:
+    """Sort class names numerically when they are numbers ('2' < '10'), else alphabetically."""
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)

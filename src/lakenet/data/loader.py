@@ -1,0 +1,166 @@
+"""Arrow → tensor batches for one worker: its own shard of fragments, a deterministic order, a decoded cache.
+
+The order of rows in an epoch is a pure function of (seed, epoch, shard), never of what is cached or of how the
+process got there, so a resumed run sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from lakenet.config.schema import SplitConfig
+from lakenet.data.encoders import Preprocessor
+from lakenet.data.sources import Snapshot
+from lakenet.data.split import assign_splits
+
+__all__ = ["Batch", "SplitLoader", "plan_shards"]
+
+_WINDOW_FRAGMENTS = 16  # rows are shuffled within windows of this many fragments
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, torch.Tensor]
+    target: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def to(self, device: torch.device) -> Batch:
+        if device.type == "cpu":
+            return self
+        return Batch(
+            {k: v.to(device, non_blocking=True) for k, v in self.inputs.items()},
+            self.target.to(device, non_blocking=True),
+        )
+
+
+def plan_shards(counts: np.ndarray, world: int) -> list[list[int]]:
+    """Assign fragments to `world` shards, balancing usable rows (largest first, to the lightest shard)."""
+    shards: list[list[int]] = [[] for _ in range(world)]
+    load = np.zeros(world, dtype=np.int64)
+    for fi in sorted(range(len(counts)), key=lambda i: (-int(counts[i]), i)):
+        if counts[fi] == 0:
+            continue
+        r = int(np.argmin(load))
+        shards[r].append(fi)
+        load[r] += counts[fi]
+    return [sorted(s) for s in shards]
+
+
+_Arrays = tuple[dict[str, np.ndarray], np.ndarray]
+
+
+class SplitLoader:
+    """Batches of one split from a list of fragments of a snapshot."""
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        pre: Preprocessor,
+        *,
+        split: int,
+        split_cfg: SplitConfig,
+        fragments: list[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        cache_mb: int = 0,
+    ) -> None:
+        self.snap, self.pre = snap, pre
+        self.split, self.split_cfg = split, split_cfg
+        self.fragments = fragments
+        self.batch_size = batch_size
+        self.shuffle, self.seed = shuffle, seed
+        self._cache: dict[int, _Arrays] = {}
+        self._cache_budget = cache_mb * 2**20
+        self._cache_bytes = 0
+        self._columns = pre.columns(with_label=True)
+
+    def _load(self, fi: int) -> _Arrays:
+        hit = self._cache.get(fi)
+        if hit is not None:
+            return hit
+        table = self.snap.read(self.snap.fragments[fi], self._columns)
+        mask = assign_splits(table.column(self.pre.key), self.split_cfg) == self.split
+        if not mask.all():
+            table = table.filter(pa.array(mask))
+        enc = self.pre.encode(table, with_label=True)
+        assert enc.target is not None
+        arrays = (enc.inputs, enc.target)
+        size = enc.target.nbytes + sum(a.nbytes for a in enc.inputs.values())
+        if self._cache_bytes + size <= self._cache_budget:
+            self._cache[fi] = arrays
+            self._cache_bytes += size
+        return arrays
+
+    def _fragment_stream(self, order: list[int]) -> Iterator[_Arrays]:
+        if all(fi in self._cache for fi in order):
+            yield from (self._cache[fi] for fi in order)
+            return
+        # Decode the next fragment on a thread while the current one trains (Pillow and Arrow release the GIL).
+        with ThreadPoolExecutor(1, thread_name_prefix="lakenet-loader") as pool:
+            pending: list[Future[_Arrays]] = [pool.submit(self._load, fi) for fi in order[:2]]
+            for nxt in order[2:]:
+                yield pending.pop(0).result()
+                pending.append(pool.submit(self._load, nxt))
+            for fut in pending:
+                yield fut.result()
+
+    def batches(self, epoch: int, *, max_batches: int | None = None, skip: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch`; `skip` fast-forwards past batches already trained (resume)."""
+        rng = np.random.default_rng([self.seed, epoch, self.split])
+        order = list(self.fragments)
+        if self.shuffle:
+            order = [order[i] for i in rng.permutation(len(order))]
+        emitted = 0
+        carry: _Arrays | None = None
+        stream = self._fragment_stream(order)
+        windows_done = False
+        while not windows_done:
+            window: list[_Arrays] = []
+            for _ in range(_WINDOW_FRAGMENTS):
+                nxt = next(stream, None)
+                if nxt is None:
+                    windows_done = True
+                    break
+                window.append(nxt)
+            if carry is not None:
+                window.insert(0, carry)
+                carry = None
+            if not window:
+                break
+            inputs, target = _concat(window)
+            n = len(target)
+            idx = rng.permutation(n) if self.shuffle else np.arange(n)
+            start = 0
+            while n - start >= self.batch_size or (windows_done and start < n):
+                if max_batches is not None and emitted >= max_batches:
+                    return
+                sel = idx[start : start + self.batch_size]
+                start += len(sel)
+                emitted += 1
+                if emitted > skip:
+                    yield Batch({k: torch.from_numpy(v[sel]) for k, v in inputs.items()}, torch.from_numpy(target[sel]))
+            if start < n:
+                rest = idx[start:]
+                carry = ({k: v[rest] for k, v in inputs.items()}, target[rest])
+
+    def steps(self, rows: int) -> int:
+        return (rows + self.batch_size - 1) // self.batch_size
+
+
+def _concat(parts: list[_Arrays]) -> _Arrays:
+    if len(parts) == 1:
+        return parts[0]
+    keys = parts[0][0].keys()
+    return (
+        {k: np.concatenate([p[0][k] for p in parts]) for k in keys},
+        np.concatenate([p[1] for p in parts]),
+    )

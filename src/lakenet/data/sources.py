@@ -1,0 +1,173 @@
+"""Open a table (Delta, Parquet, CSV) as a snapshot: a fixed list of fragments that workers read as Arrow."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from lakenet.errors import DataError
+
+__all__ = ["Fragment", "Snapshot", "open_table", "table_format"]
+
+# CSV has no row groups; rows are cut into slices of this size so that workers can still share the work.
+_CSV_SLICE_ROWS = 8192
+
+Format = Literal["delta", "parquet", "csv"]
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """The unit of parallel work: one row group of one Parquet file, or one slice of a CSV file."""
+
+    path: str
+    index: int  # row-group index (Parquet) or slice index (CSV)
+    num_rows: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A table pinned to one version: everything a worker needs to read its share without a driver."""
+
+    uri: str
+    format: Format
+    version: int | None
+    fragments: tuple[Fragment, ...]
+    schema: pa.Schema
+    fingerprint: str = field(default="")
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f.num_rows for f in self.fragments)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def read(self, frag: Fragment, columns: Sequence[str] | None = None) -> pa.Table:
+        """Read one fragment (only the requested columns)."""
+        cols = list(columns) if columns is not None else None
+        if self.format == "csv":
+            table = _read_csv(frag.path)
+            start = frag.index * _CSV_SLICE_ROWS
+            table = table.slice(start, frag.num_rows)
+            return table.select(cols) if cols is not None else table
+        return pq.ParquetFile(_local(frag.path)).read_row_group(frag.index, columns=cols)
+
+    def iter_tables(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Fragment, pa.Table]]:
+        for frag in self.fragments:
+            yield frag, self.read(frag, columns)
+
+    def require_columns(self, wanted: dict[str, str]) -> None:
+        """Fail with a message naming the missing column, the columns there are and the key to change."""
+        names = set(self.schema.names)
+        for col, key in wanted.items():
+            if col not in names:
+                raise DataError(
+                    f"Column {col!r} not in table {self.uri} (columns: {', '.join(self.schema.names)}). "
+                    f"Set {key} or rename the column."
+                )
+
+
+def _local(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+_csv_cache: dict[str, pa.Table] = {}
+
+
+def _read_csv(path: str) -> pa.Table:
+    # Read once per process: each slice of a CSV would otherwise re-parse the whole file.
+    if path not in _csv_cache:
+        try:
+            _csv_cache.clear()
+            _csv_cache[path] = pacsv.read_csv(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"Cannot read CSV file {path}: {err}") from None
+    return _csv_cache[path]
+
+
+def table_format(uri: str) -> Format:
+    p = Path(_local(uri))
+    if (p / "_delta_log").is_dir():
+        return "delta"
+    if p.is_file() and p.suffix.lower() in {".csv", ".tsv", ".txt"}:
+        return "csv"
+    if p.is_file() and p.suffix.lower() in {".parquet", ".pq"}:
+        return "parquet"
+    if p.is_dir() and any(p.rglob("*.parquet")):
+        return "parquet"
+    if not p.exists():
+        raise DataError(
+            f"Table {uri} does not exist. Check data.table, or create it with `lakenet ingest <source> --table {uri}`."
+        )
+    if p.is_dir():
+        raise DataError(
+            f"{uri} is a directory without a Delta log or Parquet files. If it is a folder of images, ingest it "
+            f"first: `lakenet ingest {uri} --table <table>`."
+        )
+    raise DataError(f"{uri}: unsupported file type {p.suffix!r}; expected a Delta table, Parquet or CSV.")
+
+
+def _parquet_fragments(files: Sequence[str]) -> tuple[list[Fragment], pa.Schema]:
+    frags: list[Fragment] = []
+    schema: pa.Schema | None = None
+    for f in files:
+        try:
+            meta = pq.ParquetFile(_local(f))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"Cannot read Parquet file {f}: {err}") from None
+        if schema is None:
+            schema = meta.schema_arrow
+        for i in range(meta.metadata.num_row_groups):
+            frags.append(Fragment(f, i, meta.metadata.row_group(i).num_rows))
+    return frags, schema if schema is not None else pa.schema([])
+
+
+def open_table(uri: str, version: int | None = None) -> Snapshot:
+    """Pin a table (at `version` for Delta) and list its fragments; reads only metadata."""
+    fmt = table_format(uri)
+    if fmt == "delta":
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
+
+        try:
+            dt = DeltaTable(_local(uri), version=version)
+        except DeltaError as err:
+            raise DataError(f"Cannot open Delta table {uri} at version {version}: {err}") from None
+        # file_uris() lists the files of exactly this version: a raw directory listing would include files
+        # that later commits removed.
+        files = sorted(dt.file_uris())
+        frags, schema = _parquet_fragments(files)
+        if not files:
+            schema = pa.schema(dt.schema().to_arrow())  # type: ignore[arg-type]
+        v = dt.version()
+        return Snapshot(uri, fmt, v, tuple(frags), schema, fingerprint=f"delta:{v}")
+    if fmt == "parquet":
+        p = Path(_local(uri))
+        files = [str(p)] if p.is_file() else sorted(str(f) for f in p.rglob("*.parquet"))
+        frags, schema = _parquet_fragments(files)
+        return Snapshot(uri, fmt, None, tuple(frags), schema, fingerprint=_files_fingerprint(files))
+    table = _read_csv(_local(uri))
+    n = table.num_rows
+    frags = [
+        Fragment(_local(uri), i, min(_CSV_SLICE_ROWS, n - i * _CSV_SLICE_ROWS))
+        for i in range((n + _CSV_SLICE_ROWS - 1) // _CSV_SLICE_ROWS)
+    ]
+    return Snapshot(uri, "csv", None, tuple(frags), table.schema, fingerprint=_files_fingerprint([_local(uri)]))
+
+
+def _files_fingerprint(files: Sequence[str]) -> str:
+    """Non-Delta sources have no version: record size and mtime of every file instead."""
+    h = hashlib.sha256()
+    for f in files:
+        st = os.stat(_local(f))
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return "files:" + h.hexdigest()[:16]

@@ -1,0 +1,45 @@
+"""The engine interface: WHERE work runs. The training loop and the predictor are the same on every engine."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from lakenet.data.sources import Snapshot
+from lakenet.training.callbacks import Callback
+from lakenet.training.loop import TrainJob
+
+__all__ = ["Engine", "ScoreJob"]
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Score every row of a snapshot with a model bundle; the predictor is built once per worker."""
+
+    snapshot: Snapshot
+    bundle_dir: str
+    columns: tuple[str, ...]
+    model_name: str | None = None
+    model_version: str | None = None
+    batch_rows: int = 256
+
+
+class Engine(ABC):
+    """How many copies of the work run, where, with what environment and which slice of the data."""
+
+    name: str
+
+    @abstractmethod
+    def train(self, job: TrainJob, *, workers: int, device: str, callbacks: Sequence[Callback] = ()) -> None:
+        """Run `train_worker` on `workers` replicas; rank 0 leaves result.json and weights in job.output_dir."""
+
+    @abstractmethod
+    def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream the predictor's output batches, in fragment order."""
+
+    @abstractmethod
+    def output_schema(self, job: ScoreJob) -> pa.Schema:
+        """The schema of the batches `score` yields."""

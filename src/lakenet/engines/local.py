@@ -1,0 +1,163 @@
+"""The local engine (the default): in-process for one worker, torch.distributed processes on 127.0.0.1 for
+several, and a process pool for scoring with torch threads × processes ≤ cores.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import socket
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from lakenet.engines.base import Engine, ScoreJob
+from lakenet.errors import LakenetError, TrainingError
+from lakenet.training.callbacks import Callback
+from lakenet.training.loop import TrainJob, WorkerContext, train_worker
+
+__all__ = ["LocalEngine", "cpu_count"]
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_worker(
+    rank: int, world: int, port: int, job: TrainJob, device: str, threads: int, callbacks: Sequence[Callback]
+) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(threads)
+    backend = "nccl" if device == "cuda" else "gloo"
+    dev = f"cuda:{rank % max(torch.cuda.device_count(), 1)}" if device == "cuda" else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(dev)
+    err_file = Path(job.output_dir) / f"error-rank{rank}.json"
+    try:
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        train_worker(job, WorkerContext(rank, world, dev), callbacks)
+    except LakenetError as err:
+        err_file.parent.mkdir(parents=True, exist_ok=True)
+        err_file.write_text(json.dumps({"type": type(err).__name__, "message": str(err)}))
+        raise SystemExit(3) from None
+    except BaseException:
+        err_file.parent.mkdir(parents=True, exist_ok=True)
+        err_file.write_text(json.dumps({"type": "crash", "message": traceback.format_exc()}))
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _raise_worker_error(job: TrainJob, world: int) -> None:
+    from lakenet import errors
+
+    for rank in range(world):
+        f = Path(job.output_dir) / f"error-rank{rank}.json"
+        if f.is_file():
+            info = json.loads(f.read_text())
+            cls = getattr(errors, info["type"], TrainingError)
+            if not (isinstance(cls, type) and issubclass(cls, LakenetError)):
+                raise TrainingError(f"training worker {rank} failed:\n{info['message']}")
+            raise cls(info["message"])
+    raise TrainingError("a training worker died without a message (killed, or out of memory?)")
+
+
+# ---- scoring pool -------------------------------------------------------------------------------------------
+_predictor: Any = None
+
+
+def _init_scorer(job: ScoreJob, threads: int) -> None:
+    global _predictor
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    from lakenet.inference.predictor import Predictor
+
+    torch.set_num_threads(threads)
+    _predictor = Predictor(job.bundle_dir, model_name=job.model_name, model_version=job.model_version)
+
+
+def _score_fragment(args: tuple[ScoreJob, int]) -> bytes:
+    job, fi = args
+    table = job.snapshot.read(job.snapshot.fragments[fi], list(job.columns))
+    sink = pa.BufferOutputStream()
+    out = None
+    for batch in table.to_batches(max_chunksize=job.batch_rows):
+        res = _predictor(batch)
+        if out is None:
+            out = pa.ipc.new_stream(sink, res.schema)
+        out.write_batch(res)
+    if out is None:
+        return b""
+    out.close()
+    return sink.getvalue().to_pybytes()
+
+
+class LocalEngine(Engine):
+    name = "local"
+
+    def train(self, job: TrainJob, *, workers: int, device: str, callbacks: Sequence[Callback] = ()) -> None:
+        if workers == 1:
+            train_worker(job, WorkerContext(0, 1, "cuda:0" if device == "cuda" else "cpu"), callbacks)
+            return
+        import torch.multiprocessing as tmp
+
+        if device == "cuda":
+            import torch
+
+            if torch.cuda.device_count() < 1:
+                raise TrainingError("engine.workers > 1 on cuda needs at least one GPU")
+        threads = max(1, cpu_count() // workers)
+        ctx = tmp.start_processes(
+            _ddp_worker,
+            args=(workers, _free_port(), job, device, threads, list(callbacks)),
+            nprocs=workers,
+            join=False,
+            start_method="spawn",
+        )
+        try:
+            while not ctx.join():
+                pass
+        except Exception:
+            _raise_worker_error(job, workers)
+
+    def output_schema(self, job: ScoreJob) -> pa.Schema:
+        from lakenet.inference.predictor import Predictor
+
+        pred = Predictor(job.bundle_dir, model_name=job.model_name, model_version=job.model_version)
+        return pred.output_schema(with_key=pred.pre.key in job.snapshot.schema.names)
+
+    def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
+        frags = list(range(len(job.snapshot.fragments)))
+        cores = cpu_count()
+        procs = max(1, min(workers or cores, len(frags), cores))
+        if procs == 1:
+            from lakenet.inference.predictor import Predictor
+
+            pred = Predictor(job.bundle_dir, model_name=job.model_name, model_version=job.model_version)
+            for fi in frags:
+                table = job.snapshot.read(job.snapshot.fragments[fi], list(job.columns))
+                for batch in table.to_batches(max_chunksize=job.batch_rows):
+                    yield pred(batch)
+            return
+        threads = max(1, cores // procs)
+        with mp.get_context("spawn").Pool(procs, initializer=_init_scorer, initargs=(job, threads)) as pool:
+            for blob in pool.imap(_score_fragment, [(job, fi) for fi in frags]):
+                if blob:
+                    yield from pa.ipc.open_stream(blob)

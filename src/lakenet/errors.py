@@ -1,0 +1,36 @@
+"""One exception hierarchy: every error a user can cause says what was expected, what was found and the fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRowsError",
+    "ConfigError",
+    "DataError",
+    "LakenetError",
+    "ModelError",
+    "TrainingError",
+]
+
+
+class LakenetError(Exception):
+    """Base class: the CLI prints these as a clean message (no traceback) and exits with status 2."""
+
+
+class ConfigError(LakenetError):
+    """The YAML file or a config value is invalid."""
+
+
+class DataError(LakenetError):
+    """A table, column or file is missing or has the wrong shape or type."""
+
+
+class BadRowsError(DataError):
+    """Too many rows were quarantined for the job to go on."""
+
+
+class ModelError(LakenetError):
+    """A model, bundle or registry entry cannot be built, found or loaded."""
+
+
+class TrainingError(LakenetError):
+    """Training could not go on (non-finite loss, failed worker, no checkpoint to resume)."""

@@ -1,0 +1,126 @@
+"""The Predictor contract: load a bundle once, then `__call__(arrow batch) -> arrow batch`.
+
+Batch scoring (local processes, Spark UDFs), the MLflow pyfunc model and the HTTP server all call this class,
+with the preprocessing the model was trained with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from lakenet.errors import DataError
+from lakenet.models.bundle import Bundle
+
+__all__ = ["Predictor"]
+
+
+class Predictor:
+    """Scores Arrow batches. Rows that cannot be encoded get a null prediction and the reason in `error`."""
+
+    def __init__(
+        self,
+        bundle: str | Path | Bundle,
+        *,
+        device: str = "cpu",
+        batch_size: int = 256,
+        model_name: str | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.pre = self.bundle.preprocessor
+        self.device = torch.device(device)
+        self.model = self.bundle.build(self.device)
+        if self.pre.image is not None and self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)  # faster CPU convolutions
+        self.batch_size = batch_size
+        self.model_name, self.model_version = model_name, model_version
+        self.classes = self.pre.label.classes or []
+        self.classification = self.pre.label.task == "classification"
+
+    @property
+    def input_columns(self) -> list[str]:
+        return self.pre.input_columns()
+
+    def output_schema(self, *, with_key: bool = True) -> pa.Schema:
+        fields: list[pa.Field] = []
+        if with_key:
+            fields.append(pa.field(self.pre.key, pa.string()))
+        if self.classification:
+            fields += [
+                pa.field("prediction", pa.string()),
+                pa.field("confidence", pa.float32()),
+                pa.field("probabilities", pa.map_(pa.string(), pa.float32())),
+            ]
+        else:
+            fields.append(pa.field("prediction", pa.float64()))
+        fields.append(pa.field("error", pa.string()))
+        if self.model_name is not None:
+            fields += [pa.field("model_name", pa.string()), pa.field("model_version", pa.string())]
+        return pa.schema(fields)
+
+    @torch.inference_mode()
+    def forward(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Raw model outputs for encoded inputs: (N, classes) probabilities or (N,) values."""
+        n = len(next(iter(inputs.values()))) if inputs else 0
+        outs = []
+        for start in range(0, n, self.batch_size):
+            chunk = {k: torch.from_numpy(v[start : start + self.batch_size]).to(self.device) for k, v in inputs.items()}
+            if "image" in chunk and self.device.type == "cpu":
+                chunk["image"] = chunk["image"].contiguous(memory_format=torch.channels_last)
+            out = self.model(chunk)
+            out = torch.softmax(out.float(), dim=1) if self.classification else out.float().view(-1)
+            outs.append(out.cpu().numpy())
+        if not outs:
+            return np.zeros((0, len(self.classes)) if self.classification else (0,), dtype=np.float32)
+        return np.concatenate(outs)
+
+    def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+        names = set(batch.schema.names)
+        missing = [c for c in self.input_columns if c not in names]
+        if missing:
+            raise DataError(
+                f"Input is missing column(s) {missing} that the model needs (it expects {self.input_columns}); "
+                "rename the columns or score a table with the training schema."
+            )
+        enc = self.pre.encode(batch, with_label=False)
+        out = self.forward(enc.inputs)
+        n = batch.num_rows
+        valid = enc.valid
+        errors: list[str | None] = [None] * n
+        for b in enc.bad:
+            errors[b.index] = errors[b.index] or b.reason
+        with_key = self.pre.key in names
+        cols: dict[str, pa.Array] = {}
+        if with_key:
+            cols[self.pre.key] = pa.array(batch.column(self.pre.key).to_pylist(), pa.string())
+        rows = np.flatnonzero(valid)
+        if self.classification:
+            k = len(self.classes)
+            probs = np.full((n, k), np.nan, dtype=np.float32)
+            probs[rows] = out
+            best = probs.argmax(1) if k else np.zeros(n, dtype=np.int64)
+            cls = np.asarray(self.classes, dtype=object)
+            pred = [cls[best[i]] if valid[i] else None for i in range(n)]
+            conf = np.where(valid, probs.max(1) if k else 0.0, np.nan)
+            cols["prediction"] = pa.array(pred, pa.string())
+            cols["confidence"] = pa.array(conf, pa.float32(), mask=~valid)
+            # map<class, probability>: built from flat arrays, no per-row Python dicts
+            offsets = np.arange(n + 1, dtype=np.int32) * k
+            keys = pa.array(np.tile(cls, n) if n else [], pa.string())
+            items = pa.array(np.nan_to_num(probs).ravel(), pa.float32())
+            cols["probabilities"] = pa.MapArray.from_arrays(
+                pa.array(offsets, pa.int32()), keys, items, mask=pa.array(~valid)
+            )
+        else:
+            values = np.full(n, np.nan)
+            values[rows] = self.pre.decode_target(out.astype(np.float64))
+            cols["prediction"] = pa.array(values, pa.float64(), mask=~valid)
+        cols["error"] = pa.array(errors, pa.string())
+        if self.model_name is not None:
+            cols["model_name"] = pa.array([self.model_name] * n, pa.string())
+            cols["model_version"] = pa.array([self.model_version] * n, pa.string())
+        return pa.RecordBatch.from_pydict(cols, schema=self.output_schema(with_key=with_key))

@@ -1,0 +1,100 @@
+"""The model bundle: one directory with weights (safetensors) and everything else as JSON — no pickle.
+
+The same bundle feeds batch scoring, the MLflow pyfunc model and serving, so training and serving cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lakenet._version import __version__
+from lakenet.data.encoders import Preprocessor
+from lakenet.errors import ModelError
+from lakenet.models.registry import build_model
+from lakenet.models.spec import ModelSpec
+
+__all__ = ["BUNDLE_FORMAT", "Bundle"]
+
+BUNDLE_FORMAT = 1
+_META = "bundle.json"
+_WEIGHTS = "weights.safetensors"
+
+
+@dataclass
+class Bundle:
+    """Architecture spec + preprocessing + lineage; `weights` is the state dict (CPU tensors)."""
+
+    spec: ModelSpec
+    preprocessor: Preprocessor
+    weights: dict[str, torch.Tensor]
+    lineage: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)  # training data profile summary
+    training: dict[str, Any] = field(default_factory=dict)  # history, best epoch, steps
+
+    def build(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The network with the bundle's weights, in eval mode."""
+        model = build_model(self.spec)
+        missing, unexpected = model.load_state_dict(self.weights, strict=False)
+        if missing or unexpected:
+            raise ModelError(
+                f"Bundle weights do not fit architecture {self.spec.architecture!r} "
+                f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+            )
+        return model.to(device).eval()
+
+    def signature(self) -> list[dict[str, str]]:
+        return self.preprocessor.signature()
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a partly written bundle is never visible at `path`."""
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "lakenet_version": __version__,
+            "spec": self.spec.to_dict(),
+            "preprocessor": self.preprocessor.to_dict(),
+            "signature": self.signature(),
+            "lineage": self.lineage,
+            "metrics": self.metrics,
+            "profile": self.profile,
+            "training": self.training,
+        }
+        (tmp / _META).write_text(json.dumps(meta, indent=2, default=str))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.weights.items()}, str(tmp / _WEIGHTS))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        return dest
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        p = Path(path)
+        if not (p / _META).is_file() or not (p / _WEIGHTS).is_file():
+            raise ModelError(f"{p} is not a lakenet model bundle (expected {_META} and {_WEIGHTS})")
+        meta = json.loads((p / _META).read_text())
+        if meta.get("format", 0) > BUNDLE_FORMAT:
+            raise ModelError(
+                f"Bundle {p} has format {meta['format']}, newer than this lakenet ({BUNDLE_FORMAT}); upgrade lakenet"
+            )
+        return cls(
+            spec=ModelSpec.from_dict(meta["spec"]),
+            preprocessor=Preprocessor.from_dict(meta["preprocessor"]),
+            weights=load_file(str(p / _WEIGHTS)),
+            lineage=meta.get("lineage", {}),
+            metrics=meta.get("metrics", {}),
+            profile=meta.get("profile", {}),
+            training=meta.get("training", {}),
+        )

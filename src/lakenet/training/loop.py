@@ -1,0 +1,343 @@
+"""The per-worker training loop, plain PyTorch. It does not know who launched it (a thread, a local process,
+a Spark task): the engine sets up torch.distributed (or not) and calls `train_worker` with a TrainJob.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+from torch import nn
+
+from lakenet.config.loader import parse_config
+from lakenet.config.schema import Config
+from lakenet.data.encoders import Preprocessor
+from lakenet.data.loader import SplitLoader, plan_shards
+from lakenet.data.sources import Snapshot
+from lakenet.data.split import TRAIN, VAL
+from lakenet.errors import TrainingError
+from lakenet.evaluation.metrics import (
+    classification_metrics,
+    confusion_matrix,
+    metric_mode,
+    regression_metrics_from_sums,
+    regression_sums,
+)
+from lakenet.models.registry import build_model
+from lakenet.models.spec import ModelSpec
+from lakenet.training.callbacks import Callback
+from lakenet.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+__all__ = ["TrainJob", "TrainState", "WorkerContext", "resolve_device", "train_worker"]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a worker needs, picklable, so a local process or a Spark task can run it unchanged."""
+
+    config: dict[str, Any]
+    snapshot: Snapshot
+    preprocessor: dict[str, Any]
+    spec: dict[str, Any]
+    fragment_counts: np.ndarray  # (fragments, 3) usable rows per split
+    output_dir: str  # rank 0 writes result.json and weights.safetensors here
+    checkpoint_dir: str
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+
+
+@dataclass
+class TrainState:
+    """Loop position and early-stopping state; saved in every checkpoint."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    nonfinite_steps: int = 0
+    nonfinite_run: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(wanted: str) -> str:
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("trainer.device is 'cuda' but no CUDA device is available; set trainer.device: cpu")
+    return wanted
+
+
+def _lr_lambda(cfg: Config, steps_per_epoch: int) -> Any:
+    t = cfg.trainer
+    total = max(1, t.epochs * steps_per_epoch)
+    if t.schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if t.schedule == "step":
+        return lambda step: t.gamma ** ((step // steps_per_epoch) // t.step_epochs)
+    return lambda step: 1.0
+
+
+def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.trainer
+    # No weight decay on biases and normalisation parameters (the usual practice; it hurts small nets otherwise).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.learning_rate, momentum=t.momentum)
+    return torch.optim.AdamW(groups, lr=t.learning_rate)
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    # Dropout randomness is a pure function of (seed, rank, step): a resumed run replays it exactly without
+    # having to save every rank's generator state.
+    return (seed * 1_000_003 + rank * 7_919 + step) % (2**63)
+
+
+class _Evaluator:
+    """Validation figures summed over workers (confusion matrix / regression sums), then turned into metrics."""
+
+    def __init__(self, pre: Preprocessor, device: torch.device) -> None:
+        self.pre, self.device = pre, device
+        self.classification = pre.label.task == "classification"
+
+    @torch.no_grad()
+    def run(self, model: nn.Module, loader: SplitLoader | None, loss_fn: nn.Module) -> dict[str, float]:
+        model.eval()
+        k = self.pre.num_outputs
+        cm = np.zeros((k, k), dtype=np.int64)
+        sums = np.zeros(5)
+        loss_sum, n = 0.0, 0
+        for batch in loader.batches(0) if loader is not None else []:
+            b = batch.to(self.device)
+            out = model(b.inputs)
+            loss_sum += float(loss_fn(out, b.target if self.classification else b.target.view(-1, 1))) * len(b)
+            n += len(b)
+            if self.classification:
+                pred = out.argmax(1).cpu().numpy()
+                cm += confusion_matrix(b.target.cpu().numpy(), pred, k)
+            else:
+                y = self.pre.decode_target(b.target.cpu().numpy().astype(np.float64))
+                yhat = self.pre.decode_target(out.view(-1).cpu().numpy().astype(np.float64))
+                sums += regression_sums(y, yhat)
+        flat = np.concatenate([[loss_sum, n], cm.ravel().astype(np.float64), sums])
+        if dist.is_initialized():
+            t = torch.from_numpy(flat).to(self.device)
+            dist.all_reduce(t)
+            flat = t.cpu().numpy()
+        loss_sum, n = float(flat[0]), int(flat[1])
+        if n == 0:
+            return {}
+        metrics = {"val_loss": loss_sum / n}
+        if self.classification:
+            cm = flat[2 : 2 + k * k].reshape(k, k).astype(np.int64)
+            metrics.update(classification_metrics(cm, self.pre.label.classes or [], prefix="val"))
+        else:
+            metrics.update(regression_metrics_from_sums(flat[2 + k * k :], prefix="val"))
+        return metrics
+
+
+def _all_reduce_mean(value: float, count: int, device: torch.device) -> float:
+    if not dist.is_initialized():
+        return value / max(count, 1)
+    t = torch.tensor([value, float(count)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t[0] / max(t[1], 1))
+
+
+def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback] = ()) -> TrainState:
+    """Train on this worker's shard; rank 0 checkpoints, calls callbacks and writes the result."""
+    cfg = parse_config(job.config)
+    t = cfg.trainer
+    rank, world = ctx.rank, ctx.world_size
+    device = torch.device(ctx.device)
+    lead = rank == 0
+    callbacks = list(callbacks) if lead else []
+    pre = Preprocessor.from_dict(job.preprocessor)
+    spec = ModelSpec.from_dict(job.spec)
+    classification = pre.label.task == "classification"
+
+    torch.manual_seed(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(spec).to(device)
+    counts = job.fragment_counts
+    train_shards = plan_shards(counts[:, TRAIN], world)
+    val_shards = plan_shards(counts[:, VAL], world)
+    per_rank_batch = max(1, t.batch_size // world)
+    loader = SplitLoader(
+        job.snapshot, pre, split=TRAIN, split_cfg=cfg.data.split, fragments=train_shards[rank],
+        batch_size=per_rank_batch, shuffle=True, seed=t.seed, cache_mb=cfg.data.cache_mb,
+    )  # fmt: skip
+    val_loader = (
+        SplitLoader(
+            job.snapshot, pre, split=VAL, split_cfg=cfg.data.split, fragments=val_shards[rank],
+            batch_size=max(256, per_rank_batch), shuffle=False, seed=t.seed, cache_mb=cfg.data.cache_mb,
+        )  # fmt: skip
+        if cfg.data.split.val > 0
+        else None
+    )
+    rows_per_rank = [int(counts[s, TRAIN].sum()) for s in train_shards]
+    # Every rank must take the same number of steps (DDP all-reduces each one): the smallest shard decides.
+    steps_per_epoch = min((r + per_rank_batch - 1) // per_rank_batch for r in rows_per_rank)
+    if steps_per_epoch == 0:
+        raise TrainingError(
+            f"The training split has too few usable rows for {world} worker(s) ({rows_per_rank}); "
+            "add rows, lower engine.workers, or raise data.split.train."
+        )
+
+    optimizer = _optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+    state = TrainState()
+    best_weights: dict[str, torch.Tensor] | None = None
+    if job.resume:
+        ckpt = latest_checkpoint(job.checkpoint_dir)
+        if ckpt is None:
+            raise TrainingError(
+                f"--resume: no complete checkpoint in {job.checkpoint_dir}; train without --resume to start over"
+            )
+        weights, best_weights, saved = load_checkpoint(ckpt)
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = TrainState(**saved["train_state"])
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn: nn.Module = nn.CrossEntropyLoss() if classification else nn.MSELoss()
+    evaluator = _Evaluator(pre, device)
+    es = t.early_stopping
+    watch = es.metric if es else None
+    mode = metric_mode(watch) if watch else "min"
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = t.grad_clip if t.grad_clip is not None else float("inf")
+    logs: dict[str, Any] = {"steps_per_epoch": steps_per_epoch, "epochs": t.epochs}
+
+    def checkpoint() -> None:
+        if not lead:
+            return
+        saved_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "train_state": asdict(state),
+        }
+        path = save_checkpoint(
+            job.checkpoint_dir, state.step, model=model.state_dict(), best=best_weights, state=saved_state
+        )
+        for cb in callbacks:
+            cb.on_checkpoint(state, str(path))
+
+    for cb in callbacks:
+        cb.on_train_start(state, logs)
+    t_start = time.perf_counter()
+    rows_seen = 0
+    while state.epoch < t.epochs and not state.stopped_early:
+        net.train()
+        loss_sum, loss_rows = 0.0, 0
+        t_epoch = time.perf_counter()
+        epoch_rows = 0
+        for batch in loader.batches(state.epoch, max_batches=steps_per_epoch, skip=state.batch_in_epoch):
+            torch.manual_seed(_step_seed(t.seed, rank, state.step))
+            b = batch.to(device)
+            out = net(b.inputs)
+            loss = loss_fn(out, b.target if classification else b.target.view(-1, 1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # Gradients are already all-reduced here, so every rank sees the same norm and takes the same branch.
+            gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+            if not torch.isfinite(gnorm):
+                state.nonfinite_steps += 1
+                state.nonfinite_run += 1
+                optimizer.zero_grad(set_to_none=True)
+                if state.nonfinite_run >= t.max_nonfinite_steps:
+                    raise TrainingError(
+                        f"{state.nonfinite_run} consecutive steps had a non-finite loss or gradient (epoch "
+                        f"{state.epoch + 1}, step {state.step}); lower trainer.learning_rate, set "
+                        "trainer.grad_clip, or check the data for extreme values"
+                    )
+            else:
+                state.nonfinite_run = 0
+                optimizer.step()
+                scheduler.step()
+            state.step += 1
+            state.batch_in_epoch += 1
+            n = len(b)
+            loss_value = float(loss.detach())
+            if math.isfinite(loss_value):
+                loss_sum += loss_value * n
+                loss_rows += n
+            rows_seen += n
+            epoch_rows += n
+            if lead:
+                logs["loss"] = loss_value
+                logs["rows_per_s"] = epoch_rows * world / max(time.perf_counter() - t_epoch, 1e-9)
+                for cb in callbacks:
+                    cb.on_step_end(state, logs)
+            if t.checkpoint_every_steps and state.step % t.checkpoint_every_steps == 0:
+                checkpoint()
+        epoch_time = time.perf_counter() - t_epoch
+        train_loss = _all_reduce_mean(loss_sum, loss_rows, device)
+        metrics = evaluator.run(model, val_loader, loss_fn)
+        entry = {
+            "epoch": float(state.epoch + 1),
+            "train_loss": train_loss,
+            "lr": float(scheduler.get_last_lr()[0]),
+            "rows_per_s": epoch_rows * world / max(epoch_time, 1e-9),
+            **metrics,
+        }
+        state.history.append(entry)
+        if watch is not None:
+            if watch not in metrics:
+                raise TrainingError(
+                    f"trainer.early_stopping.metric {watch!r} is not reported; available: {', '.join(metrics)}"
+                )
+            value = metrics[watch]
+            better = state.best_metric is None or (
+                value < state.best_metric - es.min_delta if mode == "min" else value > state.best_metric + es.min_delta
+            )  # type: ignore[union-attr]
+            if better:
+                state.best_metric, state.best_epoch = value, state.epoch
+                state.epochs_without_improvement = 0
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()} if lead else None
+            else:
+                state.epochs_without_improvement += 1
+                if state.epochs_without_improvement >= es.patience:  # type: ignore[union-attr]
+                    state.stopped_early = True
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        checkpoint()
+        if lead:
+            logs.update(entry)
+            for cb in callbacks:
+                cb.on_epoch_end(state, entry)
+
+    if lead:
+        final = best_weights if best_weights is not None else model.state_dict()
+        out = Path(job.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in final.items()}, str(out / "weights.safetensors"))
+        result = asdict(state)
+        result["train_seconds"] = time.perf_counter() - t_start
+        result["rows_seen"] = rows_seen * world
+        result["steps_per_epoch"] = steps_per_epoch
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+        for cb in callbacks:
+            cb.on_train_end(state, logs)
+    return state
