@@ -17,7 +17,8 @@ class LakenetPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
         self.predictor = Predictor(context.artifacts["bundle"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        # No type hints on purpose: MLflow would try to derive a schema from them.
         import pandas as pd
         import pyarrow as pa
 

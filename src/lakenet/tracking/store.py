@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -154,7 +155,9 @@ class TrackedRun:
 
         col_type = {"double": "double", "string": "string", "binary": "binary"}
         sig = ModelSignature(inputs=Schema([ColSpec(col_type[c["type"]], c["name"]) for c in signature]))
-        with _active(self.run_id):
+        with _active(self.run_id), warnings.catch_warnings():
+            # MLflow nags about a missing input example; the signature is explicit and images make poor examples.
+            warnings.simplefilter("ignore", UserWarning)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=_CODE_FILE,

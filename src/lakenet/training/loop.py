@@ -121,6 +121,10 @@ class _Evaluator:
 
     @torch.no_grad()
     def run(self, model: nn.Module, loader: SplitLoader | None, loss_fn: nn.Module) -> dict[str, float]:
+        if dist.is_initialized():
+            # Each rank updated its BatchNorm statistics with its own last batch: evaluate rank 0's everywhere.
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
         model.eval()
         k = self.pre.num_outputs
         cm = np.zeros((k, k), dtype=np.int64)
