@@ -158,7 +158,8 @@ def _image_defaults(blobs: list[bytes | None]) -> dict[str, int]:
 
 # ---- profile ------------------------------------------------------------------------------------------------
 def _scan(cfg: Config) -> tuple[Snapshot, ScanResult, str | None]:
-    snap = open_table(cfg.data.table, cfg.data.version)
+    # Enough fragments for every worker to get a share, even of a table stored as one big row group.
+    snap = open_table(cfg.data.table, cfg.data.version).subdivided(4 * cfg.engine.workers)
     result = scan_table(cfg, snap)
     quarantine = write_quarantine(result, job=config_hash(cfg))
     return snap, result, quarantine

@@ -25,11 +25,12 @@ Format = Literal["delta", "parquet", "csv"]
 
 @dataclass(frozen=True)
 class Fragment:
-    """The unit of parallel work: one row group of one Parquet file, or one slice of a CSV file."""
+    """The unit of parallel work: one row group of one Parquet file (or a row range of it), or a CSV slice."""
 
     path: str
     index: int  # row-group index (Parquet) or slice index (CSV)
     num_rows: int
+    offset: int = 0  # first row within the row group, when a large row group is shared out in pieces
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,28 @@ class Snapshot:
         cols = list(columns) if columns is not None else None
         if self.format == "csv":
             table = _read_csv(frag.path)
-            start = frag.index * _CSV_SLICE_ROWS
-            table = table.slice(start, frag.num_rows)
+            table = table.slice(frag.offset, frag.num_rows)
             return table.select(cols) if cols is not None else table
-        return pq.ParquetFile(_local(frag.path)).read_row_group(frag.index, columns=cols)
+        table = pq.ParquetFile(_local(frag.path)).read_row_group(frag.index, columns=cols)
+        if frag.offset or frag.num_rows != table.num_rows:
+            table = table.slice(frag.offset, frag.num_rows)
+        return table
+
+    def subdivided(self, min_fragments: int) -> Snapshot:
+        """Cut the largest fragments into row ranges until there are at least `min_fragments` (so that N
+        workers can share a table written as one big row group)."""
+        frags = list(self.fragments)
+        while 0 < len(frags) < min_fragments:
+            big = max(range(len(frags)), key=lambda i: frags[i].num_rows)
+            f = frags[big]
+            if f.num_rows < 2:
+                break
+            half = f.num_rows // 2
+            frags[big : big + 1] = [
+                Fragment(f.path, f.index, half, f.offset),
+                Fragment(f.path, f.index, f.num_rows - half, f.offset + half),
+            ]
+        return Snapshot(self.uri, self.format, self.version, tuple(frags), self.schema, self.fingerprint)
 
     def iter_tables(self, columns: Sequence[str] | None = None) -> Iterator[tuple[Fragment, pa.Table]]:
         for frag in self.fragments:
@@ -158,7 +177,7 @@ def open_table(uri: str, version: int | None = None) -> Snapshot:
     table = _read_csv(_local(uri))
     n = table.num_rows
     frags = [
-        Fragment(_local(uri), i, min(_CSV_SLICE_ROWS, n - i * _CSV_SLICE_ROWS))
+        Fragment(_local(uri), i, min(_CSV_SLICE_ROWS, n - i * _CSV_SLICE_ROWS), i * _CSV_SLICE_ROWS)
         for i in range((n + _CSV_SLICE_ROWS - 1) // _CSV_SLICE_ROWS)
     ]
     return Snapshot(uri, "csv", None, tuple(frags), table.schema, fingerprint=_files_fingerprint([_local(uri)]))

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import mlflow.pyfunc
 
 __all__ = ["LakenetPyfunc"]
 
+# MLflow asks for type hints on predict() at every log and load; the bundle's signature is explicit instead.
+warnings.filterwarnings("ignore", message=r".*type hint.*", category=UserWarning)
 
-class LakenetPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+with warnings.catch_warnings():
+    # MLflow asks for type hints on predict() to derive a schema; ours is explicit (the bundle's signature).
+    warnings.simplefilter("ignore", UserWarning)
+
+    class _Base(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+
+class LakenetPyfunc(_Base):
     """Loads the bundle with the Predictor; predict() takes and returns a pandas DataFrame."""
 
     def load_context(self, context: Any) -> None:

@@ -1,0 +1,128 @@
+"""Config validation: typos, wrong types and missing sections name the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lakenet.config import dump_config, json_schema, load_config, parse_config
+from lakenet.config.schema import ImageFeature, NumericFeature
+from lakenet.errors import ConfigError
+
+BASE = {
+    "data": {"table": "t"},
+    "features": {"label": {"column": "y"}, "x": {"type": "numeric"}},
+    "registry": {"name": "m"},
+}
+
+
+def with_(**sections: object) -> dict[str, object]:
+    return {**BASE, **sections}
+
+
+def test_minimal_config_fills_defaults() -> None:
+    cfg = parse_config(BASE)
+    assert cfg.engine.type == "local" and cfg.engine.workers == 1
+    assert cfg.trainer.optimizer == "adamw"
+    assert cfg.registry.alias == "champion"
+    assert isinstance(cfg.features.inputs["x"], NumericFeature)
+    assert cfg.version == 1
+
+
+def test_config_is_frozen() -> None:
+    cfg = parse_config(BASE)
+    with pytest.raises(Exception, match="frozen"):
+        cfg.trainer.epochs = 3  # type: ignore[misc]
+
+
+def test_typo_suggests_nearest_key() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(with_(trainer={"learnig_rate": 0.1}))
+    assert "trainer.learnig_rate" in str(e.value)
+    assert "did you mean 'learning_rate'" in str(e.value)
+
+
+def test_typo_in_feature_and_label() -> None:
+    raw = with_(features={"label": {"colum": "y"}, "img": {"type": "image", "sise": 3}})
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw)
+    msg = str(e.value)
+    assert "features.label.colum" in msg and "did you mean 'column'" in msg
+    assert "features.img.sise" in msg and "did you mean 'size'" in msg
+
+
+def test_wrong_type_names_key_and_value() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(with_(trainer={"epochs": "ten"}))
+    assert "trainer.epochs" in str(e.value) and "'ten'" in str(e.value)
+
+
+def test_unknown_feature_type() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(with_(features={"label": {"column": "y"}, "x": {"type": "numerc"}}))
+    assert "features.x" in str(e.value) and "'numerc'" in str(e.value)
+
+
+def test_missing_sections_are_named() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"data": {"table": "t"}})
+    assert "features: required key is missing" in str(e.value)
+    assert "registry: required key is missing" in str(e.value)
+
+
+def test_constraints() -> None:
+    with pytest.raises(ConfigError, match=r"split fractions must sum to 1"):
+        parse_config(with_(data={"table": "t", "split": {"train": 0.5}}))
+    with pytest.raises(ConfigError, match=r"trainer.learning_rate"):
+        parse_config(with_(trainer={"learning_rate": -1}))
+    with pytest.raises(ConfigError, match=r"no input features"):
+        parse_config(with_(features={"label": {"column": "y"}}))
+    with pytest.raises(ConfigError, match=r"leak"):
+        parse_config(with_(features={"label": {"column": "y"}, "y": {"type": "numeric"}}))
+    with pytest.raises(ConfigError, match=r"resnet"):
+        parse_config(with_(model={"architecture": "resnet"}))
+
+
+def test_engine_type_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"engine"):
+        parse_config(with_(engine={"type": "ray"}))
+
+
+def test_yaml_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  table: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML line \d+"):
+        load_config(bad)
+    newer = tmp_path / "newer.yaml"
+    newer.write_text("version: 99\n")
+    with pytest.raises(ConfigError, match=r"upgrade lakenet"):
+        load_config(newer)
+
+
+def test_relative_table_resolved_against_config_dir(tmp_path: Path) -> None:
+    f = tmp_path / "sub" / "job.yaml"
+    f.parent.mkdir()
+    f.write_text("data: {table: ../data/t}\nfeatures: {label: {column: y}, img: {type: image}}\nregistry: {name: m}\n")
+    cfg = load_config(f)
+    assert cfg.data.table == str((tmp_path / "data" / "t").resolve())
+    assert isinstance(cfg.features.inputs["img"], ImageFeature)
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    cfg = parse_config(with_(data={"table": str(tmp_path / "t")}, trainer={"epochs": 7}))
+    f = tmp_path / "c.yaml"
+    f.write_text(dump_config(cfg))
+    assert load_config(f) == cfg
+
+
+def test_json_schema_describes_every_field() -> None:
+    schema = json_schema()
+    assert schema["title"] == "lakenet config"
+    defs = schema["$defs"]
+    for name in ("TrainerConfig", "DataConfig", "ModelConfig", "LocalEngineConfig", "RegistryConfig"):
+        for field, spec in defs[name]["properties"].items():
+            assert spec.get("description"), f"{name}.{field} has no description"
+    assert defs["TrainerConfig"]["additionalProperties"] is False
