@@ -60,7 +60,6 @@ def digits_config(table: Path, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def wine_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's wine data as a CSV with a string class label and a categorical column."""
-    import pandas as pd
     from sklearn.datasets import load_wine
 
     data = load_wine(as_frame=True)

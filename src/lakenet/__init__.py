@@ -1,8 +1,8 @@
 """lakenet: deep learning on the tables you already have.
 
-    import lakenet
-    result = lakenet.fit("pets.yaml")
-    lakenet.predict(result.model_uri, "data/pets_new", "data/pets_scored")
+import lakenet
+result = lakenet.fit("pets.yaml")
+lakenet.predict(result.model_uri, "data/pets_new", "data/pets_scored")
 """
 
 from lakenet._version import __version__

@@ -84,7 +84,11 @@ def _reports_dir(cfg: Config, workdir: Path) -> Path:
 
 # ---- ingest / init ------------------------------------------------------------------------------------------
 def ingest(
-    source: str | Path, table: str | Path, *, mode: Literal["append", "overwrite"] = "append", key: str = "key"
+    source: str | Path,
+    table: str | Path,
+    *,
+    mode: Literal["append", "overwrite"] = "append",
+    key: str = "key",
 ) -> IngestResult:
     """Write an image folder (one sub-folder per class), a CSV or a Parquet source to a Delta table."""
     return _ingest(source, table, mode=mode, key=key)
@@ -105,11 +109,7 @@ def init_config(table: str, *, label: str, name: str | None = None, key: str = "
     features: dict[str, Any] = {}
     lt = schema.field(label).type
     distinct = len(set(sample.column(label).to_pylist()))
-    task = (
-        "regression"
-        if pa.types.is_floating(lt) or (pa.types.is_integer(lt) and distinct > 20)
-        else "classification"
-    )
+    task = "regression" if pa.types.is_floating(lt) or (pa.types.is_integer(lt) and distinct > 20) else "classification"
     features["label"] = {"column": label, "task": task}
     for f in schema:
         if f.name in {label, key} or (f.name in _METADATA_COLUMNS and "image" in schema.names):
@@ -202,8 +202,8 @@ def fit(
     from lakenet.inference.predictor import Predictor
     from lakenet.models.bundle import Bundle
     from lakenet.models.registry import model_spec
-    from lakenet.training.loop import TrainJob, resolve_device
     from lakenet.tracking.store import MlflowMetrics, git_commit, setup_tracking, start_run
+    from lakenet.training.loop import TrainJob, resolve_device
 
     cfg = load_config(config)
     wd = _workdir(workdir)
@@ -252,7 +252,10 @@ def fit(
             )
             cbs: list[Callback] = [MlflowMetrics(run.run_id, run.tracking_uri), *callbacks]
             if progress:
-                cbs.insert(0, ConsoleProgress(cfg.trainer.early_stopping.metric if cfg.trainer.early_stopping else None))
+                cbs.insert(
+                    0,
+                    ConsoleProgress(cfg.trainer.early_stopping.metric if cfg.trainer.early_stopping else None),
+                )
             get_engine(cfg.engine.type).train(job, workers=cfg.engine.workers, device=device, callbacks=cbs)
             outcome = json.loads((out_dir / "result.json").read_text())
             from safetensors.torch import load_file
@@ -279,9 +282,7 @@ def fit(
         eval_paths = _write_evaluation(report, history, reports, model={"name": cfg.registry.name})
         for p in eval_paths.values():
             run.log_artifact(p, "reports")
-        run.log_metrics(
-            {"train_seconds": outcome["train_seconds"], "nonfinite_steps": outcome["nonfinite_steps"]}
-        )
+        run.log_metrics({"train_seconds": outcome["train_seconds"], "nonfinite_steps": outcome["nonfinite_steps"]})
         version = run.register_bundle(
             bundle_dir,
             name=cfg.registry.name,

@@ -28,7 +28,8 @@ err = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="The job's YAML config file.")]
 WorkdirOpt = Annotated[
-    Path | None, typer.Option("--workdir", help="Where mlflow.db, reports/ and .lakenet/ live (default: cwd).")
+    Path | None,
+    typer.Option("--workdir", help="Where mlflow.db, reports/ and .lakenet/ live (default: cwd)."),
 ]
 
 
@@ -152,8 +153,8 @@ def models(
         for v in m["versions"]:
             metrics = ", ".join(f"{k} {float(x):.4f}" for k, x in sorted(v["metrics"].items()))
             lin = v["lineage"]
-            t.add_row(m["name"], v["version"], ",".join(v["aliases"]), metrics,
-                      f"{lin.get('table', '?')}@{lin.get('table_version', '?')}", lin.get("config_hash", ""))  # fmt: skip
+            where = f"{lin.get('table', '?')}@{lin.get('table_version', '?')}"
+            t.add_row(m["name"], v["version"], ",".join(v["aliases"]), metrics, where, lin.get("config_hash", ""))
     out.print(t)
 
 

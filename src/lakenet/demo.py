@@ -75,8 +75,10 @@ def run_demo(workdir: Path, *, workers: int = 2, epochs: int = 15, limit: int | 
     prof = api.profile(config, workdir=workdir)
     log(f"profile: {prof.html_path} ({prof.profile['bad_rows']['total']} bad rows → {prof.quarantine})")
     fit = api.fit(config, workdir=workdir)
-    log(f"registered {fit.model_uri} (version {fit.version}); test metrics: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in sorted(fit.metrics.items()) if k.startswith("test_")))
+    log(
+        f"registered {fit.model_uri} (version {fit.version}); test metrics: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in sorted(fit.metrics.items()) if k.startswith("test_"))
+    )
     out = workdir / "data" / "digits_scored"
     pred = api.predict(fit.model_uri, str(table), str(out), workdir=workdir)
     log(f"scored {pred.rows} rows into {pred.table} ({pred.bad_rows} unreadable rows kept with their error)")

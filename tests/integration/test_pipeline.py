@@ -118,7 +118,17 @@ def test_evaluate_and_cli(trained: dict, capsys: pytest.CaptureFixture[str]) -> 
 def test_cli_errors_are_clean(trained: dict, capsys: pytest.CaptureFixture[str]) -> None:
     wd = trained["wd"]
     with pytest.raises(SystemExit) as e:
-        main(["predict", "--model", "models:/nope@champion", "--table", str(wd / "data" / "digits"), "--out", "x"])
+        main(
+            [
+                "predict",
+                "--model",
+                "models:/nope@champion",
+                "--table",
+                str(wd / "data" / "digits"),
+                "--out",
+                "x",
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "Model 'models:/nope@champion' not found" in err and "Traceback" not in err

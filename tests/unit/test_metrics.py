@@ -47,9 +47,7 @@ def test_confusion_matrix_matches_sklearn(seed: int) -> None:
 
 
 def test_confusion_matrix_empty_and_invalid() -> None:
-    np.testing.assert_array_equal(
-        confusion_matrix(np.array([], np.int64), np.array([], np.int64), 2), np.zeros((2, 2))
-    )
+    np.testing.assert_array_equal(confusion_matrix(np.array([], np.int64), np.array([], np.int64), 2), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="outside"):
         confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
     with pytest.raises(ValueError, match="outside"):

@@ -133,9 +133,7 @@ def _full_profile() -> dict[str, Any]:
             "total": 7,
             "fraction": 0.0005,
             "by_reason": {"undecodable image": 3, "null label": 4},
-            "examples": [
-                {"key": "k42", "reason": "null label", "column": "species", "source": "part-0.parquet"}
-            ],
+            "examples": [{"key": "k42", "reason": "null label", "column": "species", "source": "part-0.parquet"}],
         },
         "warnings": ["3 images could not be decoded", f"class {EVIL} has only 345 rows"],
     }
@@ -318,9 +316,7 @@ def test_profile_report_renders_every_section() -> None:
 
 
 def test_profile_report_for_regression_shows_target_statistics() -> None:
-    doc = profile_html(
-        {"label": {"column": "price", "task": "regression", "stats": {"mean": 12.25, "std": 3.5}}}
-    )
+    doc = profile_html({"label": {"column": "price", "task": "regression", "stats": {"mean": 12.25, "std": 3.5}}})
     text = "".join(_check_document(doc).text)
     assert "Target statistics" in text
     assert "12.25" in text

@@ -72,7 +72,7 @@ class DataConfig(_Strict):
         min_length=1,
         description="Column that identifies a row; it drives the split and is copied to predictions.",
     )
-    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test split.")  # type: ignore[arg-type]
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test split.")
     max_bad_fraction: float = Field(
         0.01,
         ge=0.0,
@@ -132,16 +132,14 @@ class Features(BaseModel):
     """Input features by name, plus the reserved entry `label`. Every other key is an input feature."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    __pydantic_extra__: dict[str, FeatureSpec] = Field(init=False)  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, FeatureSpec] = Field(init=False)
 
     label: LabelSpec = Field(..., description="The target column and the task.")
 
     @model_validator(mode="after")
     def _has_inputs(self) -> Features:
         if not self.inputs:
-            raise ValueError(
-                "no input features: add at least one entry besides 'label', e.g. image: {type: image}"
-            )
+            raise ValueError("no input features: add at least one entry besides 'label', e.g. image: {type: image}")
         for name in self.inputs:
             if not _NAME.match(name):
                 raise ValueError(f"feature name {name!r} must be letters, digits, '_', '.' or '-'")
@@ -180,7 +178,9 @@ class EarlyStoppingConfig(_Strict):
     """Stop when the validation metric has not improved for `patience` epochs; the best weights are kept."""
 
     metric: str = Field(
-        "val_loss", pattern=r"^val_\w+$", description="Validation metric to watch, e.g. val_loss, val_accuracy."
+        "val_loss",
+        pattern=r"^val_\w+$",
+        description="Validation metric to watch, e.g. val_loss, val_accuracy.",
     )
     patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
@@ -202,7 +202,7 @@ class TrainerConfig(_Strict):
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="step schedule: multiplicative factor.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this value; null = off.")
     early_stopping: EarlyStoppingConfig | None = Field(
-        default_factory=EarlyStoppingConfig,  # type: ignore[arg-type]
+        default_factory=EarlyStoppingConfig,
         description="Early stopping on a validation metric; null = train all epochs.",
     )
     checkpoint_every_steps: int = Field(
@@ -219,11 +219,12 @@ class LocalEngineConfig(_Strict):
     """Run on this machine: in-process for one worker, torch.distributed processes for several."""
 
     type: Literal["local"] = Field("local", description="Engine type.")
-    workers: int = Field(
-        1, ge=1, le=256, description="Training processes (DistributedDataParallel over gloo/nccl)."
-    )
+    workers: int = Field(1, ge=1, le=256, description="Training processes (DistributedDataParallel over gloo/nccl).")
     score_workers: int | None = Field(
-        None, ge=1, le=256, description="Processes for batch scoring; default: one per core, capped by the data."
+        None,
+        ge=1,
+        le=256,
+        description="Processes for batch scoring; default: one per core, capped by the data.",
     )
 
 
@@ -233,20 +234,14 @@ EngineConfig = Annotated[LocalEngineConfig, Field(discriminator="type")]
 class RegistryConfig(_Strict):
     """Where the trained model is registered."""
 
-    name: str = Field(
-        ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Registered model name in MLflow."
-    )
-    alias: str = Field(
-        "champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="Alias pointed at the new version."
-    )
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Registered model name in MLflow.")
+    alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="Alias pointed at the new version.")
 
 
 class TrackingConfig(_Strict):
     """MLflow tracking; MLFLOW_TRACKING_URI in the environment wins over these."""
 
-    uri: str | None = Field(
-        None, description="Tracking URI; default: sqlite file mlflow.db in the working directory."
-    )
+    uri: str | None = Field(None, description="Tracking URI; default: sqlite file mlflow.db in the working directory.")
     experiment: str | None = Field(None, description="Experiment name; default: the registry name.")
 
 
@@ -256,22 +251,20 @@ class Config(_Strict):
     version: int = Field(CURRENT_VERSION, ge=1, le=CURRENT_VERSION, description="Config format version.")
     data: DataConfig = Field(..., description="The table to learn from and how to split it.")
     features: Features = Field(..., description="Input features and the label.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="The network.")  # type: ignore[arg-type]
-    trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="The optimisation loop.")  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The network.")
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="The optimisation loop.")
     engine: EngineConfig = Field(
-        default_factory=LocalEngineConfig,  # type: ignore[arg-type]
+        default_factory=LocalEngineConfig,
         description="Where the work runs; local (this machine) is the default.",
     )
     registry: RegistryConfig = Field(..., description="Registered model name and alias.")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")  # type: ignore[arg-type]
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         images = [n for n, f in self.features.inputs.items() if isinstance(f, ImageFeature)]
         if self.model.architecture == "mlp" and images and self.model.module is None:
-            raise ValueError(
-                f"model.architecture 'mlp' cannot take image feature(s) {images}; use resnet or auto"
-            )
+            raise ValueError(f"model.architecture 'mlp' cannot take image feature(s) {images}; use resnet or auto")
         if self.model.architecture == "resnet" and not images and self.model.module is None:
             raise ValueError("model.architecture 'resnet' needs an image feature; use mlp or auto")
         if len(images) > 1:

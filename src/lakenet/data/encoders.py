@@ -96,9 +96,9 @@ def decode_image(blob: bytes | None, size: int, channels: int) -> np.ndarray:
     if not blob:
         raise ValueError("empty_image")
     try:
-        with Image.open(io.BytesIO(blob)) as im:
-            im.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at reduced scale
-            im = im.convert("L" if channels == 1 else "RGB")
+        with Image.open(io.BytesIO(blob)) as src:
+            src.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at reduced scale
+            im = src.convert("L" if channels == 1 else "RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
@@ -197,8 +197,8 @@ class Preprocessor:
             inputs["numeric"] = mat
         if self.categories:
             cats = np.zeros((n, len(self.categories)), dtype=np.int64)
-            for j, (s, index) in enumerate(zip(self.categories, self._cat_index, strict=True)):
-                cats[:, j] = [index.get(v, 0) if v is not None else 0 for v in _strings(table.column(s.column))]
+            for j, (c, index) in enumerate(zip(self.categories, self._cat_index, strict=True)):
+                cats[:, j] = [index.get(v, 0) if v is not None else 0 for v in _strings(table.column(c.column))]
             inputs["category"] = cats
         if self.image is not None:
             im = self.image

@@ -48,7 +48,7 @@ def _existing_keys(table: str, key: str) -> set[str]:
     if not DeltaTable.is_deltatable(table):
         return set()
     dt = DeltaTable(table)
-    if key not in dt.schema().to_arrow().names:  # type: ignore[attr-defined]
+    if key not in pa.schema(dt.schema().to_arrow()).names:
         raise DataError(f"Table {table} has no key column {key!r}; cannot append to it by key.")
     keys = dt.to_pyarrow_dataset().to_table(columns=[key]).column(key)
     return set(keys.cast(pa.string()).to_pylist())
@@ -77,9 +77,7 @@ def _image_batches(files: list[tuple[str, Path]]) -> Iterator[pa.RecordBatch]:
         blob = f.read_bytes()
         w, h = _image_size(blob)
         label = rel.split("/", 1)[0]
-        for name, value in zip(
-            IMAGE_SCHEMA.names, (rel, str(f.resolve()), label, blob, len(blob), w, h), strict=True
-        ):
+        for name, value in zip(IMAGE_SCHEMA.names, (rel, str(f.resolve()), label, blob, len(blob), w, h), strict=True):
             rows[name].append(value)
         if len(rows["key"]) >= _BATCH_ROWS:
             yield pa.RecordBatch.from_pydict(rows, schema=IMAGE_SCHEMA)
@@ -139,9 +137,7 @@ def ingest(
         todo = [(rel, f) for rel, f in listed if rel not in existing]
         skipped, written = len(listed) - len(todo), len(todo)
         # Batches stream straight into the Delta writer: the folder is never held in memory.
-        data: pa.Table | pa.RecordBatchReader = pa.RecordBatchReader.from_batches(
-            IMAGE_SCHEMA, _image_batches(todo)
-        )
+        data: pa.Table | pa.RecordBatchReader = pa.RecordBatchReader.from_batches(IMAGE_SCHEMA, _image_batches(todo))
         stats = [(rel, f.stat().st_size, f.stat().st_mtime_ns) for rel, f in todo]
         txn = app_id("ingest", src.resolve(), dest, mode, stats)
     else:

@@ -147,7 +147,10 @@ class SplitLoader:
                 start += len(sel)
                 emitted += 1
                 if emitted > skip:
-                    yield Batch({k: torch.from_numpy(v[sel]) for k, v in inputs.items()}, torch.from_numpy(target[sel]))
+                    yield Batch(
+                        {k: torch.from_numpy(v[sel]) for k, v in inputs.items()},
+                        torch.from_numpy(target[sel]),
+                    )
             if start < n:
                 rest = idx[start:]
                 carry = ({k: v[rest] for k, v in inputs.items()}, target[rest])

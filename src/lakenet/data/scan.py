@@ -26,7 +26,6 @@ from lakenet.data.encoders import (
     NumericState,
     Preprocessor,
     StatsAccumulator,
-    decode_image,
 )
 from lakenet.data.sources import Snapshot
 from lakenet.data.split import SPLIT_NAMES, TRAIN, assign_splits
@@ -112,8 +111,7 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
     lt = schema.field(feats.label.column).type
     if not _is_scalar(lt):
         raise DataError(
-            f"Label column {feats.label.column!r} has type {lt}; a label must be a scalar. "
-            "Set features.label.column."
+            f"Label column {feats.label.column!r} has type {lt}; a label must be a scalar. Set features.label.column."
         )
     if feats.label.task == "regression" and not (
         pa.types.is_integer(lt) or pa.types.is_floating(lt) or pa.types.is_decimal(lt)
@@ -128,9 +126,7 @@ def _probe_preprocessor(cfg: Config) -> Preprocessor:
     """Neutral state: encodes every row to find unusable ones before any statistics exist."""
     feats = cfg.features
     numeric = [
-        NumericState(n, feats.column_of(n), 0.0, 1.0)
-        for n, s in feats.inputs.items()
-        if isinstance(s, NumericFeature)
+        NumericState(n, feats.column_of(n), 0.0, 1.0) for n, s in feats.inputs.items() if isinstance(s, NumericFeature)
     ]
     image = next(
         (
@@ -148,8 +144,8 @@ def _thumbnail(blob: bytes, px: int = 48) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(blob)) as im:
-            im = im.convert("RGB")
+        with Image.open(io.BytesIO(blob)) as src:
+            im = src.convert("RGB")
             im.thumbnail((px, px))
             if im.width < px // 2:  # tiny images (8×8 digits) are upscaled so they stay visible
                 scale = max(1, px // max(im.width, im.height))
@@ -241,7 +237,9 @@ def scan_table(cfg: Config, snap: Snapshot) -> ScanResult:
     bad: dict[str, list[Any]] = {n: [] for n in QUARANTINE_SCHEMA.names}
     heldout_labels: list[tuple[int, str, str, int, str]] = []  # frag, key, label, split, source
     seen: dict[bytes, tuple[str, int]] = {}
-    dup_rows, dup_examples, leak_rows, leak_examples = 0, [], 0, []
+    dup_rows, leak_rows = 0, 0
+    dup_examples: list[list[str]] = []
+    leak_examples: list[dict[str, list[str]]] = []
     dup_groups: set[bytes] = set()
     sizes: Counter[tuple[int, int]] = Counter()
     modes: Counter[str] = Counter()
@@ -258,8 +256,15 @@ def scan_table(cfg: Config, snap: Snapshot) -> ScanResult:
         for b in enc.bad:
             for field_name, value in zip(
                 QUARANTINE_SCHEMA.names,
-                (keys[b.index], b.reason, b.column, SPLIT_NAMES[splits[b.index]], sources[b.index], snap.uri,
-                 snap.version),
+                (
+                    keys[b.index],
+                    b.reason,
+                    b.column,
+                    SPLIT_NAMES[splits[b.index]],
+                    sources[b.index],
+                    snap.uri,
+                    snap.version,
+                ),
                 strict=True,
             ):
                 bad[field_name].append(value)
@@ -305,7 +310,7 @@ def scan_table(cfg: Config, snap: Snapshot) -> ScanResult:
             )
         if image_col:
             blobs = table.column(image_col).to_pylist()
-            for i in np.flatnonzero(good):
+            for i in np.flatnonzero(good).tolist():
                 head = _header(blobs[i])
                 if head:
                     sizes[(head[0], head[1])] += 1
@@ -370,11 +375,17 @@ def _label_profile(cfg: Config, by_split: list[Counter[str]], values: list[float
         for c in by_split:
             total.update(c)
         out["counts"] = {k: v for k, v in sorted(total.items()) if v > 0}
-        out["by_split"] = {SPLIT_NAMES[i]: {k: v for k, v in sorted(c.items()) if v > 0} for i, c in enumerate(by_split)}
+        out["by_split"] = {
+            SPLIT_NAMES[i]: {k: v for k, v in sorted(c.items()) if v > 0} for i, c in enumerate(by_split)
+        }
     elif values:
         arr = np.asarray(values)
-        out["stats"] = {"min": float(arr.min()), "max": float(arr.max()), "mean": float(arr.mean()),
-                        "std": float(arr.std())}
+        out["stats"] = {
+            "min": float(arr.min()),
+            "max": float(arr.max()),
+            "mean": float(arr.mean()),
+            "std": float(arr.std()),
+        }
     return out
 
 

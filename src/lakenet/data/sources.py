@@ -166,7 +166,7 @@ def open_table(uri: str, version: int | None = None) -> Snapshot:
         files = sorted(dt.file_uris())
         frags, schema = _parquet_fragments(files)
         if not files:
-            schema = pa.schema(dt.schema().to_arrow())  # type: ignore[arg-type]
+            schema = pa.schema(dt.schema().to_arrow())
         v = dt.version()
         return Snapshot(uri, fmt, v, tuple(frags), schema, fingerprint=f"delta:{v}")
     if fmt == "parquet":

@@ -34,8 +34,8 @@ def _thumb(blob: bytes | None) -> str | None:
     if not blob:
         return None
     try:
-        with Image.open(io.BytesIO(blob)) as im:
-            im = im.convert("RGB")
+        with Image.open(io.BytesIO(blob)) as src:
+            im = src.convert("RGB")
             scale = max(1, 48 // max(im.width, im.height))
             im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
             im.thumbnail((64, 64))

@@ -51,9 +51,7 @@ def _safe_div(num: npt.NDArray[np.float64], den: npt.NDArray[np.float64]) -> npt
 
 def _per_class_arrays(
     m: npt.NDArray[np.float64],
-) -> tuple[
-    npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
-]:
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     tp = np.diag(m)
     support = m.sum(axis=1)
     predicted = m.sum(axis=0)
@@ -185,9 +183,7 @@ def regression_sums(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> npt.NDArray
     """Additive sufficient statistics [n, Σ|err|, Σerr², Σy, Σy²] for regression_metrics_from_sums."""
     t, p = _regression_arrays(y_true, y_pred)
     err = p - t
-    return np.array(
-        [float(t.size), np.abs(err).sum(), np.dot(err, err), t.sum(), np.dot(t, t)], dtype=np.float64
-    )
+    return np.array([float(t.size), np.abs(err).sum(), np.dot(err, err), t.sum(), np.dot(t, t)], dtype=np.float64)
 
 
 def regression_metrics_from_sums(sums: npt.ArrayLike, *, prefix: str) -> dict[str, float]:

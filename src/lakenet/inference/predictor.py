@@ -35,7 +35,7 @@ class Predictor:
         self.device = torch.device(device)
         self.model = self.bundle.build(self.device)
         if self.pre.image is not None and self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)  # faster CPU convolutions
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster CPU convs
         self.batch_size = batch_size
         self.model_name, self.model_version = model_name, model_version
         self.classes = self.pre.label.classes or []

@@ -404,9 +404,7 @@ def bar_chart_svg(labels: list[str], values: list[float], *, title: str, max_bar
         )
         text_x = x0 + width + 4 if v >= 0 else zero_x + 4
         parts.append(f'<text x="{text_x:.1f}" y="{y + 15}" font-size="11">{_e(_fmt(v))}</text>')
-    parts.append(
-        f'<line class="axis" x1="{zero_x:.1f}" y1="2" x2="{zero_x:.1f}" y2="{height - 2}" stroke="#656d76"/>'
-    )
+    parts.append(f'<line class="axis" x1="{zero_x:.1f}" y1="2" x2="{zero_x:.1f}" y2="{height - 2}" stroke="#656d76"/>')
     svg = (
         f'<svg viewBox="0 0 {_WIDTH} {height}" role="img" aria-label="{_e(title)}" '
         f'font-family="system-ui,-apple-system,Segoe UI,Roboto,sans-serif">'
@@ -480,8 +478,7 @@ def scatter_svg(
         )
     opacity = 0.75 if len(pts) < 200 else 0.4
     parts.extend(
-        f'<circle cx="{axes.x(x):.1f}" cy="{axes.y(y):.1f}" r="3" fill="{_PALETTE[0]}" '
-        f'fill-opacity="{opacity}"/>'
+        f'<circle cx="{axes.x(x):.1f}" cy="{axes.y(y):.1f}" r="3" fill="{_PALETTE[0]}" fill-opacity="{opacity}"/>'
         for x, y in pts
     )
     return _figure(title, axes.svg(title, "".join(parts)), note)
@@ -600,10 +597,7 @@ def data_table(
         for row in rows[:max_rows]
     )
     note = _note(f"First {max_rows:,} of {len(rows):,} rows shown.") if len(rows) > max_rows else ""
-    return (
-        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-        f"{note}"
-    )
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{note}'
 
 
 def kv_table(data: Mapping[str, object]) -> str:
@@ -624,9 +618,7 @@ def page(title: str, sections: Sequence[tuple[str, str]]) -> str:
     ids: list[str] = []
     for i, (heading, _) in enumerate(sections):
         ids.append(f"s{i + 1}-{_slug(str(heading))}")
-    nav = "".join(
-        f'<a href="#{sid}">{_e(heading)}</a>' for sid, (heading, _) in zip(ids, sections, strict=True)
-    )
+    nav = "".join(f'<a href="#{sid}">{_e(heading)}</a>' for sid, (heading, _) in zip(ids, sections, strict=True))
     body = "".join(
         f'<section id="{sid}"><h2>{_e(heading)}</h2>{content}</section>'
         for sid, (heading, content) in zip(ids, sections, strict=True)
@@ -694,9 +686,7 @@ def _profile_overview(profile: dict[str, Any]) -> str:
             n = _num(v)
             share = f"{n / total:.1%}" if n is not None and total > 0 else "—"
             rows.append([name, v, share])
-        parts.append(
-            "<h3>Splits</h3>" + data_table(["split", "rows", "share"], rows, numeric=[False, True, True])
-        )
+        parts.append("<h3>Splits</h3>" + data_table(["split", "rows", "share"], rows, numeric=[False, True, True]))
     return "".join(parts)
 
 
@@ -935,9 +925,7 @@ def _eval_history(history: list[Any]) -> str:
     charts: list[str] = []
     if losses:
         # train_loss first, val_loss second, so colours match across reports.
-        ordered = dict(
-            sorted(losses.items(), key=lambda kv: (kv[0] != "train_loss", kv[0] != "val_loss", kv[0]))
-        )
+        ordered = dict(sorted(losses.items(), key=lambda kv: (kv[0] != "train_loss", kv[0] != "val_loss", kv[0])))
         charts.append(line_chart_svg(ordered, title="Loss", x_label="epoch", y_label="loss"))
     if others:
         charts.append(line_chart_svg(others, title="Validation metrics", x_label="epoch", y_label="value"))
@@ -957,10 +945,7 @@ def _eval_worst(worst: list[Any]) -> str:
             thumb = w.get("thumbnail")
             items.append((caption, thumb if isinstance(thumb, str) else None))
         return image_grid(items)
-    rows = [
-        [w.get("key"), w.get("label"), w.get("prediction"), _fmt_metric(w.get("confidence"))]
-        for w in examples
-    ]
+    rows = [[w.get("key"), w.get("label"), w.get("prediction"), _fmt_metric(w.get("confidence"))] for w in examples]
     return data_table(["key", "label", "prediction", "confidence"], rows, numeric=[False, False, False, True])
 
 

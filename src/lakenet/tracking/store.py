@@ -297,7 +297,11 @@ def list_models() -> list[dict[str, Any]]:
                     "created": mv.creation_timestamp,
                     "run_id": mv.run_id,
                     "metrics": json.loads(tags.get("lakenet.metrics", "{}")),
-                    "lineage": {k[len("lakenet.") :]: v for k, v in tags.items() if k.startswith("lakenet.") and k != "lakenet.metrics"},
+                    "lineage": {
+                        k[len("lakenet.") :]: v
+                        for k, v in tags.items()
+                        if k.startswith("lakenet.") and k != "lakenet.metrics"
+                    },
                 }
             )
         versions.sort(key=lambda v: int(v["version"]), reverse=True)

@@ -53,7 +53,13 @@ class ConsoleProgress(Callback):
             self._progress.start()
             total = logs["steps_per_epoch"] * logs["epochs"]
             self._task = self._progress.add_task(
-                "train", total=total, completed=state.step, epoch=state.epoch + 1, loss="-", metric="", rate="-"
+                "train",
+                total=total,
+                completed=state.step,
+                epoch=state.epoch + 1,
+                loss="-",
+                metric="",
+                rate="-",
             )
 
     def on_step_end(self, state: Any, logs: dict[str, Any]) -> None:

@@ -63,13 +63,17 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     done = [
         p
         for p in root.iterdir()
-        if _NAME.match(p.name) and (p / _COMPLETE).is_file() and (p / "model.safetensors").is_file()
+        if _NAME.match(p.name)
+        and (p / _COMPLETE).is_file()
+        and (p / "model.safetensors").is_file()
         and (p / "state.pt").is_file()
     ]
     return max(done, key=lambda p: int(_NAME.match(p.name).group(1)), default=None)  # type: ignore[union-attr]
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, dict[str, Any]]:
     p = Path(path)
     model = load_file(str(p / "model.safetensors"))
     best = load_file(str(p / "best.safetensors")) if (p / "best.safetensors").is_file() else None

@@ -164,7 +164,7 @@ def _all_reduce_mean(value: float, count: int, device: torch.device) -> float:
         return value / max(count, 1)
     t = torch.tensor([value, float(count)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return float(t[0] / max(t[1], 1))
+    return float(t[0] / t[1].clamp(min=1))
 
 
 def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback] = ()) -> TrainState:
@@ -191,9 +191,16 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
     )  # fmt: skip
     val_loader = (
         SplitLoader(
-            job.snapshot, pre, split=VAL, split_cfg=cfg.data.split, fragments=val_shards[rank],
-            batch_size=max(256, per_rank_batch), shuffle=False, seed=t.seed, cache_mb=cfg.data.cache_mb,
-        )  # fmt: skip
+            job.snapshot,
+            pre,
+            split=VAL,
+            split_cfg=cfg.data.split,
+            fragments=val_shards[rank],
+            batch_size=max(256, per_rank_batch),
+            shuffle=False,
+            seed=t.seed,
+            cache_mb=cfg.data.cache_mb,
+        )
         if cfg.data.split.val > 0
         else None
     )
@@ -313,16 +320,17 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
                     f"trainer.early_stopping.metric {watch!r} is not reported; available: {', '.join(metrics)}"
                 )
             value = metrics[watch]
-            better = state.best_metric is None or (
-                value < state.best_metric - es.min_delta if mode == "min" else value > state.best_metric + es.min_delta
-            )  # type: ignore[union-attr]
+            assert es is not None
+            delta = es.min_delta
+            best = state.best_metric
+            better = best is None or (value < best - delta if mode == "min" else value > best + delta)
             if better:
                 state.best_metric, state.best_epoch = value, state.epoch
                 state.epochs_without_improvement = 0
                 best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()} if lead else None
             else:
                 state.epochs_without_improvement += 1
-                if state.epochs_without_improvement >= es.patience:  # type: ignore[union-attr]
+                if state.epochs_without_improvement >= es.patience:
                     state.stopped_early = True
         state.epoch += 1
         state.batch_in_epoch = 0
