@@ -157,9 +157,10 @@ def _image_defaults(blobs: list[bytes | None]) -> dict[str, int]:
 
 
 # ---- profile ------------------------------------------------------------------------------------------------
-def _scan(cfg: Config) -> tuple[Snapshot, ScanResult, str | None]:
+def _scan(cfg: Config, version: int | None = None) -> tuple[Snapshot, ScanResult, str | None]:
     # Enough fragments for every worker to get a share, even of a table stored as one big row group.
-    snap = open_table(cfg.data.table, cfg.data.version).subdivided(4 * cfg.engine.workers)
+    snap = open_table(cfg.data.table, version if version is not None else cfg.data.version)
+    snap = snap.subdivided(4 * cfg.engine.workers)
     result = scan_table(cfg, snap)
     quarantine = write_quarantine(result, job=config_hash(cfg))
     return snap, result, quarantine
@@ -201,26 +202,28 @@ def fit(
     from lakenet.evaluation.evaluate import evaluate_split
     from lakenet.inference.predictor import Predictor
     from lakenet.models.bundle import Bundle
-    from lakenet.models.registry import model_spec
+    from lakenet.models.registry import build_model, model_spec
     from lakenet.tracking.store import MlflowMetrics, git_commit, setup_tracking, start_run
     from lakenet.training.loop import TrainJob, resolve_device
 
     cfg = load_config(config)
     wd = _workdir(workdir)
     setup_tracking(cfg.tracking, workdir=wd)
-    snap, result, quarantine = _scan(cfg)
+    ckpt_dir = wd / ".lakenet" / "checkpoints" / cfg.registry.name
+    pinned = _resume_version(cfg, ckpt_dir) if resume else None
+    snap, result, quarantine = _scan(cfg, pinned)
     enforce_bad_fraction(result, cfg.data.max_bad_fraction, quarantine)
     reports = _reports_dir(cfg, wd)
     profile_json, profile_html_path = _write_profile(result, reports)
     pre = result.preprocessor
     spec = model_spec(cfg, pre)
-    from lakenet.models.registry import build_model
-
     build_model(spec)  # fail fast (bad custom module) before any process starts
     device = resolve_device(cfg.trainer.device)
-    ckpt_dir = wd / ".lakenet" / "checkpoints" / cfg.registry.name
-    if not resume and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
+    if not resume:
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True)
+        (ckpt_dir / "job.json").write_text(json.dumps({"config_hash": config_hash(cfg), "table_version": snap.version}))
     lineage = {
         "lakenet.table": snap.uri,
         "lakenet.table_version": snap.version,
@@ -300,6 +303,26 @@ def fit(
         bundle_dir=bundle_dir,
         history=history,
     )
+
+
+def _resume_version(cfg: Config, ckpt_dir: Path) -> int | None:
+    """A resumed run reads the table version the interrupted run read, and only with the same config."""
+    from lakenet.errors import TrainingError
+
+    job_file = ckpt_dir / "job.json"
+    if not job_file.is_file():
+        raise TrainingError(
+            f"--resume: nothing to resume in {ckpt_dir} (no interrupted run of {cfg.registry.name!r}); "
+            "train without --resume"
+        )
+    job = json.loads(job_file.read_text())
+    if job["config_hash"] != config_hash(cfg):
+        raise TrainingError(
+            "--resume: the config changed since the interrupted run (its hash was "
+            f"{job['config_hash']}, now {config_hash(cfg)}); resuming would mix two experiments. "
+            "Restore the config or train without --resume."
+        )
+    return job["table_version"] if isinstance(job.get("table_version"), int) else None
 
 
 def _scratch(wd: Path) -> Path:

@@ -73,3 +73,35 @@ def test_ddp_two_workers_on_cpu(regression_csv: Path, workdir: Path) -> None:
     one = lakenet.fit(base, progress=False)
     # same global batch: two workers see the same data per step, so they should land close to one worker
     assert abs(two.metrics["test_r2"] - one.metrics["test_r2"]) < 0.05
+
+
+class _StopAt:
+    """A callback that simulates Ctrl-C at a given optimizer step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def __getattr__(self, name: str):  # every other hook is a no-op
+        return lambda *a, **k: None
+
+    def on_step_end(self, state, logs) -> None:  # type: ignore[no-untyped-def]
+        if state.step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_fit_resume_after_interrupt(regression_csv: Path, workdir: Path) -> None:
+    cfg = {
+        "data": {"table": str(regression_csv), "key": "id"},
+        "features": {"label": {"column": "y", "task": "regression"}, "x1": {"type": "numeric"}},
+        "trainer": {"epochs": 3, "batch_size": 64, "checkpoint_every_steps": 4, "early_stopping": None},
+        "registry": {"name": "resumable"},
+    }
+    with pytest.raises(KeyboardInterrupt):
+        lakenet.fit(cfg, progress=False, callbacks=[_StopAt(10)])  # type: ignore[list-item]
+    changed = {**cfg, "trainer": {**cfg["trainer"], "epochs": 4}}
+    with pytest.raises(lakenet.LakenetError, match="config changed since the interrupted run"):
+        lakenet.fit(changed, resume=True, progress=False)
+    resumed = lakenet.fit(cfg, resume=True, progress=False)
+    fresh = lakenet.fit({**cfg, "registry": {"name": "fresh"}}, progress=False)
+    assert resumed.version == "1" and len(resumed.history) == 3
+    assert resumed.metrics["test_rmse"] == pytest.approx(fresh.metrics["test_rmse"], rel=1e-9)
