@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -115,12 +116,20 @@ def init_config(table: str, *, label: str, name: str | None = None, key: str = "
         if f.name in {label, key} or (f.name in _METADATA_COLUMNS and "image" in schema.names):
             continue
         t = f.type
+        spec: dict[str, Any]
         if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            features[f.name] = {"type": "image", **_image_defaults(sample.column(f.name).to_pylist()[:32])}
+            spec = {"type": "image", **_image_defaults(sample.column(f.name).to_pylist()[:32])}
         elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-            features[f.name] = {"type": "numeric"}
+            spec = {"type": "numeric"}
         elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t):
-            features[f.name] = {"type": "category"}
+            spec = {"type": "category"}
+        else:
+            continue
+        # Feature names are identifiers; a column like "od280/od315" keeps its name in `column`.
+        fname = re.sub(r"[^A-Za-z0-9_.-]", "_", f.name).lstrip("_.-") or "feature"
+        if fname != f.name:
+            spec["column"] = f.name
+        features[fname] = spec
     if len(features) == 1:
         raise DataError(f"Table {table} has no usable feature columns besides the label {label!r}.")
     model_name = name or "".join(c if c.isalnum() or c in "_-." else "_" for c in Path(table).name) or "model"

@@ -11,27 +11,25 @@ import lakenet
 pytestmark = pytest.mark.integration
 
 
-def test_wine_classification_from_csv(wine_csv: Path, workdir: Path) -> None:
-    cfg = {
-        "data": {"table": str(wine_csv), "key": "key", "split": {"train": 0.7, "val": 0.15, "test": 0.15}},
-        "features": {
-            "label": {"column": "cultivar"},
-            "alcohol": {"type": "numeric"},
-            "flavanoids": {"type": "numeric"},
-            "color_intensity": {"type": "numeric"},
-            "proline": {"type": "numeric"},
-            "hue": {"type": "numeric"},
-            "region": {"type": "category"},
-        },
-        "trainer": {"epochs": 30, "batch_size": 16, "learning_rate": 0.01},
-        "registry": {"name": "wine"},
-    }
-    # CSV without a key column: ingest makes one; training a CSV directly needs one, so ingest first.
-    table = lakenet.ingest(wine_csv, workdir / "wine").table
-    cfg["data"]["table"] = table
-    fit = lakenet.fit(cfg, progress=False)
+def test_wine_classification_from_init_config(wine_csv: Path, workdir: Path) -> None:
+    import yaml
+    from deltalake import DeltaTable
+
+    raw = yaml.safe_load(lakenet.init_config(str(wine_csv), label="cultivar"))
+    assert raw["features"]["label"] == {"column": "cultivar", "task": "classification"}
+    assert raw["features"]["region"] == {"type": "category"} and raw["features"]["proline"] == {"type": "numeric"}
+    assert raw["data"]["key"] == "key"  # CSV rows are keyed file:row, as `lakenet ingest` keys them
+    raw["trainer"].update(epochs=30, batch_size=16, learning_rate=0.01)
+    raw["data"]["split"] = {"train": 0.7, "val": 0.15, "test": 0.15}
+    fit = lakenet.fit(raw, progress=False)
     assert fit.metrics["test_accuracy"] >= 0.85
     assert fit.metrics["test_macro_f1"] >= 0.8
+    # ingesting the CSV gives the same keys, so the rows keep their split once they live in Delta
+    table = lakenet.ingest(wine_csv, workdir / "wine").table
+    keys = DeltaTable(table).to_pyarrow_table(columns=["key"]).column("key").to_pylist()
+    assert keys[:2] == ["wine.csv:0", "wine.csv:1"]
+    scored = lakenet.predict(fit.model_uri, table, str(workdir / "wine_scored"))
+    assert scored.rows == 178 and scored.bad_rows == 0
 
 
 def test_regression_from_csv_directly(regression_csv: Path, workdir: Path) -> None:

@@ -107,7 +107,13 @@ def _read_csv(path: str) -> pa.Table:
     if path not in _csv_cache:
         try:
             _csv_cache.clear()
-            _csv_cache[path] = pacsv.read_csv(path)
+            table = pacsv.read_csv(path)
+            if "key" not in table.column_names:
+                # The same keys `lakenet ingest` would give these rows, so a CSV can be trained and scored
+                # directly, and its rows keep their split if it is ingested later.
+                name = Path(path).name
+                table = table.add_column(0, "key", pa.array([f"{name}:{i}" for i in range(table.num_rows)]))
+            _csv_cache[path] = table
         except (pa.ArrowInvalid, OSError) as err:
             raise DataError(f"Cannot read CSV file {path}: {err}") from None
     return _csv_cache[path]

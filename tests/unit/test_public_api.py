@@ -1,0 +1,38 @@
+"""The public surface is small and explicit: a test fails if something becomes public by accident."""
+
+from __future__ import annotations
+
+import lakenet
+
+EXPECTED = {
+    "Config",
+    "FitResult",
+    "LakenetError",
+    "PredictResult",
+    "Predictor",
+    "ProfileResult",
+    "__version__",
+    "evaluate",
+    "fit",
+    "ingest",
+    "init_config",
+    "load_config",
+    "models",
+    "predict",
+    "profile",
+}
+
+
+def test_all_is_the_documented_surface() -> None:
+    assert set(lakenet.__all__) == EXPECTED
+    for name in lakenet.__all__:
+        assert hasattr(lakenet, name)
+
+
+def test_no_pyspark_or_mlflow_on_import() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, lakenet; print(sorted(m for m in ('pyspark', 'mlflow') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
