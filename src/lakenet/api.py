@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import yaml
@@ -18,8 +18,7 @@ from lakenet._version import __version__
 from lakenet.config.loader import config_hash, dump_config, load_config
 from lakenet.config.schema import Config
 from lakenet.data.delta_io import already_committed, app_id, commit_once
-from lakenet.data.ingest import IngestResult
-from lakenet.data.ingest import ingest as _ingest
+from lakenet.data.ingest import ingest
 from lakenet.data.quarantine import enforce_bad_fraction, write_quarantine
 from lakenet.data.scan import ScanResult, scan_table
 from lakenet.data.sources import Snapshot, open_table
@@ -84,17 +83,6 @@ def _reports_dir(cfg: Config, workdir: Path) -> Path:
 
 
 # ---- ingest / init ------------------------------------------------------------------------------------------
-def ingest(
-    source: str | Path,
-    table: str | Path,
-    *,
-    mode: Literal["append", "overwrite"] = "append",
-    key: str = "key",
-) -> IngestResult:
-    """Write an image folder (one sub-folder per class), a CSV or a Parquet source to a Delta table."""
-    return _ingest(source, table, mode=mode, key=key)
-
-
 _METADATA_COLUMNS = {"path", "size_bytes", "width", "height"}
 
 

@@ -10,6 +10,13 @@ import lakenet
 
 pytestmark = pytest.mark.integration
 
+REGRESSION_FEATURES = {
+    "label": {"column": "y", "task": "regression"},
+    "x1": {"type": "numeric"},
+    "x2": {"type": "numeric"},
+    "color": {"type": "category"},
+}
+
 
 def test_wine_classification_from_init_config(wine_csv: Path, workdir: Path) -> None:
     import yaml
@@ -35,12 +42,7 @@ def test_wine_classification_from_init_config(wine_csv: Path, workdir: Path) -> 
 def test_regression_from_csv_directly(regression_csv: Path, workdir: Path) -> None:
     cfg = {
         "data": {"table": str(regression_csv), "key": "id"},
-        "features": {
-            "label": {"column": "y", "task": "regression"},
-            "x1": {"type": "numeric"},
-            "x2": {"type": "numeric"},
-            "color": {"type": "category"},
-        },
+        "features": REGRESSION_FEATURES,
         "model": {"width": 32},
         "trainer": {"epochs": 40, "batch_size": 32, "learning_rate": 0.01,
                     "early_stopping": {"metric": "val_rmse", "patience": 10}},
@@ -56,12 +58,7 @@ def test_regression_from_csv_directly(regression_csv: Path, workdir: Path) -> No
 def test_ddp_two_workers_on_cpu(regression_csv: Path, workdir: Path) -> None:
     base = {
         "data": {"table": str(regression_csv), "key": "id"},
-        "features": {
-            "label": {"column": "y", "task": "regression"},
-            "x1": {"type": "numeric"},
-            "x2": {"type": "numeric"},
-            "color": {"type": "category"},
-        },
+        "features": REGRESSION_FEATURES,
         "trainer": {"epochs": 15, "batch_size": 32, "learning_rate": 0.01, "early_stopping": None},
         "registry": {"name": "ddp"},
     }

@@ -14,6 +14,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from lakenet.data.delta_io import app_id, commit_once
+from lakenet.data.sources import row_keys
 from lakenet.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "IMAGE_SCHEMA", "IngestResult", "ingest"]
@@ -99,9 +100,7 @@ def _tabular_table(src: Path, key: str) -> pa.Table:
         except (pa.ArrowInvalid, OSError) as err:
             raise DataError(f"Cannot read Parquet {src}: {err}") from None
     if key not in table.column_names:
-        # file name + row number: stable, and new files appended later get new keys.
-        keys = pa.array([f"{src.name}:{i}" for i in range(table.num_rows)], pa.string())
-        table = table.add_column(0, key, keys)
+        table = table.add_column(0, key, row_keys(src.name, table.num_rows))
     return table
 
 

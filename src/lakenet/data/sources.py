@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from lakenet.errors import DataError
 
-__all__ = ["Fragment", "Snapshot", "open_table", "table_format"]
+__all__ = ["Fragment", "Snapshot", "open_table", "row_keys", "table_format"]
 
 # CSV has no row groups; rows are cut into slices of this size so that workers can still share the work.
 _CSV_SLICE_ROWS = 8192
@@ -95,6 +95,12 @@ class Snapshot:
                 )
 
 
+def row_keys(file_name: str, num_rows: int) -> pa.Array:
+    """Keys for rows that have none: `<file name>:<row number>` — stable, and rows of files added later get
+    new keys. `lakenet ingest` and direct CSV reads use the same scheme, so a row keeps its split."""
+    return pa.array([f"{file_name}:{i}" for i in range(num_rows)], pa.string())
+
+
 def _local(uri: str) -> str:
     return uri[len("file://") :] if uri.startswith("file://") else uri
 
@@ -111,8 +117,7 @@ def _read_csv(path: str) -> pa.Table:
             if "key" not in table.column_names:
                 # The same keys `lakenet ingest` would give these rows, so a CSV can be trained and scored
                 # directly, and its rows keep their split if it is ingested later.
-                name = Path(path).name
-                table = table.add_column(0, "key", pa.array([f"{name}:{i}" for i in range(table.num_rows)]))
+                table = table.add_column(0, "key", row_keys(Path(path).name, table.num_rows))
             _csv_cache[path] = table
         except (pa.ArrowInvalid, OSError) as err:
             raise DataError(f"Cannot read CSV file {path}: {err}") from None
