@@ -100,3 +100,16 @@ def test_fit_resume_after_interrupt(regression_csv: Path, workdir: Path) -> None
     fresh = lakenet.fit({**cfg, "registry": {"name": "fresh"}}, progress=False)
     assert resumed.version == "1" and len(resumed.history) == 3
     assert resumed.metrics["test_rmse"] == pytest.approx(fresh.metrics["test_rmse"], rel=1e-9)
+
+
+def test_ddp_worker_error_reaches_the_caller(digits_table: Path, workdir: Path) -> None:
+    from tests.conftest import digits_config
+
+    raw = digits_config(
+        digits_table,
+        model__module="tests.unit.test_training:NaNAfter",
+        model__architecture="auto",
+        engine={"type": "local", "workers": 2},
+    )
+    with pytest.raises(lakenet.LakenetError, match="consecutive steps had a non-finite loss"):
+        lakenet.fit(raw, progress=False)

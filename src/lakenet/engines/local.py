@@ -55,6 +55,8 @@ def _ddp_worker(
         err_file.parent.mkdir(parents=True, exist_ok=True)
         err_file.write_text(json.dumps({"type": type(err).__name__, "message": str(err)}))
         raise SystemExit(3) from None
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group; the parent reports it
+        raise SystemExit(130) from None
     except BaseException:
         err_file.parent.mkdir(parents=True, exist_ok=True)
         err_file.write_text(json.dumps({"type": "crash", "message": traceback.format_exc()}))
@@ -134,6 +136,11 @@ class LocalEngine(Engine):
         try:
             while not ctx.join():
                 pass
+        except KeyboardInterrupt:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.terminate()
+            raise
         except Exception:
             _raise_worker_error(job, workers)
 
