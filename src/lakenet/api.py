@@ -6,7 +6,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import yaml
 from lakenet._version import __version__
 from lakenet.config.loader import config_hash, dump_config, load_config
 from lakenet.config.schema import Config
-from lakenet.data.delta_io import already_committed, app_id, commit_once
+from lakenet.data.delta_io import already_committed, app_id
 from lakenet.data.ingest import ingest
 from lakenet.data.quarantine import enforce_bad_fraction, write_quarantine
 from lakenet.data.scan import ScanResult, scan_table
@@ -193,6 +193,7 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
+    spark: Any = None,
     workdir: str | Path | None = None,
 ) -> FitResult:
     """Profile, train, evaluate on the test split, and register the model under registry.name@alias."""
@@ -256,7 +257,7 @@ def fit(
                     0,
                     ConsoleProgress(cfg.trainer.early_stopping.metric if cfg.trainer.early_stopping else None),
                 )
-            get_engine(cfg.engine.type).train(job, workers=cfg.engine.workers, device=device, callbacks=cbs)
+            get_engine(cfg.engine, spark=spark).train(job, workers=cfg.engine.workers, device=device, callbacks=cbs)
             outcome = json.loads((out_dir / "result.json").read_text())
             from safetensors.torch import load_file
 
@@ -376,16 +377,33 @@ def predict(
     out: str,
     *,
     version: int | None = None,
-    engine: str = "local",
+    engine: str | None = None,
+    master: str | None = None,
+    config: ConfigLike | None = None,
     workers: int | None = None,
+    spark: Any = None,
     workdir: str | Path | None = None,
 ) -> PredictResult:
     """Score every row of `table` into the Delta table `out`, in one commit, exactly once per
-    (input table + version, model version, output)."""
+    (input table + version, model version, output).
+
+    The engine comes from `config`'s `engine:` section, else from `engine`/`master`, else a given SparkSession,
+    else the local engine.
+    """
+    from lakenet.config.schema import LocalEngineConfig, SparkEngineConfig
     from lakenet.models.bundle import Bundle
     from lakenet.tracking.store import resolve_model, setup_tracking
 
     wd = _workdir(workdir)
+    engine_cfg: LocalEngineConfig | SparkEngineConfig
+    if config is not None:
+        engine_cfg = load_config(config).engine
+    elif engine in (None, "local") and master is None:
+        engine_cfg = LocalEngineConfig()
+    elif engine in (None, "spark"):
+        engine_cfg = SparkEngineConfig(master=master)
+    else:
+        raise DataError(f"--engine must be local or spark, not {engine!r}")
     if model.startswith(("models:/", "runs:/")):
         setup_tracking(None, workdir=wd)
     resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
@@ -407,29 +425,18 @@ def predict(
         model_name=resolved.name or "bundle",
         model_version=resolved.version or model_id,
     )
-    eng = get_engine(engine)
-    counts = {"rows": 0, "bad": 0}
-
-    def counted() -> Iterator[pa.RecordBatch]:
-        for batch in eng.score(job, workers=workers):
-            counts["rows"] += batch.num_rows
-            counts["bad"] += batch.num_rows - batch.column("error").null_count
-            yield batch
-
-    reader = pa.RecordBatchReader.from_batches(eng.output_schema(job), counted())
-    committed = commit_once(
-        out_uri,
-        reader,
-        txn=txn,
-        mode="append",
-        metadata={
-            "lakenet.model": model,
-            "lakenet.model_version": str(job.model_version),
-            "lakenet.input": snap.uri,
-            "lakenet.input_version": str(snap.version),
-        },
+    if workers is None and isinstance(engine_cfg, LocalEngineConfig):
+        workers = engine_cfg.score_workers
+    metadata = {
+        "lakenet.model": model,
+        "lakenet.model_version": str(job.model_version),
+        "lakenet.input": snap.uri,
+        "lakenet.input_version": str(snap.version),
+    }
+    rows, bad, committed = get_engine(engine_cfg, spark=spark).predict_to_table(
+        job, out_uri, txn=txn, metadata=metadata, workers=workers
     )
-    return PredictResult(out_uri, counts["rows"], counts["bad"], committed, model, resolved.version)
+    return PredictResult(out_uri, rows, bad, committed, model, resolved.version)
 
 
 def _bundle_digest(path: Path) -> str:

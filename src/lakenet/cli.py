@@ -118,14 +118,19 @@ def predict(
     table: Annotated[str, typer.Option("--table", help="Table to score.")],
     out_table: Annotated[str, typer.Option("--out", help="Delta table to write predictions to.")],
     version: Annotated[int | None, typer.Option(help="Input Delta version (default: latest).")] = None,
-    engine: Annotated[str, typer.Option(help="Engine: local.")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Scoring processes (default: one per core).")] = None,
+    engine: Annotated[str | None, typer.Option(help="local or spark (default: --config's, else local).")] = None,
+    master: Annotated[str | None, typer.Option(help="Spark master, e.g. local[2] (implies --engine spark).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Scoring processes / Spark partitions.")] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Score a table into a Delta table, exactly once."""
     from lakenet import api
 
-    res = api.predict(model, table, out_table, version=version, engine=engine, workers=workers, workdir=workdir)
+    res = api.predict(
+        model, table, out_table, version=version, engine=engine, master=master, config=config, workers=workers,
+        workdir=workdir,
+    )  # fmt: skip
     if not res.committed:
         out.print(f"[yellow]already scored[/]: {res.table} has this model version's predictions for this input "
                   "version; nothing written")  # fmt: skip

@@ -38,6 +38,9 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+_TAGS = {"numeric", "category", "image", "local", "spark"}  # discriminator values pydantic puts in error paths
+
+
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     """Valid keys of the model that owns the mapping at `loc` (for 'did you mean' suggestions)."""
     model: type[BaseModel] | None = Config
@@ -61,7 +64,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
 def _explain(err: ValidationError, source: str) -> ConfigError:
     lines = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in {"numeric", "category", "image"}))
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _TAGS))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             valid = _fields_at(loc[:-1])
@@ -73,7 +76,8 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
         elif e["type"] == "union_tag_invalid" or e["type"] == "union_tag_not_found":
             found = e.get("input")
             found = found.get("type") if isinstance(found, dict) else found
-            lines.append(f"  {key}: 'type' must be one of numeric, category, image (found {found!r})")
+            tags = (e.get("ctx") or {}).get("expected_tags", "")
+            lines.append(f"  {key}: 'type' must be one of {tags} (found {found!r})")
         else:
             found = e.get("input")
             shown = "" if isinstance(found, dict) else f" (found {found!r})"

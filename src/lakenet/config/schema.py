@@ -22,6 +22,7 @@ __all__ = [
     "ModelConfig",
     "NumericFeature",
     "RegistryConfig",
+    "SparkEngineConfig",
     "SplitConfig",
     "TrackingConfig",
     "TrainerConfig",
@@ -228,7 +229,23 @@ class LocalEngineConfig(_Strict):
     )
 
 
-EngineConfig = Annotated[LocalEngineConfig, Field(discriminator="type")]
+class SparkEngineConfig(_Strict):
+    """Run on Apache Spark: training as a barrier stage of `workers` tasks, scoring as Arrow UDFs."""
+
+    type: Literal["spark"] = Field("spark", description="Engine type.")
+    master: str | None = Field(
+        None,
+        description="Spark master: local[2], spark://host:7077, yarn, k8s://...; default: the active "
+        "SparkSession, else local[*].",
+    )
+    workers: int = Field(1, ge=1, le=4096, description="Training replicas = barrier tasks (one slot each).")
+    gpus_per_worker: int = Field(0, ge=0, le=16, description="GPUs requested per training task (0 = CPU).")
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Spark configuration passed through to the session builder."
+    )
+
+
+EngineConfig = Annotated[LocalEngineConfig | SparkEngineConfig, Field(discriminator="type")]
 
 
 class RegistryConfig(_Strict):

@@ -43,3 +43,27 @@ class Engine(ABC):
     @abstractmethod
     def output_schema(self, job: ScoreJob) -> pa.Schema:
         """The schema of the batches `score` yields."""
+
+    def predict_to_table(
+        self, job: ScoreJob, out_uri: str, *, txn: str, metadata: dict[str, str], workers: int | None = None
+    ) -> tuple[int, int, bool]:
+        """Score into the Delta table `out_uri` in one commit tagged `txn`: (rows, rows with an error, committed).
+
+        The default streams `score` through this process into the writer; distributed engines override it to
+        write from their workers and commit once from the driver.
+        """
+        from lakenet.data.delta_io import already_committed, commit_once
+
+        if already_committed(out_uri, txn):
+            return 0, 0, False
+        counts = [0, 0]
+
+        def counted() -> Iterator[pa.RecordBatch]:
+            for batch in self.score(job, workers=workers):
+                counts[0] += batch.num_rows
+                counts[1] += batch.num_rows - batch.column("error").null_count
+                yield batch
+
+        reader = pa.RecordBatchReader.from_batches(self.output_schema(job), counted())
+        committed = commit_once(out_uri, reader, txn=txn, mode="append", metadata=metadata)
+        return counts[0], counts[1], committed

@@ -74,6 +74,7 @@ class TrainState:
     nonfinite_steps: int = 0
     nonfinite_run: int = 0
     stopped_early: bool = False
+    resumed_from_step: int | None = None  # set when this run continued from a checkpoint
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -228,6 +229,7 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = TrainState(**saved["train_state"])
+        state.resumed_from_step = state.step
 
     net: nn.Module = model
     if world > 1:

@@ -1,0 +1,298 @@
+"""The Spark engine: the same training loop as a barrier stage of N tasks (torch.distributed between them),
+and the same Predictor in Arrow iterator UDFs for scoring. pyspark is imported only in this module.
+
+Training tasks read their shard of the Delta version's files directly (listed by delta-rs on the driver); the
+rank-0 task writes checkpoints and tracking. When Spark retries a failed barrier stage, every task resumes
+from the last complete checkpoint instead of step zero. Scoring tasks write Parquet files next to the output
+table and return only file metadata; the driver commits the files of the successful attempts in one Delta
+transaction tagged with the job's application id, so retries and reruns commit every row exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from lakenet.config.schema import SparkEngineConfig
+from lakenet.engines.base import Engine, ScoreJob
+from lakenet.errors import ConfigError, LakenetError, TrainingError
+from lakenet.training.callbacks import Callback
+from lakenet.training.loop import TrainJob
+
+__all__ = ["SparkEngine", "get_or_create_session"]
+
+
+def _check_java() -> None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return
+    if shutil.which("java"):
+        return
+    raise LakenetError(
+        "engine.type spark needs Java 17+ and none was found (no `java` on PATH, JAVA_HOME unset). Install a "
+        "JRE (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
+    )
+
+
+def get_or_create_session(cfg: SparkEngineConfig | None = None) -> Any:
+    """The active SparkSession when no master is given; otherwise a new one with sane local settings."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise LakenetError("engine.type spark needs pyspark: pip install 'lakenet[spark]'") from None
+    master = cfg.master if cfg else None
+    active = SparkSession.getActiveSession()
+    if active is not None and (master is None or active.sparkContext.master == master):
+        return active
+    _check_java()
+    # Workers must run this interpreter (else they miss packages), and a local driver stays on loopback.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    master = master or "local[*]"
+    local = master.startswith("local")
+    if local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.master(master).appName("lakenet")
+    defaults: dict[str, Any] = {
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.python.worker.reuse": "true",
+        "spark.stage.maxConsecutiveAttempts": "4",
+    }
+    if local:
+        defaults.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+    for k, v in {**defaults, **(cfg.conf if cfg else {})}.items():
+        builder = builder.config(k, str(v).lower() if isinstance(v, bool) else str(v))
+    try:
+        spark = builder.getOrCreate()
+    except Exception as err:  # py4j / JVM start-up errors carry the reason in their text
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"Cannot start Spark with master {master!r}: {first}. Check engine.master.") from None
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def _task_threads(workers: int, master: str, task_cpus: int) -> int:
+    if master.startswith("local"):
+        cores = os.cpu_count() or 1
+        return max(task_cpus, cores // max(workers, 1))
+    return task_cpus
+
+
+def _barrier_train(
+    job: TrainJob, workers: int, device: str, threads: int, callbacks: Sequence[Callback]
+) -> Any:  # pragma: no cover - runs inside Spark Python workers (covered by tests/spark)
+    def run(_: Iterator[Any]) -> Iterator[tuple[int, int, int | None]]:
+        import torch
+        import torch.distributed as dist
+        from pyspark import BarrierTaskContext
+
+        from lakenet.training.checkpoint import latest_checkpoint
+        from lakenet.training.loop import WorkerContext, train_worker
+
+        ctx = BarrierTaskContext.get()
+        rank = ctx.partitionId()
+        torch.set_num_threads(threads)
+        # Rank 0 picks a port on its host; everyone learns "host:port" through the barrier's all-gather.
+        me = f"{ctx.getTaskInfos()[0].address.split(':')[0]}:{_free_port()}" if rank == 0 else ""
+        master = next(a for a in ctx.allGather(me) if a)
+        dev = "cpu"
+        if device == "cuda":
+            gpus = ctx.resources().get("gpu")
+            dev = f"cuda:{gpus.addresses[0]}" if gpus else "cuda:0"
+            torch.cuda.set_device(dev)
+        # A retried stage (a task died) resumes from the last complete checkpoint, not from step zero.
+        resume = job.resume or latest_checkpoint(job.checkpoint_dir) is not None
+        task_job = dataclasses.replace(job, resume=resume)
+        dist.init_process_group(
+            "nccl" if device == "cuda" else "gloo",
+            init_method=f"tcp://{master}",
+            rank=rank,
+            world_size=workers,
+        )
+        try:
+            state = train_worker(task_job, WorkerContext(rank, workers, dev), callbacks if rank == 0 else ())
+        finally:
+            dist.destroy_process_group()
+        yield rank, ctx.attemptNumber(), state.step
+
+    return run
+
+
+# ---- scoring --------------------------------------------------------------------------------------------------
+_PREDICTORS: dict[str, Any] = {}  # per Python worker: the bundle is loaded once and reused across tasks
+
+
+def _predictor(bundle: str, name: str | None, version: str | None) -> Any:
+    key = f"{bundle}\x1f{name}\x1f{version}"
+    if key not in _PREDICTORS:
+        from lakenet.inference.predictor import Predictor
+
+        path = bundle
+        if not Path(path).is_dir():  # shipped with SparkContext.addFile on a cluster
+            from pyspark import SparkFiles
+
+            path = SparkFiles.get(bundle)
+        _PREDICTORS[key] = Predictor(path, model_name=name, model_version=version)
+    return _PREDICTORS[key]
+
+
+_FILES_SCHEMA = "path string, size long, rows long, bad long, mtime long"
+
+
+def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # pragma: no cover - Spark workers
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+        import torch
+
+        torch.set_num_threads(threads)
+        pred = _predictor(job.bundle_dir, job.model_name, job.model_version)
+        name = f"part-{uuid.uuid4().hex}.zstd.parquet"
+        writer = None
+        rows = bad = 0
+        for batch in batches:
+            for start in range(0, batch.num_rows, job.batch_rows):
+                res = pred(batch.slice(start, job.batch_rows))
+                if writer is None:
+                    writer = pq.ParquetWriter(os.path.join(out_dir, name), res.schema, compression="zstd")
+                writer.write_batch(res)
+                rows += res.num_rows
+                bad += res.num_rows - res.column("error").null_count
+        if writer is None:
+            return
+        writer.close()
+        st = os.stat(os.path.join(out_dir, name))
+        yield pa.RecordBatch.from_pydict(
+            {"path": [name], "size": [st.st_size], "rows": [rows], "bad": [bad], "mtime": [int(st.st_mtime * 1000)]}
+        )
+
+    return run
+
+
+class SparkEngine(Engine):
+    name = "spark"
+
+    def __init__(self, cfg: SparkEngineConfig | None = None, spark: Any = None) -> None:
+        self.cfg = cfg or SparkEngineConfig()
+        self._spark = spark
+
+    @property
+    def spark(self) -> Any:
+        if self._spark is None:
+            self._spark = get_or_create_session(self.cfg)
+        return self._spark
+
+    def train(self, job: TrainJob, *, workers: int, device: str, callbacks: Sequence[Callback] = ()) -> None:
+        sc = self.spark.sparkContext
+        slots = sc.defaultParallelism
+        if workers > slots:
+            # A barrier stage with more tasks than slots cannot be scheduled: it would fail after retries.
+            raise ConfigError(
+                f"engine.workers = {workers} barrier tasks, but the Spark cluster ({sc.master}) has {slots} "
+                "task slots. Lower engine.workers or add executors/cores."
+            )
+        if device == "cuda" and self.cfg.gpus_per_worker == 0:
+            device = "cpu"
+        task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
+        threads = _task_threads(workers, sc.master, task_cpus)
+        rdd = sc.parallelize(range(workers), workers)
+        if self.cfg.gpus_per_worker:
+            from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+            reqs = TaskResourceRequests().cpus(task_cpus).resource("gpu", self.cfg.gpus_per_worker)
+            rdd = rdd.withResources(ResourceProfileBuilder().require(reqs).build)
+        fn = _barrier_train(job, workers, device, threads, list(callbacks))
+        t0 = time.perf_counter()
+        try:
+            rdd.barrier().mapPartitions(fn).collect()
+        except Exception as err:
+            raise _task_error(err, job) from None
+        if not (Path(job.output_dir) / "result.json").is_file():
+            raise TrainingError(
+                f"Spark training finished in {time.perf_counter() - t0:.0f}s but rank 0 left no result in "
+                f"{job.output_dir}; on a cluster, the checkpoint and output directories must be on storage that "
+                "every executor and the driver share."
+            )
+
+    def output_schema(self, job: ScoreJob) -> pa.Schema:
+        from lakenet.inference.predictor import Predictor
+
+        pred = Predictor(job.bundle_dir, model_name=job.model_name, model_version=job.model_version)
+        return pred.output_schema(with_key=pred.pre.key in job.snapshot.schema.names)
+
+    def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError("the Spark engine scores straight into Delta: use predict_to_table")
+
+    def predict_to_table(
+        self, job: ScoreJob, out_uri: str, *, txn: str, metadata: dict[str, str], workers: int | None = None
+    ) -> tuple[int, int, bool]:
+        from deltalake import CommitProperties, DeltaTable, Transaction
+        from deltalake.transaction import AddAction, RemoveAction
+
+        from lakenet.data.delta_io import already_committed
+
+        snap = job.snapshot
+        if snap.format not in ("delta", "parquet"):
+            raise ConfigError(
+                f"The Spark engine scores Delta or Parquet tables; {snap.uri} is {snap.format}. "
+                f"Ingest it first: lakenet ingest {snap.uri} --table <table>"
+            )
+        if already_committed(out_uri, txn):
+            return 0, 0, False
+        schema = self.output_schema(job)
+        DeltaTable.create(out_uri, schema=schema, mode="ignore")
+        spark = self.spark
+        files = sorted({f.path for f in snap.fragments})
+        # Spark reads exactly the files of this Delta version (listed by delta-rs), never the raw directory.
+        df = spark.read.parquet(*files).select(*job.columns)
+        if workers:
+            df = df.repartition(workers)
+        threads = _task_threads(workers or spark.sparkContext.defaultParallelism, spark.sparkContext.master, 1)
+        written = df.mapInArrow(_score_partitions(job, _local(out_uri), threads), _FILES_SCHEMA).collect()
+        actions: list[AddAction | RemoveAction] = [
+            AddAction(r["path"], r["size"], {}, r["mtime"], True, f'{{"numRecords":{r["rows"]}}}') for r in written
+        ]
+        dt = DeltaTable(out_uri)
+        dt.create_write_transaction(
+            actions,
+            mode="append",
+            schema=schema,
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(txn, 1)], custom_metadata={"lakenet.txn": txn, **metadata}
+            ),
+        )
+        return sum(r["rows"] for r in written), sum(r["bad"] for r in written), True
+
+
+def _local(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def _task_error(err: Exception, job: TrainJob) -> LakenetError:
+    """Surface a lakenet error raised inside a task as itself, not as a Py4J stack trace."""
+    from lakenet import errors
+
+    text = str(err)
+    for cls in (errors.BadRowsError, errors.DataError, errors.ModelError, errors.ConfigError, errors.TrainingError):
+        marker = f"lakenet.errors.{cls.__name__}: "
+        if marker in text:
+            return cls(text.split(marker, 1)[1].split("\n", 1)[0])
+    first = next((ln for ln in text.splitlines() if "Error" in ln or "Exception" in ln), text[:300])
+    return TrainingError(f"Spark training failed: {first.strip()} (checkpoints in {job.checkpoint_dir})")

@@ -1,0 +1,60 @@
+"""lakenet on Apache Spark for Python users: sessions and models as Spark SQL functions.
+
+import lakenet.spark
+lakenet.spark.register_udf(spark, "digit", "models:/digits@champion")
+spark.sql("SELECT key, digit(image) FROM pets")
+"""
+
+from pathlib import Path
+from typing import Any
+
+from lakenet.config.schema import SparkEngineConfig
+
+__all__ = ["register_udf", "session"]
+
+
+def session(master: str | None = None, **conf: Any) -> Any:
+    """A SparkSession with lakenet's local defaults (loopback driver, quiet, Arrow on)."""
+    from lakenet.engines.spark import get_or_create_session
+
+    return get_or_create_session(SparkEngineConfig(master=master, conf=conf))
+
+
+def register_udf(spark: Any, name: str, model: str, *, workdir: str | Path | None = None) -> Any:
+    """Register `model` as the SQL function `name(<input columns in signature order>)` → prediction.
+
+    The bundle is shipped to executors with SparkContext.addFile and loaded once per Python worker.
+    """
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import DoubleType, StringType
+
+    from lakenet.engines.spark import _predictor
+    from lakenet.models.bundle import Bundle
+    from lakenet.tracking.store import resolve_model, setup_tracking
+
+    wd = Path(workdir).resolve() if workdir else Path.cwd()
+    if model.startswith(("models:/", "runs:/")):
+        setup_tracking(None, workdir=wd)
+    resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
+    bundle = Bundle.load(resolved.bundle_dir)
+    columns = bundle.preprocessor.input_columns()
+    classification = bundle.preprocessor.label.task == "classification"
+    spark.sparkContext.addFile(str(resolved.bundle_dir), recursive=True)
+    shipped = resolved.bundle_dir.name if not _is_local(spark) else str(resolved.bundle_dir)
+    version = resolved.version
+
+    def score(*cols: pd.Series) -> pd.Series:
+        import pyarrow as pa
+
+        pred = _predictor(shipped, resolved.name, version)
+        table = pa.table({c: pa.array(s.tolist()) for c, s in zip(columns, cols, strict=True)})
+        return pa.Table.from_batches([pred(table)]).column("prediction").to_pandas()
+
+    udf = pandas_udf(score, StringType() if classification else DoubleType())  # type: ignore[call-overload]
+    spark.udf.register(name, udf)
+    return udf
+
+
+def _is_local(spark: Any) -> bool:
+    return str(spark.sparkContext.master).startswith("local")
