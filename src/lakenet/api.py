@@ -272,7 +272,10 @@ def fit(
             weights=weights,
             lineage={k[len("lakenet.") :]: v for k, v in lineage.items()},
             profile={k: result.profile[k] for k in ("table", "splits", "label", "bad_rows")},
-            training={k: outcome[k] for k in ("history", "best_epoch", "stopped_early", "nonfinite_steps", "step")},
+            training={
+                k: outcome[k]
+                for k in ("history", "best_epoch", "stopped_early", "nonfinite_steps", "step", "resumed_from_step")
+            },
         )
         bundle_dir = bundle.save(wd / ".lakenet" / "bundles" / run.run_id)
         report = evaluate_split(snap, Predictor(bundle), cfg.data.split)

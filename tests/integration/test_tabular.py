@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import lakenet
+from lakenet.training.callbacks import Callback
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +71,11 @@ def test_ddp_two_workers_on_cpu(regression_csv: Path, workdir: Path) -> None:
     assert abs(two.metrics["test_r2"] - one.metrics["test_r2"]) < 0.05
 
 
-class _StopAt:
+class _StopAt(Callback):
     """A callback that simulates Ctrl-C at a given optimizer step."""
 
     def __init__(self, step: int) -> None:
         self.step = step
-
-    def __getattr__(self, name: str):  # every other hook is a no-op
-        return lambda *a, **k: None
 
     def on_step_end(self, state, logs) -> None:  # type: ignore[no-untyped-def]
         if state.step == self.step:
@@ -92,7 +90,7 @@ def test_fit_resume_after_interrupt(regression_csv: Path, workdir: Path) -> None
         "registry": {"name": "resumable"},
     }
     with pytest.raises(KeyboardInterrupt):
-        lakenet.fit(cfg, progress=False, callbacks=[_StopAt(10)])  # type: ignore[list-item]
+        lakenet.fit(cfg, progress=False, callbacks=[_StopAt(10)])
     changed = {**cfg, "trainer": {**cfg["trainer"], "epochs": 4}}
     with pytest.raises(lakenet.LakenetError, match="config changed since the interrupted run"):
         lakenet.fit(changed, resume=True, progress=False)

@@ -221,7 +221,9 @@ class SparkEngine(Engine):
         fn = _barrier_train(job, workers, device, threads, list(callbacks))
         t0 = time.perf_counter()
         try:
-            rdd.barrier().mapPartitions(fn).collect()
+            # The shuffle after the barrier stage makes it a ShuffleMapStage: Spark retries those when a task
+            # dies (a barrier *result* stage is never retried), and the retry resumes from the checkpoint.
+            rdd.barrier().mapPartitions(fn).repartition(1).collect()
         except Exception as err:
             raise _task_error(err, job) from None
         if not (Path(job.output_dir) / "result.json").is_file():

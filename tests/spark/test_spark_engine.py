@@ -1,0 +1,170 @@
+"""The Spark engine on a real local[2] session: the same YAML trains and scores on Spark, parity with the local
+engine, resume after a killed task, exactly-once scoring under a killed task and a rerun, models as SQL
+functions, clear start-up errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deltalake import DeltaTable
+
+import lakenet
+from lakenet.training.callbacks import Callback
+from tests.conftest import digits_config
+
+pytestmark = [
+    pytest.mark.spark,
+    pytest.mark.skipif(shutil.which("java") is None and not os.environ.get("JAVA_HOME"), reason="no Java"),
+]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def spark() -> Any:
+    pytest.importorskip("pyspark")
+    import lakenet.spark
+
+    # Python workers must import this repo's tests (user modules, kill switches) like the driver does.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    # local[2,4]: two slots, and a failed task is retried (plain local[2] gives up at the first failure)
+    session = lakenet.spark.session("local[2,4]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    d = tmp_path_factory.mktemp("spark")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(d)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield d
+    mp.undo()
+
+
+def config(table: Path, engine: dict[str, Any], name: str, **over: Any) -> dict[str, Any]:
+    return digits_config(
+        table,
+        engine=engine,
+        registry={"name": name},
+        trainer__epochs=3,
+        trainer__early_stopping=None,
+        trainer__checkpoint_every_steps=2,
+        **over,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(spark: Any, wd: Path, digits_table: Path) -> dict[str, Any]:
+    on_spark = lakenet.fit(config(digits_table, {"type": "spark", "workers": 2}, "on_spark"), progress=False)
+    local = lakenet.fit(config(digits_table, {"type": "local", "workers": 2}, "on_local"), progress=False)
+    return {"spark": on_spark, "local": local}
+
+
+def test_training_parity_with_local_engine(trained: dict[str, Any]) -> None:
+    s, loc = trained["spark"], trained["local"]
+    assert s.version == "1" and loc.version == "1"
+    assert len(s.history) == len(loc.history) == 3
+    # Same seed, same 2 workers, same shards and batches: the same run, whoever launched it.
+    assert s.metrics["test_accuracy"] == pytest.approx(loc.metrics["test_accuracy"], abs=0.02)
+    assert s.history[-1]["train_loss"] == pytest.approx(loc.history[-1]["train_loss"], rel=1e-3)
+    listing = {m["name"]: m for m in lakenet.models()}
+    assert listing["on_spark"]["versions"][0]["lineage"]["engine"] == "spark"
+
+
+def test_same_model_scores_identically_on_both_engines(trained: dict[str, Any], wd: Path, digits_table: Path) -> None:
+    uri = trained["spark"].model_uri
+    a = lakenet.predict(uri, str(digits_table), str(wd / "scored_spark"), engine="spark")
+    b = lakenet.predict(uri, str(digits_table), str(wd / "scored_local"), engine="local")
+    assert a.committed and a.rows == b.rows == 243 and a.bad_rows == b.bad_rows == 3
+    ta = DeltaTable(a.table).to_pyarrow_table().sort_by("key")
+    tb = DeltaTable(b.table).to_pyarrow_table().sort_by("key")
+    assert ta.column("key").equals(tb.column("key"))
+    assert ta.column("prediction").equals(tb.column("prediction"))
+    again = lakenet.predict(uri, str(digits_table), str(wd / "scored_spark"), engine="spark")
+    assert not again.committed
+    assert DeltaTable(a.table).to_pyarrow_table().num_rows == 243
+
+
+class KillOnce(Callback):
+    """Kills rank 0's Python worker at a step, once (a marker file remembers), to simulate a lost task."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step, self.marker = step, marker
+
+    def on_step_end(self, state: Any, logs: Any) -> None:
+        if state.step == self.step and not os.path.exists(self.marker):
+            Path(self.marker).write_text("killed")
+            os._exit(9)
+
+
+def test_resume_after_killed_task(spark: Any, wd: Path, digits_table: Path, trained: dict[str, Any]) -> None:
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = wd / "killed-train"
+    cfg = config(digits_table, {"type": "spark", "workers": 2}, "killed")
+    fit = lakenet.fit(cfg, progress=False, callbacks=[KillOnce(9, str(marker))])
+    assert marker.exists()  # the task really died
+    training = lakenet.Predictor(fit.bundle_dir).bundle.training
+    uninterrupted = lakenet.Predictor(trained["spark"].bundle_dir).bundle.training
+    assert training["step"] == uninterrupted["step"] > 9  # the run completed every step
+    assert training["resumed_from_step"] == 8  # the last complete checkpoint before the kill at step 9
+    # and it is the same run: the same weights as the uninterrupted one, so the same test score
+    assert fit.metrics["test_accuracy"] == pytest.approx(trained["spark"].metrics["test_accuracy"])
+
+
+def test_exactly_once_when_a_scoring_task_dies(trained: dict[str, Any], wd: Path, digits_table: Path) -> None:
+    import dataclasses
+
+    from lakenet.models.bundle import Bundle
+
+    marker = wd / "killed-score"
+    bundle = Bundle.load(trained["spark"].bundle_dir)
+    bundle.spec = dataclasses.replace(
+        bundle.spec, architecture="tests.spark.killer:KillOnFirstForward", options={"marker": str(marker)}
+    )
+    killer = bundle.save(wd / "killer_bundle")
+    res = lakenet.predict(str(killer), str(digits_table), str(wd / "scored_kill"), engine="spark", workers=2)
+    assert marker.exists() and res.committed  # a task died, was retried, and the job still committed once
+    table = DeltaTable(res.table).to_pyarrow_table()
+    assert table.num_rows == 243 and len(table.column("key").unique()) == 243
+    assert len(DeltaTable(res.table).history()) == 2  # create + one commit with every row
+
+
+def test_model_as_sql_function(spark: Any, trained: dict[str, Any], digits_table: Path) -> None:
+    import lakenet.spark
+
+    lakenet.spark.register_udf(spark, "digit", trained["spark"].model_uri)
+    spark.read.parquet(*DeltaTable(str(digits_table)).file_uris()).createOrReplaceTempView("digits")
+    rows = spark.sql("SELECT key, label, digit(image) AS pred FROM digits WHERE key NOT LIKE '%corrupt%'").collect()
+    assert len(rows) == 240
+    accuracy = sum(r["pred"] == r["label"] for r in rows) / len(rows)
+    assert accuracy > 0.5
+    assert spark.sql("SELECT digit(image) AS p FROM digits WHERE key LIKE '%corrupt%'").collect()[0]["p"] is None
+
+
+def test_barrier_needs_enough_slots(spark: Any, wd: Path, digits_table: Path) -> None:
+    with pytest.raises(lakenet.LakenetError, match=r"engine.workers = 3 barrier tasks.*2 task slots"):
+        lakenet.fit(config(digits_table, {"type": "spark", "workers": 3}, "toomany"), progress=False)
+
+
+def test_missing_java_and_bad_master_are_clear(tmp_path: Path) -> None:
+    from lakenet.engines.spark import _check_java
+
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    code = "from lakenet.engines.spark import _check_java; _check_java()"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "PATH": str(tmp_path)}, capture_output=True,
+                         text=True)  # fmt: skip
+    assert out.returncode != 0 and "openjdk-17-jre-headless" in out.stderr
+    _check_java()  # this machine has one
+    code = "import lakenet.spark; lakenet.spark.session('bogus://nowhere:1')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Cannot start Spark with master 'bogus://nowhere:1'" in out.stderr
+    assert "Check engine.master" in out.stderr
