@@ -155,6 +155,12 @@ def test_barrier_needs_enough_slots(spark: Any, wd: Path, digits_table: Path) ->
         lakenet.fit(config(digits_table, {"type": "spark", "workers": 3}, "toomany"), progress=False)
 
 
+def test_gpus_requested_but_not_offered(spark: Any, wd: Path, digits_table: Path) -> None:
+    cfg = config(digits_table, {"type": "spark", "workers": 1, "gpus_per_worker": 1}, "gpu")
+    with pytest.raises(lakenet.LakenetError, match=r"gpus_per_worker = 1.*offers 0 GPU"):
+        lakenet.fit(cfg, progress=False)
+
+
 def test_missing_java_and_bad_master_are_clear(tmp_path: Path) -> None:
     from lakenet.engines.spark import _check_java
 

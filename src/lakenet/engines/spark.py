@@ -71,7 +71,14 @@ def get_or_create_session(cfg: SparkEngineConfig | None = None) -> Any:
         "spark.stage.maxConsecutiveAttempts": "4",
     }
     if local:
-        defaults.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        # Loopback only, and no web UI (it would listen on a port of its own): a laptop job needs neither.
+        defaults.update(
+            {
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.ui.enabled": "false",
+            }
+        )
     for k, v in {**defaults, **(cfg.conf if cfg else {})}.items():
         builder = builder.config(k, str(v).lower() if isinstance(v, bool) else str(v))
     try:
@@ -208,7 +215,17 @@ class SparkEngine(Engine):
                 f"engine.workers = {workers} barrier tasks, but the Spark cluster ({sc.master}) has {slots} "
                 "task slots. Lower engine.workers or add executors/cores."
             )
-        if device == "cuda" and self.cfg.gpus_per_worker == 0:
+        if self.cfg.gpus_per_worker:
+            offered = float(sc.getConf().get("spark.executor.resource.gpu.amount", "0") or 0)
+            if offered < self.cfg.gpus_per_worker:
+                raise ConfigError(
+                    f"engine.gpus_per_worker = {self.cfg.gpus_per_worker}, but the Spark cluster ({sc.master}) "
+                    f"offers {offered:g} GPU(s) per executor (spark.executor.resource.gpu.amount, with a GPU "
+                    "discovery script). Configure GPU resources on the cluster, or set gpus_per_worker: 0 to train "
+                    "on CPUs."
+                )
+            device = "cuda"
+        else:
             device = "cpu"
         task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
         threads = _task_threads(workers, sc.master, task_cpus)
