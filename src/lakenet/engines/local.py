@@ -111,6 +111,16 @@ def _score_fragment(args: tuple[ScoreJob, int]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def _pool_context() -> Any:
+    """Scoring workers fork from a server that imported torch and lakenet once (and ran no torch op, so no
+    OpenMP threads exist to break the fork): starting a worker costs milliseconds instead of an import."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "pyarrow", "lakenet.inference.predictor", "lakenet.engines.local"])
+    return ctx
+
+
 class LocalEngine(Engine):
     name = "local"
 
@@ -164,7 +174,7 @@ class LocalEngine(Engine):
                     yield pred(batch)
             return
         threads = max(1, cores // procs)
-        with mp.get_context("spawn").Pool(procs, initializer=_init_scorer, initargs=(job, threads)) as pool:
+        with _pool_context().Pool(procs, initializer=_init_scorer, initargs=(job, threads)) as pool:
             for blob in pool.imap(_score_fragment, [(job, fi) for fi in frags]):
                 if blob:
                     yield from pa.ipc.open_stream(blob)
