@@ -147,8 +147,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print_table("fixed costs", ["what", "seconds"], [[k, f"{v:.2f}"] for k, v in fixed.items()])
     gflops = {k: summary([v * setup.flops_per_image / 1e9 for v in vals]) for k, vals in series.items() if vals}
+    figures: dict[str, Any] = {}
+    for key, r in ratios.items():
+        figures[f"{key}_end_to_end"] = r["end_to_end"]
+        figures[f"{key}_steady"] = r["steady_state"]
+    figures.update({f"rows_per_s_{k}": summary(v) for k, v in series.items() if v})
+    figures.update({f"steady_rows_per_s_{k}": summary(v) for k, v in steady.items()})
+    figures.update({f"model_gflop_per_s_{k}": v for k, v in gflops.items()})
+    figures.update({f"cpu_s_per_row_{k}": summary(v) for k, v in cpu_per_row.items() if v})
+    main_engine = "spark" if "spark" in engines else "local"
+    faster = (
+        "ort" if series["ort"] and summary(series["ort"])["median"] > summary(series["torch"])["median"] else "torch"
+    )
+    targets = [
+        {"figure": f"{eng}_vs_torch_steady", "op": ">=", "value": 0.9,
+         "met": figures[f"{eng}_vs_torch_steady"]["median"] >= 0.9}
+        for eng in engines
+    ] + [
+        {"figure": f"{eng}_vs_{faster}_steady", "op": ">=", "value": 0.9, "stretch": True,
+         "met": figures[f"{eng}_vs_{faster}_steady"]["median"] >= 0.9}
+        for eng in engines if faster != "torch"
+    ]  # fmt: skip
     payload = {
-        "config": {
+        "settings": {
             "rows": rows,
             "image_size": size,
             "width": width,
@@ -159,13 +180,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "engines": engines,
             "flops_per_image": setup.flops_per_image,
         },
+        "target": next(t for t in targets if t["figure"] == f"{main_engine}_vs_torch_steady"),
+        "targets": targets,
+        "figures": figures,
+        "fixed_costs": fixed,
+        "pairs": [{k: v[i] for k, v in series.items() if v} for i in range(rounds)],
         "notes": [note] if note else [],
-        "rows_per_s": {k: summary(v) for k, v in series.items() if v},
-        "steady_rows_per_s": {k: summary(v) for k, v in steady.items()},
-        "model_gflop_per_s": gflops,
-        "cpu_s_per_row": {k: summary(v) for k, v in cpu_per_row.items() if v},
-        "ratios": ratios,
-        "fixed_costs_s": fixed,
         "method": "lakenet.predict end to end (Delta read, JPEG decode, preprocessing, forward, Delta commit) "
         "vs the bare model on pre-decoded tensors; steady = (rows - 8) / (time - per-job overhead measured on "
         "an 8-row table). CPU s/row counts this process and its waited-for children only: the local engine's "

@@ -1,0 +1,53 @@
+"""The scoring benchmarks run end to end in --quick mode (local pool, Spark local[2], MLflow spark_udf,
+predict_batch_udf) and write their JSON result; speed is not asserted here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.spark,
+    pytest.mark.skipif(shutil.which("java") is None and not os.environ.get("JAVA_HOME"), reason="no Java"),
+]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("scoring-cache")
+
+
+@pytest.mark.parametrize(
+    ("name", "figures"),
+    [
+        ("score_throughput", {"local_vs_torch_steady", "spark_vs_torch_steady", "rows_per_s_torch"}),
+        ("score_vs_peers", {"lakenet_vs_mlflow_spark_udf", "lakenet_vs_predict_batch_udf"}),
+    ],
+)
+def test_quick_run_writes_result(name: str, figures: set[str], cache_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--quick", "--out", str(out), "--cache-dir", str(cache_dir)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == name and doc["quick"] is True
+    assert {"nproc", "cpu_model"} <= doc["machine"].keys()
+    assert figures <= doc["figures"].keys()
+    for key in figures:
+        assert {"median", "min", "max"} <= doc["figures"][key].keys(), key
+    assert len(doc["pairs"]) == 3 and "met" in doc["target"]
+    assert "ratio" in proc.stdout
