@@ -17,6 +17,8 @@ from lakenet.api import (
     models,
     predict,
     profile,
+    promote,
+    serve,
 )
 from lakenet.config import Config, load_config
 from lakenet.errors import LakenetError
@@ -38,4 +40,6 @@ __all__ = [
     "models",
     "predict",
     "profile",
+    "promote",
+    "serve",
 ]

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import yaml
@@ -23,8 +23,14 @@ from lakenet.data.quarantine import enforce_bad_fraction, write_quarantine
 from lakenet.data.scan import ScanResult, scan_table
 from lakenet.data.sources import Snapshot, open_table
 from lakenet.engines import ScoreJob, get_engine
-from lakenet.errors import DataError
+from lakenet.errors import ConfigError, DataError
 from lakenet.training.callbacks import Callback, ConsoleProgress
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from lakenet.inference.predictor import Predictor
+    from lakenet.serving.server import ServerHandle
 
 __all__ = [
     "FitResult",
@@ -37,6 +43,8 @@ __all__ = [
     "models",
     "predict",
     "profile",
+    "promote",
+    "serve",
 ]
 
 ConfigLike = str | Path | Config | dict[str, Any]
@@ -459,3 +467,130 @@ def models(*, workdir: str | Path | None = None) -> list[dict[str, Any]]:
 
     setup_tracking(None, workdir=_workdir(workdir))
     return list_models()
+
+
+def promote(name: str, version: str | int, *, alias: str = "champion", workdir: str | Path | None = None) -> str | None:
+    """Point `name@alias` at `version` (a server started with `follow_alias` switches to it); returns the version
+    the alias pointed to before, or None if it is new."""
+    from lakenet.tracking.store import set_alias, setup_tracking
+
+    setup_tracking(None, workdir=_workdir(workdir))
+    return set_alias(name, str(version), alias)
+
+
+# ---- serve --------------------------------------------------------------------------------------------------
+def serve(
+    model: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    token: str | None = None,
+    token_file: str | Path | None = None,
+    max_batch_size: int = 32,
+    max_batch_delay_ms: float = 0.0,
+    max_queue_rows: int = 256,
+    max_inflight_requests: int = 64,
+    max_request_rows: int = 256,
+    max_body_bytes: int = 16 * 2**20,
+    request_timeout_s: float = 10.0,
+    drain_timeout_s: float = 30.0,
+    follow_alias: bool = False,
+    poll_interval_s: float = 5.0,
+    device: str = "cpu",
+    torch_threads: int | None = None,
+    access_log: bool = False,
+    log_level: str = "info",
+    background: bool = False,
+    workdir: str | Path | None = None,
+) -> ServerHandle | None:
+    """Serve `model` (models:/name@alias, models:/name/N or a bundle directory) over HTTP until SIGINT/SIGTERM,
+    which stop new connections and answer every admitted request before returning. With `background=True`,
+    return at once a handle (`.url`, `.stop()`, a context manager) to a server running on a thread.
+
+    Binds 127.0.0.1 unless told otherwise, and refuses any other interface without a bearer token (`token` or,
+    better, `token_file`). `follow_alias` polls the registry every `poll_interval_s` and switches to the version
+    the alias points to, between batches, without failing a request. The settings are described in
+    `lakenet.serving.settings.ServeSettings`.
+    """
+    from lakenet.serving.settings import make_settings, read_token_file
+
+    if token is not None and token_file is not None:
+        raise ConfigError("Pass either a token or a token file, not both.")
+    settings = make_settings(
+        host=host,
+        port=port,
+        token=read_token_file(token_file) if token_file is not None else token,
+        max_batch_size=max_batch_size,
+        max_batch_delay_ms=max_batch_delay_ms,
+        max_queue_rows=max_queue_rows,
+        max_inflight_requests=max_inflight_requests,
+        max_request_rows=max_request_rows,
+        max_body_bytes=max_body_bytes,
+        request_timeout_s=request_timeout_s,
+        drain_timeout_s=drain_timeout_s,
+        follow_alias=follow_alias,
+        poll_interval_s=poll_interval_s,
+        device=device,
+        torch_threads=torch_threads,
+        access_log=access_log,
+        log_level=log_level,
+    )
+    followed = _alias_ref(model)
+    if follow_alias and followed is None:
+        raise ConfigError(
+            f"--follow-alias needs a registry alias to follow (models:/name@alias), not {model!r}: a version number "
+            "or a bundle directory never moves."
+        )
+    if settings.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={settings.device!r}, but torch {torch.__version__} sees no CUDA device.")
+    wd = _workdir(workdir)
+    predictor = _serving_predictor(model, wd, settings.device)
+    refresh = (
+        _alias_follower(followed, predictor.model_version, wd, settings.device) if follow_alias and followed else None
+    )
+    from lakenet.serving.server import run, start_background
+
+    if background:
+        return start_background(predictor, settings, refresh=refresh)
+    run(predictor, settings, refresh=refresh)
+    return None
+
+
+def _alias_ref(model: str) -> tuple[str, str] | None:
+    body = model.removeprefix("models:/")
+    if body == model or "@" not in body:
+        return None
+    name, alias = body.split("@", 1)
+    return name, alias
+
+
+def _serving_predictor(model: str, wd: Path, device: str) -> Predictor:
+    from lakenet.inference.predictor import Predictor
+    from lakenet.tracking.store import resolve_model, setup_tracking
+
+    if model.startswith(("models:/", "runs:/")):
+        setup_tracking(None, workdir=wd)
+    resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
+    return Predictor(resolved.bundle_dir, device=device, model_name=resolved.name, model_version=resolved.version)
+
+
+def _alias_follower(ref: tuple[str, str], version: str | None, wd: Path, device: str) -> Callable[[], Predictor | None]:
+    """A refresh function for the server: the Predictor of the version `name@alias` points to, once per new
+    version (None while it has not moved). Runs on a worker thread."""
+    from lakenet.tracking.store import alias_version
+
+    name, alias = ref
+    seen = [version]
+
+    def refresh() -> Predictor | None:
+        now = alias_version(name, alias)
+        if now == seen[0]:
+            return None
+        predictor = _serving_predictor(f"models:/{name}/{now}", wd, device)
+        seen[0] = now  # only once loaded: a failed download is retried at the next poll
+        return predictor
+
+    return refresh

@@ -138,12 +138,19 @@ def predict(
     out.print(f"[green]scored[/] {res.rows} rows into {res.table} ({res.bad_rows} with an error)")
 
 
-@app.command()
+models_app = typer.Typer(help="List registered models; `promote` moves an alias.", add_completion=False)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
 def models(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """List registered models, versions, aliases, metrics and lineage."""
+    if ctx.invoked_subcommand is not None:
+        return
     from lakenet import api
 
     listing = api.models(workdir=workdir)
@@ -161,6 +168,66 @@ def models(
             where = f"{lin.get('table', '?')}@{lin.get('table_version', '?')}"
             t.add_row(m["name"], v["version"], ",".join(v["aliases"]), metrics, where, lin.get("config_hash", ""))
     out.print(t)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="The version the alias should point to.")],
+    alias: Annotated[str, typer.Option("--alias", help="The alias to move.")] = "champion",
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Point NAME@ALIAS at VERSION (`lakenet serve --follow-alias` switches to it)."""
+    from lakenet import api
+
+    previous = api.promote(name, version, alias=alias, workdir=workdir)
+    was = f" (was version {previous})" if previous is not None else ""
+    out.print(f"[green]promoted[/] models:/{name}@{alias} → version {version}{was}")
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="models:/name@alias, models:/name/N or a bundle dir.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; anything but loopback needs --token-file.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the bearer token clients must send.")
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Most rows per micro-batch.")] = 32,
+    max_batch_delay_ms: Annotated[
+        float, typer.Option(help="How long a batch may wait for more rows (0: never; batches still form under load).")
+    ] = 0.0,
+    max_queue_rows: Annotated[int, typer.Option(help="Rows that may wait; beyond that: 503 + Retry-After.")] = 256,
+    max_inflight: Annotated[
+        int, typer.Option(help="Concurrent /v1/predict requests; more: 503 + Retry-After before reading them.")
+    ] = 64,
+    max_request_rows: Annotated[int, typer.Option(help="Most rows in one request.")] = 256,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (larger: 413).")] = 16.0,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may take before it gets 504.")] = 10.0,
+    drain_timeout: Annotated[float, typer.Option(help="Seconds to finish in-flight requests on shutdown.")] = 30.0,
+    follow_alias: Annotated[
+        bool, typer.Option("--follow-alias", help="Switch to the version the alias points to when it moves.")
+    ] = False,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between registry polls (--follow-alias).")] = 5.0,
+    device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="Torch threads for the model (default: from the cores).")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Serve a model over HTTP: POST /v1/predict, /healthz, /readyz, /metrics, /docs."""
+    from lakenet import api
+
+    api.serve(
+        model, host=host, port=port, token_file=token_file, max_batch_size=max_batch_size,
+        max_batch_delay_ms=max_batch_delay_ms, max_queue_rows=max_queue_rows, max_inflight_requests=max_inflight,
+        max_request_rows=max_request_rows,
+        max_body_bytes=int(max_body_mb * 2**20), request_timeout_s=timeout, drain_timeout_s=drain_timeout,
+        follow_alias=follow_alias, poll_interval_s=poll_interval, device=device, torch_threads=threads,
+        access_log=access_log,
+        workdir=workdir,
+    )  # fmt: skip
 
 
 @app.command()

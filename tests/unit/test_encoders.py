@@ -59,10 +59,10 @@ def test_bad_numeric_and_label_rows_are_reported() -> None:
     pre = fitted()
     table = pa.table(
         {
-            "key": ["ok", "nan", "inf", "text", "nolabel", "newlabel"],
-            "x": ["1.5", None, "inf", "abc", "2", "2"],
-            "city": ["a"] * 6,
-            "y": ["yes", "no", "no", "no", None, "maybe"],
+            "key": ["ok", "nan", "inf", "text", "nolabel", "newlabel", "huge"],
+            "x": ["1.5", None, "inf", "abc", "2", "2", "1e300"],
+            "city": ["a"] * 7,
+            "y": ["yes", "no", "no", "no", None, "maybe", "no"],
         }
     )
     enc = pre.encode(table, with_label=True)
@@ -73,8 +73,9 @@ def test_bad_numeric_and_label_rows_are_reported() -> None:
         "text": ("not_numeric", "x"),
         "nolabel": ("missing_label", "y"),
         "newlabel": ("unknown_label", "y"),
+        "huge": ("non_finite_numeric", "x"),  # finite, but overflows float32 once standardised
     }
-    assert enc.valid.tolist() == [True, False, False, False, False, False]
+    assert enc.valid.tolist() == [True, False, False, False, False, False, False]
     assert enc.inputs["numeric"].shape == (1, 1) and enc.target is not None and enc.target.tolist() == [1]
 
 

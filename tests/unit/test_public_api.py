@@ -20,6 +20,8 @@ EXPECTED = {
     "models",
     "predict",
     "profile",
+    "promote",
+    "serve",
 }
 
 
@@ -29,10 +31,11 @@ def test_all_is_the_documented_surface() -> None:
         assert hasattr(lakenet, name)
 
 
-def test_no_pyspark_or_mlflow_on_import() -> None:
+def test_no_pyspark_mlflow_or_fastapi_on_import() -> None:
     import subprocess
     import sys
 
-    code = "import sys, lakenet; print(sorted(m for m in ('pyspark', 'mlflow') if m in sys.modules))"
+    heavy = "('pyspark', 'mlflow', 'fastapi', 'uvicorn')"
+    code = f"import sys, lakenet; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -193,7 +193,13 @@ class Preprocessor:
                 mark(non_numeric, "not_numeric", s.column)
                 mark(np.isnan(vals), "missing_numeric", s.column)
                 mark(np.isinf(vals), "non_finite_numeric", s.column)
-                mat[:, j] = (np.nan_to_num(vals, nan=s.mean, posinf=s.mean, neginf=s.mean) - s.mean) / s.std
+                with np.errstate(over="ignore", invalid="ignore"):
+                    scaled = ((np.nan_to_num(vals, nan=s.mean, posinf=s.mean, neginf=s.mean) - s.mean) / s.std).astype(
+                        np.float32
+                    )
+                # A finite value can still overflow float32 once standardised (1e300): the model would emit NaN.
+                mark(~np.isfinite(scaled), "non_finite_numeric", s.column)
+                mat[:, j] = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
             inputs["numeric"] = mat
         if self.categories:
             cats = np.zeros((n, len(self.categories)), dtype=np.int64)

@@ -23,9 +23,11 @@ __all__ = [
     "MlflowMetrics",
     "ResolvedModel",
     "TrackedRun",
+    "alias_version",
     "git_commit",
     "list_models",
     "resolve_model",
+    "set_alias",
     "setup_tracking",
     "start_run",
 ]
@@ -307,3 +309,43 @@ def list_models() -> list[dict[str, Any]]:
         versions.sort(key=lambda v: int(v["version"]), reverse=True)
         out.append({"name": rm.name, "versions": versions})
     return out
+
+
+def _registry_error(name: str, err: Any) -> ModelError:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    known = ", ".join(m.name for m in MlflowClient().search_registered_models()) or "none"
+    return ModelError(
+        f"Model {name!r}: {err.message.splitlines()[0]} (registry at {mlflow.get_tracking_uri()}; registered "
+        f"models: {known}). Check the name and version with `lakenet models`."
+    )
+
+
+def alias_version(name: str, alias: str) -> str:
+    """The version `name@alias` points to now (one registry query, nothing downloaded)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException as err:
+        raise _registry_error(name, err) from None
+
+
+def set_alias(name: str, version: str, alias: str) -> str | None:
+    """Point `name@alias` at `version`; returns the version it pointed to before (None if the alias is new)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as err:
+        raise _registry_error(name, err) from None
+    try:
+        previous: str | None = str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        previous = None
+    client.set_registered_model_alias(name, alias, version)
+    return previous

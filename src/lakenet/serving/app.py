@@ -1,0 +1,471 @@
+"""The HTTP app: FastAPI routes over the micro-batcher and the same Predictor batch scoring uses.
+
+Routes: POST /v1/predict (JSON or multipart), GET /v1/model, /healthz, /readyz, /metrics, /openapi.json, /docs.
+Nothing here loads a model from a client-supplied URL or path: the model is fixed when the server starts (and
+moved only by --follow-alias, from the registry the operator configured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lakenet.inference.predictor import Predictor
+from lakenet.serving.batcher import Draining, MicroBatcher, Overloaded
+from lakenet.serving.metrics import CONTENT_TYPE, ServeMetrics
+from lakenet.serving.schema import InvalidRequest, RequestSchema, response_model, response_rows
+from lakenet.serving.settings import ServeSettings
+
+__all__ = ["Refresh", "Scorer", "create_app", "warm_up"]
+
+log = logging.getLogger("lakenet.serve")
+
+Refresh = Callable[[], Predictor | None]
+"""Called on a worker thread every poll interval: a newly loaded Predictor when the alias moved, else None."""
+
+PREDICT = "/v1/predict"
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes answer without a token
+ROUTES = frozenset({PREDICT, "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+_JSON = [(b"content-type", b"application/json")]
+
+
+class Scorer:
+    """One loaded model version, as the batcher calls it: Arrow table in, JSON-ready rows out."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.name, self.version = predictor.model_name, predictor.model_version
+        self.signature = predictor.pre.signature()
+        self.classification = predictor.classification
+
+    def __call__(self, table: pa.Table) -> list[dict[str, Any]]:
+        # An input near the float64 limit overflows float32 in the encoder: such rows come out non-finite and
+        # response_rows flags them, so numpy's warning is noise here.
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self.predictor(table)
+        return response_rows(out, classification=self.classification)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+
+def warm_up(predictor: Predictor) -> None:
+    """One forward pass on zeros, so the first real request does not pay for lazy kernel set-up."""
+    pre = predictor.pre
+    inputs: dict[str, np.ndarray] = {}
+    if pre.numeric:
+        inputs["numeric"] = np.zeros((1, len(pre.numeric)), dtype=np.float32)
+    if pre.categories:
+        inputs["category"] = np.zeros((1, len(pre.categories)), dtype=np.int64)
+    if pre.image is not None:
+        inputs["image"] = np.zeros((1, pre.image.channels, pre.image.size, pre.image.size), dtype=np.float32)
+    if inputs:
+        predictor.forward(inputs)
+
+
+def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+class _Gate:
+    """Outermost ASGI middleware: request metrics, the bearer token, the concurrency limit of /v1/predict (503),
+    and the body size limit (413 from the declared content-length at once, or as soon as a streamed body passes
+    the limit)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        max_body_bytes: int,
+        metrics: ServeMetrics,
+        max_inflight: int,
+    ) -> None:
+        self.app = app
+        self.max_inflight = max_inflight
+        self.predicting = 0  # /v1/predict requests in flight
+        self.token = token.encode() if token is not None else None
+        self.max_body = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        scope.setdefault("state", {})["t0"] = t0
+        path = scope["path"]
+        route = path if path in ROUTES else "other"
+        status = 500
+        m = self.metrics
+        m.inflight.inc()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        counted = False
+        try:
+            headers = dict(scope["headers"])
+            if self.token is not None and path not in OPEN_PATHS and not self._authorised(headers):
+                await _send_simple(
+                    send_wrapper,
+                    401,
+                    {"detail": "Missing or invalid bearer token: send Authorization: Bearer <token>"},
+                    [(b"www-authenticate", b'Bearer realm="lakenet"')],
+                )
+                return
+            declared = headers.get(b"content-length")
+            if declared is not None:
+                if not declared.isdigit():
+                    await _send_simple(send_wrapper, 400, {"detail": "Invalid Content-Length header"})
+                    return
+                if int(declared) > self.max_body:
+                    await _send_simple(send_wrapper, 413, {"detail": self._too_large()})
+                    return
+            if path == PREDICT:
+                counted = True
+                self.predicting += 1
+                if self.predicting > self.max_inflight:
+                    # Refused before the body is read: under overload the event loop itself is the bottleneck,
+                    # and every request it takes on lengthens every admitted request's wait.
+                    m.shed.inc("busy")
+                    busy = {"detail": "Overloaded: too many requests in flight; retry later"}
+                    await _send_simple(send_wrapper, 503, busy, [(b"retry-after", b"1")])
+                    return
+            await self.app(scope, self._counting(receive), send_wrapper)
+        finally:
+            if counted:
+                self.predicting -= 1
+            m.inflight.inc(by=-1)
+            m.requests.inc(route, str(status))
+            if route == PREDICT:
+                m.latency.observe(time.perf_counter() - t0)
+
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        assert self.token is not None
+        scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
+        # compare_digest: the time taken does not reveal how much of the token matched
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
+
+    def _too_large(self) -> str:
+        return f"Request body larger than the server's limit of {self.max_body} bytes"
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise HTTPException(413, self._too_large())
+            return message
+
+        return counted
+
+
+async def _send_simple(
+    send: Send, status: int, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _predict_operation() -> dict[str, Any]:
+    return {
+        "summary": "Score rows",
+        "description": "Rows in, one prediction per row out, scored with the model's training-time "
+        "preprocessing. Rows that cannot be scored (e.g. an undecodable image) come back with `error` set.",
+        "operationId": "predict",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/PredictForm"}},
+            },
+        },
+        "responses": {str(k): v for k, v in _error_responses("#/components/schemas/PredictResponse").items()},
+    }
+
+
+def _error_responses(schema_ref: str) -> dict[int | str, dict[str, Any]]:
+    detail = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+    retry = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+    def plain(desc: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"description": desc, "content": {"application/json": {"schema": detail}}}
+        if headers:
+            out["headers"] = headers
+        return out
+
+    return {
+        200: {
+            "description": "One prediction per row, in order.",
+            "content": {"application/json": {"schema": {"$ref": schema_ref}}},
+        },
+        400: plain("Malformed body (e.g. a broken multipart message)."),
+        401: plain("Missing or wrong bearer token."),
+        413: plain("The body is larger than the server's limit."),
+        415: plain("Content-Type is neither application/json nor multipart/form-data."),
+        422: {
+            "description": "A field is missing or invalid; each error's `loc` names it.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ValidationErrors"}}},
+        },
+        500: plain("The model failed on this request (the server log has the traceback)."),
+        503: plain("Overloaded (too many requests in flight or rows waiting) or shutting down: retry later.", retry),
+        504: plain("The request's deadline passed before it was scored."),
+    }
+
+
+def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refresh | None = None) -> FastAPI:
+    """The app serving `predictor`; with `refresh`, a background task swaps in the Predictor it returns."""
+    metrics = ServeMetrics()
+    scorer = Scorer(predictor)
+    schema = RequestSchema(scorer.signature, max_rows=settings.max_request_rows)
+    batcher: MicroBatcher[Scorer] = MicroBatcher(
+        scorer,
+        max_batch_size=settings.max_batch_size,
+        max_batch_delay_ms=settings.max_batch_delay_ms,
+        max_queue_rows=settings.max_queue_rows,
+        metrics=metrics,
+    )
+    metrics.set_model(scorer.name or "bundle", scorer.version or "")
+    state: dict[str, Any] = {"draining": False}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        follower = asyncio.create_task(_follow(), name="lakenet-follow-alias") if refresh is not None else None
+        metrics.ready.set(1)
+        served = f"{scorer.name} version {scorer.version}" if scorer.name else "a model bundle"
+        following = f", following the alias every {settings.poll_interval_s:g} s" if refresh is not None else ""
+        log.info("serving %s: batches of ≤ %d rows, %g ms delay, queue ≤ %d rows, ≤ %d requests in flight, %s%s",
+                 served, settings.max_batch_size, settings.max_batch_delay_ms, settings.max_queue_rows,
+                 settings.max_inflight_requests,
+                 "token required" if settings.token is not None else "no token (loopback only)", following)  # fmt: skip
+        try:
+            yield
+        finally:
+            state["draining"] = True
+            metrics.ready.set(0)
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+            await batcher.close(settings.drain_timeout_s)
+            log.info("drained: every admitted request was answered")
+
+    async def _follow() -> None:
+        assert refresh is not None
+        while True:
+            await asyncio.sleep(settings.poll_interval_s)
+            try:
+                new = await asyncio.to_thread(_load_next, refresh)
+            except Exception as err:
+                metrics.swap_refusals.inc()
+                log.warning("--follow-alias: could not load the new version (%s: %s); still serving version %s",
+                            type(err).__name__, err, batcher.model.version)  # fmt: skip
+                continue
+            if new is None:
+                continue
+            old = batcher.model
+            if new.signature != old.signature or new.classification != old.classification:
+                metrics.swap_refusals.inc()
+                log.error("--follow-alias: version %s has a different input signature or task than version %s; "
+                          "not switching (clients would break). Restart the server to serve it.",
+                          new.version, old.version)  # fmt: skip
+                continue
+            batcher.swap(new)  # batches already running finish on the old version
+            metrics.swaps.inc()
+            metrics.set_model(new.name or "bundle", new.version or "")
+            log.info("--follow-alias: now serving %s version %s (was %s)", new.name, new.version, old.version)
+
+    app = FastAPI(
+        title=f"lakenet: {scorer.name or 'model'}",
+        version=str(scorer.version or "bundle"),
+        description="Scores rows with the model's training-time preprocessing. POST /v1/predict with JSON "
+        '(`{"rows": [...]}`, images base64) or multipart/form-data (one part per input column).',
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    token = settings.token.get_secret_value() if settings.token is not None else None
+    app.add_middleware(
+        _Gate,
+        token=token,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        max_inflight=settings.max_inflight_requests,
+    )
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    deadline = settings.request_timeout_s
+
+    async def predict(request: Request) -> Response:
+        """A plain Starlette route (FastAPI's dependency machinery costs ~0.1 ms a request and validates nothing
+        here: the body is validated against the bundle's schema below); documented in _install_openapi."""
+        t0: float = request.scope["state"]["t0"]
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        try:
+            batcher.admit(1)  # a full queue refuses before the body is read: shedding must cost next to nothing
+            if ctype == "application/json" or ctype.endswith("+json"):
+                table = schema.from_json(await request.body())
+            elif ctype == "multipart/form-data":
+                table = schema.from_form(await _read_form(request, schema, settings))
+            else:
+                return _json_response(415, {"detail": "Send application/json or multipart/form-data"})
+            future = batcher.submit(table)
+        except InvalidRequest as err:
+            return _json_response(422, {"detail": err.errors})
+        except Overloaded as err:
+            metrics.shed.inc("queue_full")
+            return _json_response(
+                503,
+                {"detail": "Overloaded: too many rows waiting for the model; retry later"},
+                {"Retry-After": str(err.retry_after_s)},
+            )
+        except Draining:
+            metrics.shed.inc("draining")
+            return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
+        try:
+            used, rows = await asyncio.wait_for(future, deadline - (time.perf_counter() - t0))
+        except TimeoutError:
+            metrics.shed.inc("deadline")
+            return _json_response(504, {"detail": f"Not scored within the {deadline:g} s deadline"})
+        except Draining:  # the drain timed out before this request's batch ran
+            return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
+        except Exception:
+            log.exception("scoring a request failed")
+            return _json_response(500, {"detail": "The model failed on this request; the server log says why"})
+        ok = sum(1 for r in rows if r["error"] is None)
+        metrics.rows.inc("ok", by=ok)
+        metrics.rows.inc("error", by=len(rows) - ok)
+        return Response(json.dumps({"model": used.describe(), "predictions": rows}), media_type="application/json")
+
+    app.add_route(PREDICT, predict, methods=["POST"], include_in_schema=False)
+
+    @app.get("/v1/model", summary="The model being served and its inputs")
+    async def model_info() -> dict[str, Any]:
+        current = batcher.model
+        return {
+            **current.describe(),
+            "task": "classification" if current.classification else "regression",
+            "classes": current.predictor.classes or None,
+            "inputs": current.signature,
+            "batching": {
+                "max_batch_size": settings.max_batch_size,
+                "max_batch_delay_ms": settings.max_batch_delay_ms,
+                "max_queue_rows": settings.max_queue_rows,
+                "max_request_rows": settings.max_request_rows,
+                "request_timeout_s": settings.request_timeout_s,
+            },
+        }
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: a model is loaded and requests are admitted",
+             responses={503: {"description": "Not ready (starting or shutting down)."}})  # fmt: skip
+    async def readyz() -> Response:
+        if batcher.running and not state["draining"]:
+            return _json_response(200, {"status": "ready", "model": batcher.model.describe()})
+        return _json_response(503, {"status": "not ready"})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
+    async def metrics_route() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    _install_openapi(app, schema, scorer, secured=token is not None)
+    return app
+
+
+def _load_next(refresh: Refresh) -> Scorer | None:
+    predictor = refresh()
+    if predictor is None:
+        return None
+    warm_up(predictor)
+    return Scorer(predictor)
+
+
+async def _read_form(request: Request, schema: RequestSchema, settings: ServeSettings) -> dict[str, list[str | bytes]]:
+    limit = schema.max_rows * len(schema.columns)
+    form = await request.form(max_files=limit, max_fields=limit, max_part_size=settings.max_body_bytes)
+    try:
+        fields: dict[str, list[str | bytes]] = {}
+        for key, value in form.multi_items():
+            fields.setdefault(key, []).append(await value.read() if isinstance(value, UploadFile) else value)
+        return fields
+    finally:
+        await form.close()
+
+
+def _install_openapi(app: FastAPI, schema: RequestSchema, scorer: Scorer, *, secured: bool) -> None:
+    """The generated document plus the request models derived from the bundle's signature."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+        ref = "#/components/schemas/{model}"
+        for model in (schema.request_model, response_model(classification=scorer.classification)):
+            js = model.model_json_schema(ref_template=ref)
+            components.update(js.pop("$defs", {}))
+            components[model.__name__] = js
+        components["PredictForm"] = schema.form_schema()
+        doc["paths"] = {PREDICT: {"post": _predict_operation()}, **doc["paths"]}
+        components["ValidationErrors"] = {
+            "type": "object",
+            "properties": {
+                "detail": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                        "required": ["loc", "msg", "type"],
+                    },
+                }
+            },
+            "required": ["detail"],
+        }
+        if secured:
+            doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, ops in doc["paths"].items():
+                if path not in OPEN_PATHS:
+                    for op in ops.values():
+                        op["security"] = [{"bearer": []}]
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

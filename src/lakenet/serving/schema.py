@@ -1,0 +1,282 @@
+"""Request and response models derived from a model bundle's input signature, and the decoding of JSON and
+multipart bodies into the Arrow table the Predictor scores — so the OpenAPI document describes the real fields
+and a request is encoded by the same preprocessing as a table.
+
+JSON: `{"rows": [{"amount": 12.5, "country": "DE", "image": "<base64>"}, ...]}`.
+Multipart: one form field per input column (files for images); repeat every field to send several rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Annotated, Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from lakenet.errors import ModelError
+
+__all__ = ["B64_PATTERN", "InvalidRequest", "RequestSchema", "decode_base64", "response_model", "response_rows"]
+
+_ARROW = {"numeric": pa.float64(), "category": pa.string(), "image": pa.binary()}
+_B64_CHARS = "[A-Za-z0-9+/_-]"  # both alphabets: standard (+/) and URL-safe (-_)
+# Base64 of whole bytes, padding optional, optionally as a data URL. Documented as the field's `pattern`, and
+# exactly what decode_base64 accepts, so the OpenAPI document neither over- nor under-promises.
+_B64_DATA = rf"(?:{_B64_CHARS}{{4}})*(?:{_B64_CHARS}{{2}}(?:==)?|{_B64_CHARS}{{3}}=?)?"
+_DATA_URL = r"(?:data:[^,;]*;base64,)?"
+B64_PATTERN = f"^{_DATA_URL}{_B64_DATA}$"
+_B64 = re.compile(f"{_DATA_URL}({_B64_DATA})")
+
+
+class InvalidRequest(Exception):
+    """The body does not match the model's input schema: answered 422, each error naming its field."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+        self.errors = errors
+
+
+def _error(loc: Sequence[str | int], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": ["body", *loc], "msg": msg, "type": kind}
+
+
+def decode_base64(value: str) -> bytes:
+    """Standard or URL-safe base64 (padding optional), optionally as a data URL: `B64_PATTERN`."""
+    # `$` in a JSON-schema pattern, read by Python's re, also matches before one final newline
+    match = _B64.fullmatch(value.removesuffix("\n"))
+    if match is None:
+        raise ValueError("not valid base64 (send the image file's bytes base64-encoded, without line breaks)")
+    text = match.group(1)
+    altchars = b"-_" if ("-" in text or "_" in text) else None
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):  # unreachable for text matching the pattern; kept as a guard
+        raise ValueError("not valid base64 (send the image file's bytes base64-encoded)") from None
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # the input column: JSON key and form field name
+    feature: str  # numeric, category or image
+    attr: str  # the attribute on the generated pydantic row model
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return _ARROW[self.feature]
+
+
+def _field(col: Column) -> tuple[Any, Any]:
+    desc = f"Input column {col.name!r}"
+    if col.feature == "numeric":
+        return Annotated[float, Field(alias=col.name, strict=True, allow_inf_nan=False, description=desc)], ...
+    if col.feature == "category":
+        return (
+            Annotated[
+                str | None,
+                Field(
+                    alias=col.name,
+                    coerce_numbers_to_str=True,
+                    description=desc + " (a category; unseen values and null go to the unknown bucket)",
+                ),
+            ],
+            ...,
+        )
+    schema: dict[str, Any] = {"contentEncoding": "base64", "contentMediaType": "image/*", "pattern": B64_PATTERN}
+    return (
+        Annotated[
+            str,
+            Field(alias=col.name, strict=True, description=desc + ": the image file, base64", json_schema_extra=schema),
+            AfterValidator(decode_base64),
+        ],
+        ...,
+    )
+
+
+class RequestSchema:
+    """The model's inputs as pydantic models (JSON) and as a form (multipart), both decoding to Arrow."""
+
+    def __init__(self, signature: Sequence[dict[str, str]], *, max_rows: int) -> None:
+        self.columns = [Column(c["name"], c["feature"], f"f{i}") for i, c in enumerate(signature)]
+        unknown = [c.feature for c in self.columns if c.feature not in _ARROW]
+        if unknown:
+            raise ModelError(
+                f"This lakenet can serve numeric, category and image inputs, not {unknown}; upgrade lakenet."
+            )
+        self.max_rows = max_rows
+        self._numeric = [c for c in self.columns if c.feature == "numeric"]
+        self.schema = pa.schema([pa.field(c.name, c.arrow_type) for c in self.columns])
+        self.row_model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            "PredictRow",
+            __config__=ConfigDict(extra="ignore", title="PredictRow"),
+            __doc__="One row: a value for every input column of the model (other keys are ignored).",
+            **{c.attr: _field(c) for c in self.columns},
+        )
+        self.request_model: type[BaseModel] = create_model(
+            "PredictRequest",
+            __config__=ConfigDict(extra="forbid", title="PredictRequest"),
+            __doc__="Rows to score, in order; the response has one prediction per row.",
+            rows=(list[self.row_model], Field(min_length=1, max_length=max_rows)),  # type: ignore[name-defined]
+        )
+
+    # ---- decoding ----------------------------------------------------------------------------------------------
+    def from_json(self, body: bytes) -> pa.Table:
+        try:
+            req = self.request_model.model_validate_json(body)
+        except ValidationError as err:
+            raise InvalidRequest(
+                [
+                    _error(e["loc"], e["msg"].removeprefix("Value error, "), e["type"])
+                    for e in err.errors(include_url=False, include_input=False, include_context=False)
+                ]
+            ) from None
+        rows = req.rows  # type: ignore[attr-defined]
+        numeric: dict[str, np.ndarray] = {}
+        if self._numeric:
+            # one (F, N) float64 matrix, its rows handed to Arrow without copies: ~2× faster than a list per column
+            get = attrgetter(*(c.attr for c in self._numeric))
+            values = [get(r) for r in rows] if len(self._numeric) > 1 else [(get(r),) for r in rows]
+            mat = np.array(values, dtype=np.float64).T.copy()
+            numeric = {c.name: mat[j] for j, c in enumerate(self._numeric)}
+        arrays = [
+            pa.array(numeric[c.name])
+            if c.name in numeric
+            else pa.array([getattr(r, c.attr) for r in rows], c.arrow_type)
+            for c in self.columns
+        ]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def from_form(self, fields: dict[str, list[str | bytes]]) -> pa.Table:
+        """`fields`: each form field's values, in order (file parts already read to bytes)."""
+        errors: list[dict[str, Any]] = []
+        columns: dict[str, list[Any]] = {}
+        for c in self.columns:
+            values = fields.get(c.name, [])
+            if not values:
+                errors.append(_error([c.name], "Field required", "missing"))
+                continue
+            columns[c.name] = [self._form_value(c, v, i, errors) for i, v in enumerate(values)]
+        counts = {name: len(v) for name, v in columns.items()}
+        if not errors and len(set(counts.values())) > 1:
+            errors.append(
+                _error(
+                    [],
+                    f"every field needs one value per row, but the counts differ: {counts}",
+                    "row_count_mismatch",
+                )
+            )
+        n = max(counts.values(), default=0)
+        if not errors and n > self.max_rows:
+            errors.append(_error([], f"at most {self.max_rows} rows per request, got {n}", "too_long"))
+        if errors:
+            raise InvalidRequest(errors)
+        return pa.table({c.name: pa.array(columns[c.name], c.arrow_type) for c in self.columns}, schema=self.schema)
+
+    @staticmethod
+    def _form_value(c: Column, v: str | bytes, i: int, errors: list[dict[str, Any]]) -> Any:
+        loc: list[str | int] = [c.name, i]
+        if c.feature == "image":
+            if isinstance(v, bytes):
+                return v
+            try:
+                return decode_base64(v)
+            except ValueError as err:
+                errors.append(_error(loc, f"{err}, or upload it as a file part", "base64_decode"))
+                return None
+        text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+        if c.feature == "category":
+            return text
+        try:
+            num = float(text)
+        except ValueError:
+            errors.append(_error(loc, "Input should be a valid number", "float_parsing"))
+            return None
+        if not math.isfinite(num):
+            errors.append(_error(loc, "Input should be a finite number", "finite_number"))
+        return num
+
+    # ---- documentation -------------------------------------------------------------------------------------------
+    def form_schema(self) -> dict[str, Any]:
+        """The multipart/form-data body: one part per input column (repeat all of them for several rows)."""
+        props: dict[str, Any] = {}
+        for c in self.columns:
+            if c.feature == "numeric":
+                props[c.name] = {"type": "number", "description": f"Input column {c.name!r}"}
+            elif c.feature == "category":
+                props[c.name] = {"type": "string", "description": f"Input column {c.name!r} (a category)"}
+            else:
+                props[c.name] = {
+                    "type": "string",
+                    "format": "binary",
+                    "contentMediaType": "image/*",
+                    "description": f"Input column {c.name!r}: the image file",
+                }
+        return {
+            "title": "PredictForm",
+            "type": "object",
+            "description": "One part per input column (image files as file parts); repeat every field, in the "
+            "same order, to send several rows.",
+            "properties": props,
+            "required": [c.name for c in self.columns],
+        }
+
+
+def response_rows(out: pa.RecordBatch, *, classification: bool) -> list[dict[str, Any]]:
+    """The Predictor's output as JSON-ready rows: prediction, confidence, probabilities (classification) or
+    prediction (regression), and the row's error (null when it was scored).
+
+    A row whose output is not finite (an input so large that it overflowed the model's float32) gets the error
+    `non_finite_output` instead of NaNs, which JSON cannot carry.
+    """
+    pred = out.column("prediction").to_pylist()
+    err = out.column("error").to_pylist()
+    if not classification:
+        return [
+            {"prediction": p, "error": e} if p is None or math.isfinite(p) else {**_NON_FINITE_VALUE}
+            for p, e in zip(pred, err, strict=True)
+        ]
+    conf = out.column("confidence").to_pylist()
+    probs = out.column("probabilities").to_pylist()
+    return [
+        {"prediction": p, "confidence": c, "probabilities": dict(pr) if pr is not None else None, "error": e}
+        if c is None or math.isfinite(c)
+        else {**_NON_FINITE_CLASS}
+        for p, c, pr, e in zip(pred, conf, probs, err, strict=True)
+    ]
+
+
+_NON_FINITE_VALUE = {"prediction": None, "error": "non_finite_output"}
+_NON_FINITE_CLASS = {"prediction": None, "confidence": None, "probabilities": None, "error": "non_finite_output"}
+
+
+class ModelRef(BaseModel):
+    name: str | None = Field(description="Registered model name (null when serving a bundle directory).")
+    version: str | None = Field(description="Registered version that scored these rows.")
+
+
+class ClassPrediction(BaseModel):
+    prediction: str | None = Field(description="The most likely class (null when the row could not be scored).")
+    confidence: float | None = Field(description="Its probability.")
+    probabilities: dict[str, float] | None = Field(description="Every class's probability, in class order.")
+    error: str | None = Field(description="Why the row could not be scored (e.g. undecodable_image), else null.")
+
+
+class ValuePrediction(BaseModel):
+    prediction: float | None = Field(description="The predicted value (null when the row could not be scored).")
+    error: str | None = Field(description="Why the row could not be scored, else null.")
+
+
+def response_model(*, classification: bool) -> type[BaseModel]:
+    row = ClassPrediction if classification else ValuePrediction
+    return create_model(
+        "PredictResponse",
+        __doc__="One prediction per request row, in order.",
+        model=(ModelRef, ...),
+        predictions=(list[row], ...),  # type: ignore[valid-type]
+    )

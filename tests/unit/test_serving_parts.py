@@ -1,0 +1,227 @@
+"""Serving building blocks without a server: settings (safe defaults), request decoding (JSON and multipart, every
+error naming its field), response rows, and the Prometheus text format."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import lakenet
+from lakenet.errors import ConfigError
+from lakenet.serving.metrics import Histogram, ServeMetrics
+from lakenet.serving.schema import B64_PATTERN, InvalidRequest, RequestSchema, decode_base64, response_rows
+from lakenet.serving.settings import ServeSettings, is_loopback, make_settings, read_token_file
+
+SIGNATURE = [
+    {"name": "od280/od315", "type": "double", "feature": "numeric"},
+    {"name": "region", "type": "string", "feature": "category"},
+    {"name": "image", "type": "binary", "feature": "image"},
+]
+TOKEN = "s3cret-token-of-enough-length"
+
+
+# ---- settings ------------------------------------------------------------------------------------------------
+def test_defaults_are_safe_and_cost_nothing_at_low_load() -> None:
+    s = ServeSettings()
+    assert s.host == "127.0.0.1" and s.token is None
+    assert s.max_batch_delay_ms == 0.0
+
+
+def test_api_serve_defaults_match_the_settings() -> None:
+    params = inspect.signature(lakenet.serve).parameters
+    for name, field in ServeSettings.model_fields.items():
+        if name != "token":
+            assert params[name].default == field.default, name
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.com"])
+def test_refuses_to_expose_without_a_token(host: str) -> None:
+    with pytest.raises(ConfigError, match=r"without a token.*--token-file"):
+        make_settings(host=host)
+    assert make_settings(host=host, token=TOKEN).host == host
+
+
+def test_loopback_detection() -> None:
+    assert all(is_loopback(h) for h in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
+    assert not any(is_loopback(h) for h in ["0.0.0.0", "::", "10.0.0.1", "localhost.example.com"])
+
+
+def test_bad_settings_name_the_setting() -> None:
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        make_settings(token="short")
+    with pytest.raises(ConfigError, match=r"max_request_rows \(300\) must not exceed max_queue_rows \(256\)"):
+        make_settings(max_request_rows=300)
+    with pytest.raises(ConfigError, match="max_batch_size: Input should be greater than or equal to 1"):
+        make_settings(max_batch_size=0)
+
+
+def test_token_is_not_printed() -> None:
+    assert TOKEN not in repr(make_settings(token=TOKEN))
+
+
+def test_token_file(tmp_path: Path) -> None:
+    f = tmp_path / "token.txt"
+    f.write_text(TOKEN + "\n")
+    assert read_token_file(f) == TOKEN
+    f.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        read_token_file(f)
+    with pytest.raises(ConfigError, match="Cannot read the token file"):
+        read_token_file(tmp_path / "missing.txt")
+
+
+# ---- requests ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def schema() -> RequestSchema:
+    return RequestSchema(SIGNATURE, max_rows=3)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_json_rows_become_the_arrow_table_the_predictor_reads(schema: RequestSchema) -> None:
+    body = (
+        b'{"rows": [{"od280/od315": 3, "region": "north", "image": "' + b64(b"\x89PNG..").encode() + b'", "x": 1},'
+        b' {"od280/od315": 2.5, "region": null, "image": ""}]}'
+    )
+    table = schema.from_json(body)
+    assert table.schema == pa.schema([("od280/od315", pa.float64()), ("region", pa.string()), ("image", pa.binary())])
+    assert table.to_pydict() == {"od280/od315": [3.0, 2.5], "region": ["north", None], "image": [b"\x89PNG..", b""]}
+
+
+def loc_of(err: pytest.ExceptionInfo[InvalidRequest]) -> list[list[str | int]]:
+    return [e["loc"] for e in err.value.errors]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"rows": [{"region": "n", "image": ""}]}', ["body", "rows", 0, "od280/od315"]),
+        (b'{"rows": [{"od280/od315": "3", "region": "n", "image": ""}]}', ["body", "rows", 0, "od280/od315"]),
+        (b'{"rows": [{"od280/od315": 1, "region": "n", "image": "***"}]}', ["body", "rows", 0, "image"]),
+        (b'{"rows": []}', ["body", "rows"]),
+        (b'{"rows": [{}, {}, {}, {}]}', ["body", "rows"]),
+        (b'{"row": []}', ["body", "rows"]),
+        (b"not json", ["body"]),
+    ],
+)
+def test_invalid_json_names_the_field(schema: RequestSchema, body: bytes, loc: list[str | int]) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        schema.from_json(body)
+    assert loc in loc_of(err)
+
+
+def test_numbers_are_accepted_as_categories(schema: RequestSchema) -> None:
+    table = schema.from_json(b'{"rows": [{"od280/od315": 1, "region": 10115, "image": ""}]}')
+    assert table.column("region").to_pylist() == ["10115"]
+
+
+def test_base64_variants() -> None:
+    data = bytes(range(256))
+    assert decode_base64(base64.b64encode(data).decode()) == data
+    assert decode_base64(base64.urlsafe_b64encode(data).decode().rstrip("=")) == data
+    assert decode_base64("data:image/png;base64," + base64.b64encode(data).decode()) == data
+    assert decode_base64("") == b""
+    for bad in ("a$bc", "abcde", "ab\ncd", "ab=c"):
+        with pytest.raises(ValueError, match="not valid base64"):
+            decode_base64(bad)
+
+
+def test_the_documented_base64_pattern_is_what_is_accepted() -> None:
+    import re
+
+    pattern = re.compile(B64_PATTERN)
+    for text in ("", "QQ", "QQ==", "QUI", "QUI=", "QUJD", "-_-_", "data:image/png;base64,QQ==", "QQ==\n"):
+        assert pattern.search(text) and decode_base64(text) is not None, text
+    for text in ("Q", "QQ=", "QUJDR", "a b", "data:;base64"):
+        assert not pattern.search(text)
+        with pytest.raises(ValueError):
+            decode_base64(text)
+
+
+def test_form_fields_repeat_for_several_rows(schema: RequestSchema) -> None:
+    table = schema.from_form({"od280/od315": ["1.5", "2"], "region": ["n", "s"], "image": [b"a", b"b"]})
+    assert table.to_pydict() == {"od280/od315": [1.5, 2.0], "region": ["n", "s"], "image": [b"a", b"b"]}
+
+
+def test_form_errors_name_the_field(schema: RequestSchema) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        schema.from_form({"od280/od315": ["x", "inf"], "image": ["%%%", b"b"]})
+    assert {tuple(loc) for loc in loc_of(err)} == {
+        ("body", "region"),
+        ("body", "od280/od315", 0),
+        ("body", "od280/od315", 1),
+        ("body", "image", 0),
+    }
+    with pytest.raises(InvalidRequest, match="counts differ"):
+        schema.from_form({"od280/od315": ["1", "2"], "region": ["n"], "image": [b"a", b"b"]})
+    with pytest.raises(InvalidRequest, match="at most 3 rows"):
+        schema.from_form({"od280/od315": ["1"] * 4, "region": ["n"] * 4, "image": [b"a"] * 4})
+
+
+def test_openapi_models_use_the_column_names(schema: RequestSchema) -> None:
+    row = schema.row_model.model_json_schema()
+    assert list(row["properties"]) == ["od280/od315", "region", "image"]
+    assert row["required"] == ["od280/od315", "region", "image"]
+    assert row["properties"]["image"]["contentEncoding"] == "base64"
+    form = schema.form_schema()
+    assert form["properties"]["image"]["format"] == "binary"
+    assert form["required"] == ["od280/od315", "region", "image"]
+
+
+# ---- responses -----------------------------------------------------------------------------------------------
+def test_response_rows() -> None:
+    probs = pa.MapArray.from_arrays(
+        pa.array([0, 2, 4], pa.int32()),
+        pa.array(["a", "b", "a", "b"]),
+        pa.array([0.25, 0.75, 0.0, 0.0], pa.float32()),
+        mask=pa.array([False, True]),
+    )
+    out = pa.RecordBatch.from_pydict(
+        {
+            "prediction": pa.array(["b", None]),
+            "confidence": pa.array([0.75, None], pa.float32()),
+            "probabilities": probs,
+            "error": pa.array([None, "undecodable_image"]),
+        }
+    )
+    assert response_rows(out, classification=True) == [
+        {"prediction": "b", "confidence": 0.75, "probabilities": {"a": 0.25, "b": 0.75}, "error": None},
+        {"prediction": None, "confidence": None, "probabilities": None, "error": "undecodable_image"},
+    ]
+    reg = pa.RecordBatch.from_pydict({"prediction": pa.array([1.5]), "error": pa.array([None], pa.string())})
+    assert response_rows(reg, classification=False) == [{"prediction": 1.5, "error": None}]
+
+
+# ---- metrics -------------------------------------------------------------------------------------------------
+def test_histogram_buckets_are_cumulative() -> None:
+    h = Histogram("x_seconds", "help", [0.1, 1.0])
+    for v in (0.05, 0.1, 0.5, 5.0):
+        h.observe(v)
+    assert h.render()[2:] == [
+        'x_seconds_bucket{le="0.1"} 2',
+        'x_seconds_bucket{le="1"} 3',
+        'x_seconds_bucket{le="+Inf"} 4',
+        "x_seconds_sum 5.65",
+        "x_seconds_count 4",
+    ]
+
+
+def test_exposition_format() -> None:
+    m = ServeMetrics()
+    m.requests.inc("/v1/predict", "200")
+    m.requests.inc("/v1/predict", "503")
+    m.set_model('we"ird', "2")
+    text = m.render()
+    assert text.endswith("\n")
+    assert 'lakenet_http_requests_total{route="/v1/predict",status="503"} 1' in text
+    assert 'lakenet_model_info{name="we\\"ird",version="2"} 1' in text
+    for line in text.splitlines():
+        assert line.startswith("# ") or len(line.rsplit(" ", 1)) == 2
+    types = [line.split()[3] for line in text.splitlines() if line.startswith("# TYPE")]
+    assert set(types) == {"counter", "gauge", "histogram"}
