@@ -41,6 +41,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.train_overhead
 	$(BIN)/python -m bench.train_from_table
 	$(BIN)/python -m bench.ddp_local
+	$(BIN)/python -m bench.score_throughput
+	$(BIN)/python -m bench.score_vs_peers
+	$(BIN)/python -m bench.serve_latency
+	$(BIN)/python -m bench.serve_batching
 
 clean:
 	rm -rf $(VENV) demo_run mlflow.db mlartifacts .lakenet .pytest_cache .mypy_cache .ruff_cache
