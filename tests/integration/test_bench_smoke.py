@@ -51,6 +51,6 @@ def test_quick_run_writes_result(name: str, cache_dir: Path, tmp_path: Path) -> 
     assert FIGURES[name] <= doc["figures"].keys()
     for key in FIGURES[name]:
         assert {"median", "min", "max"} <= doc["figures"][key].keys(), key
-    assert len(doc["pairs"]) == 3
+    assert len(doc["pairs"]) >= 3
     assert "target" in doc and "met" in doc["target"]
     assert "ratio" in proc.stdout  # the printed table

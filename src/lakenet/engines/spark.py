@@ -11,6 +11,7 @@ transaction tagged with the job's application id, so retries and reruns commit e
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import shutil
 import socket
@@ -136,6 +137,8 @@ def _barrier_train(
         )
         try:
             state = train_worker(task_job, WorkerContext(rank, workers, dev), callbacks if rank == 0 else ())
+            gc.collect()  # free the DDP wrapper (a reference cycle) before the group goes away
+            dist.barrier()
         finally:
             dist.destroy_process_group()
         yield rank, ctx.attemptNumber(), state.step
@@ -251,10 +254,11 @@ class SparkEngine(Engine):
             )
 
     def output_schema(self, job: ScoreJob) -> pa.Schema:
-        from lakenet.inference.predictor import Predictor
+        from lakenet.inference.predictor import output_schema
+        from lakenet.models.bundle import Bundle
 
-        pred = Predictor(job.bundle_dir, model_name=job.model_name, model_version=job.model_version)
-        return pred.output_schema(with_key=pred.pre.key in job.snapshot.schema.names)
+        pre = Bundle.load(job.bundle_dir).preprocessor
+        return output_schema(pre, with_key=pre.key in job.snapshot.schema.names, with_model=job.model_name is not None)
 
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError("the Spark engine scores straight into Delta: use predict_to_table")
@@ -279,11 +283,21 @@ class SparkEngine(Engine):
         DeltaTable.create(out_uri, schema=schema, mode="ignore")
         spark = self.spark
         files = sorted({f.path for f in snap.fragments})
+        slots = workers or spark.sparkContext.defaultParallelism
         # Spark reads exactly the files of this Delta version (listed by delta-rs), never the raw directory.
-        df = spark.read.parquet(*files).select(*job.columns)
-        if workers:
-            df = df.repartition(workers)
-        threads = _task_threads(workers or spark.sparkContext.defaultParallelism, spark.sparkContext.master, 1)
+        # Scoring costs far more per byte than reading, so split by row group until every slot has work: by
+        # default Spark would give a small table a single task, and one core.
+        total = sum(os.path.getsize(_local(f)) for f in files)
+        conf = spark.conf
+        before = conf.get("spark.sql.files.maxPartitionBytes")
+        conf.set("spark.sql.files.maxPartitionBytes", str(max(total // (2 * slots), 1)))
+        try:
+            df = spark.read.parquet(*files).select(*job.columns)
+            if df.rdd.getNumPartitions() < slots:
+                df = df.repartition(slots)
+        finally:
+            conf.set("spark.sql.files.maxPartitionBytes", before)
+        threads = _task_threads(slots, spark.sparkContext.master, 1)
         written = df.mapInArrow(_score_partitions(job, _local(out_uri), threads), _FILES_SCHEMA).collect()
         actions: list[AddAction | RemoveAction] = [
             AddAction(r["path"], r["size"], {}, r["mtime"], True, f'{{"numRecords":{r["rows"]}}}') for r in written

@@ -12,10 +12,30 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from lakenet.data.encoders import Preprocessor
 from lakenet.errors import DataError
 from lakenet.models.bundle import Bundle
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "output_schema"]
+
+
+def output_schema(pre: Preprocessor, *, with_key: bool = True, with_model: bool = False) -> pa.Schema:
+    """The Predictor's output schema, known from the preprocessing state alone (no model is built)."""
+    fields: list[pa.Field] = []
+    if with_key:
+        fields.append(pa.field(pre.key, pa.string()))
+    if pre.label.task == "classification":
+        fields += [
+            pa.field("prediction", pa.string()),
+            pa.field("confidence", pa.float32()),
+            pa.field("probabilities", pa.map_(pa.string(), pa.float32())),
+        ]
+    else:
+        fields.append(pa.field("prediction", pa.float64()))
+    fields.append(pa.field("error", pa.string()))
+    if with_model:
+        fields += [pa.field("model_name", pa.string()), pa.field("model_version", pa.string())]
+    return pa.schema(fields)
 
 
 class Predictor:
@@ -46,21 +66,7 @@ class Predictor:
         return self.pre.input_columns()
 
     def output_schema(self, *, with_key: bool = True) -> pa.Schema:
-        fields: list[pa.Field] = []
-        if with_key:
-            fields.append(pa.field(self.pre.key, pa.string()))
-        if self.classification:
-            fields += [
-                pa.field("prediction", pa.string()),
-                pa.field("confidence", pa.float32()),
-                pa.field("probabilities", pa.map_(pa.string(), pa.float32())),
-            ]
-        else:
-            fields.append(pa.field("prediction", pa.float64()))
-        fields.append(pa.field("error", pa.string()))
-        if self.model_name is not None:
-            fields += [pa.field("model_name", pa.string()), pa.field("model_version", pa.string())]
-        return pa.schema(fields)
+        return output_schema(self.pre, with_key=with_key, with_model=self.model_name is not None)
 
     @torch.inference_mode()
     def forward(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
