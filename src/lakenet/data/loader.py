@@ -6,6 +6,7 @@ process got there, so a resumed run sees exactly the batches an uninterrupted ru
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from lakenet.data.split import assign_splits
 __all__ = ["Batch", "SplitLoader", "plan_shards"]
 
 _WINDOW_FRAGMENTS = 16  # rows are shuffled within windows of this many fragments
+_DECODE_THREADS = 2
 
 
 @dataclass
@@ -81,6 +83,7 @@ class SplitLoader:
         self._cache: dict[int, _Arrays] = {}
         self._cache_budget = cache_mb * 2**20
         self._cache_bytes = 0
+        self._lock = threading.Lock()
         self._columns = pre.columns(with_label=True)
 
     def _load(self, fi: int) -> _Arrays:
@@ -95,19 +98,22 @@ class SplitLoader:
         assert enc.target is not None
         arrays = (enc.inputs, enc.target)
         size = enc.target.nbytes + sum(a.nbytes for a in enc.inputs.values())
-        if self._cache_bytes + size <= self._cache_budget:
-            self._cache[fi] = arrays
-            self._cache_bytes += size
+        with self._lock:  # fragments are decoded on several threads
+            if self._cache_bytes + size <= self._cache_budget:
+                self._cache[fi] = arrays
+                self._cache_bytes += size
         return arrays
 
     def _fragment_stream(self, order: list[int]) -> Iterator[_Arrays]:
         if all(fi in self._cache for fi in order):
             yield from (self._cache[fi] for fi in order)
             return
-        # Decode the next fragment on a thread while the current one trains (Pillow and Arrow release the GIL).
-        with ThreadPoolExecutor(1, thread_name_prefix="lakenet-loader") as pool:
-            pending: list[Future[_Arrays]] = [pool.submit(self._load, fi) for fi in order[:2]]
-            for nxt in order[2:]:
+        # Decode ahead on threads while the current batches train (Pillow and Arrow release the GIL); a whole
+        # shuffle window ahead, so the next window is ready when this one ends. Results come back in order.
+        ahead = _WINDOW_FRAGMENTS + 1
+        with ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="lakenet-loader") as pool:
+            pending: list[Future[_Arrays]] = [pool.submit(self._load, fi) for fi in order[:ahead]]
+            for nxt in order[ahead:]:
                 yield pending.pop(0).result()
                 pending.append(pool.submit(self._load, nxt))
             for fut in pending:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +109,16 @@ def _local(uri: str) -> str:
 _csv_cache: dict[str, pa.Table] = {}
 
 
+_csv_lock = threading.Lock()
+
+
 def _read_csv(path: str) -> pa.Table:
     # Read once per process: each slice of a CSV would otherwise re-parse the whole file.
+    with _csv_lock:
+        return _read_csv_locked(path)
+
+
+def _read_csv_locked(path: str) -> pa.Table:
     if path not in _csv_cache:
         try:
             _csv_cache.clear()
