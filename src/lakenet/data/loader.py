@@ -23,7 +23,9 @@ from lakenet.data.split import assign_splits
 __all__ = ["Batch", "SplitLoader", "plan_shards"]
 
 _WINDOW_FRAGMENTS = 16  # rows are shuffled within windows of this many fragments
-_DECODE_THREADS = 2
+# One decode thread: on 2 cores a second one competed with torch's own threads (cold epoch 0.75 vs 0.80 of the
+# in-memory loop, bench/train_from_table).
+_DECODE_THREADS = 1
 
 
 @dataclass
@@ -108,7 +110,7 @@ class SplitLoader:
         if all(fi in self._cache for fi in order):
             yield from (self._cache[fi] for fi in order)
             return
-        # Decode ahead on threads while the current batches train (Pillow and Arrow release the GIL); a whole
+        # Decode ahead on a thread while the current batches train (Pillow and Arrow release the GIL); a whole
         # shuffle window ahead, so the next window is ready when this one ends. Results come back in order.
         ahead = _WINDOW_FRAGMENTS + 1
         with ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="lakenet-loader") as pool:
