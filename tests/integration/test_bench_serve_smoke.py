@@ -3,17 +3,14 @@ their JSON result; their speed is not asserted here (full runs write bench/resul
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench_runner import run_quick_bench
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 COMMON_KEYS = {"benchmark", "quick", "machine", "versions", "settings", "target", "figures", "fixed_costs", "pairs"}
 FIGURES = {
     "serve_latency": {"tabular_mlp_json_overhead_p50_ms", "tabular_mlp_json_overhead_p99_ms",
@@ -24,23 +21,9 @@ FIGURES = {
 }  # fmt: skip
 
 
-def run_quick(name: str, out: Path) -> tuple[dict, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", "--quick", "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stdout
-
-
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_quick_run_writes_result(name: str, tmp_path: Path) -> None:
-    doc, stdout = run_quick(name, tmp_path / f"{name}.json")
+    doc, stdout = run_quick_bench(name, tmp_path / f"{name}.json")
     assert doc.keys() >= COMMON_KEYS
     assert doc["benchmark"] == name and doc["quick"] is True
     assert {"nproc", "cpu_model"} <= doc["machine"].keys()

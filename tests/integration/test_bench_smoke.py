@@ -3,17 +3,14 @@ figures live in bench/results/, produced by full runs)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench_runner import run_quick_bench
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 COMMON_KEYS = {"benchmark", "quick", "machine", "versions", "settings", "target", "figures", "fixed_costs", "pairs"}
 FIGURES = {
     "train_overhead": {"ratio_time", "ratio_loop_only", "ratio_cpu", "lakenet_cpu_s_per_sample",
@@ -32,18 +29,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_quick_run_writes_result(name: str, cache_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / f"{name}.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", "--quick", "--out", str(out), "--cache-dir", str(cache_dir)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    doc = json.loads(out.read_text())
+    doc, stdout = run_quick_bench(name, tmp_path / f"{name}.json", cache_dir=cache_dir)
     assert doc.keys() >= COMMON_KEYS
     assert doc["benchmark"] == name and doc["quick"] is True
     assert {"nproc", "cpu_model"} <= doc["machine"].keys()
@@ -53,4 +39,4 @@ def test_quick_run_writes_result(name: str, cache_dir: Path, tmp_path: Path) -> 
         assert {"median", "min", "max"} <= doc["figures"][key].keys(), key
     assert len(doc["pairs"]) >= 3
     assert "target" in doc and "met" in doc["target"]
-    assert "ratio" in proc.stdout  # the printed table
+    assert "ratio" in stdout  # the printed table

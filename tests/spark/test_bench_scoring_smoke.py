@@ -3,20 +3,18 @@ predict_batch_udf) and write their JSON result; speed is not asserted here."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bench_runner import run_quick_bench
 
 pytestmark = [
     pytest.mark.spark,
     pytest.mark.skipif(shutil.which("java") is None and not os.environ.get("JAVA_HOME"), reason="no Java"),
 ]
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +30,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ],
 )
 def test_quick_run_writes_result(name: str, figures: set[str], cache_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / f"{name}.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", "--quick", "--out", str(out), "--cache-dir", str(cache_dir)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    doc = json.loads(out.read_text())
+    doc, stdout = run_quick_bench(name, tmp_path / f"{name}.json", cache_dir=cache_dir, cwd=tmp_path, timeout=300)
     assert doc["benchmark"] == name and doc["quick"] is True
     assert {"nproc", "cpu_model"} <= doc["machine"].keys()
     assert figures <= doc["figures"].keys()
     for key in figures:
         assert {"median", "min", "max"} <= doc["figures"][key].keys(), key
     assert len(doc["pairs"]) == 3 and "met" in doc["target"]
-    assert "ratio" in proc.stdout
+    assert "ratio" in stdout
