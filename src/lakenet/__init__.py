@@ -10,6 +10,7 @@ from lakenet.api import (
     FitResult,
     PredictResult,
     ProfileResult,
+    TuneResult,
     evaluate,
     fit,
     ingest,
@@ -19,6 +20,7 @@ from lakenet.api import (
     profile,
     promote,
     serve,
+    tune,
 )
 from lakenet.config import Config, load_config
 from lakenet.errors import LakenetError
@@ -31,6 +33,7 @@ __all__ = [
     "PredictResult",
     "Predictor",
     "ProfileResult",
+    "TuneResult",
     "__version__",
     "evaluate",
     "fit",
@@ -42,4 +45,5 @@ __all__ = [
     "profile",
     "promote",
     "serve",
+    "tune",
 ]

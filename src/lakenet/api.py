@@ -20,8 +20,8 @@ from lakenet.config.schema import Config
 from lakenet.data.delta_io import already_committed, app_id
 from lakenet.data.ingest import ingest
 from lakenet.data.quarantine import enforce_bad_fraction, write_quarantine
-from lakenet.data.scan import ScanResult, scan_table
-from lakenet.data.sources import Snapshot, open_table
+from lakenet.data.scan import ScanResult
+from lakenet.data.sources import open_table
 from lakenet.engines import ScoreJob, get_engine
 from lakenet.errors import ConfigError, DataError
 from lakenet.training.callbacks import Callback, ConsoleProgress
@@ -31,11 +31,13 @@ if TYPE_CHECKING:
 
     from lakenet.inference.predictor import Predictor
     from lakenet.serving.server import ServerHandle
+    from lakenet.training.plan import TrainPlan
 
 __all__ = [
     "FitResult",
     "PredictResult",
     "ProfileResult",
+    "TuneResult",
     "evaluate",
     "fit",
     "ingest",
@@ -45,6 +47,7 @@ __all__ = [
     "profile",
     "promote",
     "serve",
+    "tune",
 ]
 
 ConfigLike = str | Path | Config | dict[str, Any]
@@ -162,13 +165,12 @@ def _image_defaults(blobs: list[bytes | None]) -> dict[str, int]:
 
 
 # ---- profile ------------------------------------------------------------------------------------------------
-def _scan(cfg: Config, version: int | None = None) -> tuple[Snapshot, ScanResult, str | None]:
-    # Enough fragments for every worker to get a share, even of a table stored as one big row group.
-    snap = open_table(cfg.data.table, version if version is not None else cfg.data.version)
-    snap = snap.subdivided(4 * cfg.engine.workers)
-    result = scan_table(cfg, snap)
-    quarantine = write_quarantine(result, job=config_hash(cfg))
-    return snap, result, quarantine
+def _scan(cfg: Config, version: int | None = None) -> tuple[TrainPlan, str | None]:
+    from lakenet.training.plan import plan_training
+
+    plan = plan_training(cfg, version=version)
+    quarantine = write_quarantine(plan.scan, job=config_hash(cfg))
+    return plan, quarantine
 
 
 def _write_profile(result: ScanResult, out: Path) -> tuple[Path, Path]:
@@ -189,9 +191,9 @@ def _atomic_write(path: Path, text: str) -> None:
 def profile(config: ConfigLike, *, workdir: str | Path | None = None) -> ProfileResult:
     """Profile the config's table (JSON + HTML report) and quarantine its bad rows."""
     cfg = load_config(config)
-    _, result, quarantine = _scan(cfg)
-    json_path, html_path = _write_profile(result, _reports_dir(cfg, _workdir(workdir)))
-    return ProfileResult(result.profile, json_path, html_path, quarantine)
+    plan, quarantine = _scan(cfg)
+    json_path, html_path = _write_profile(plan.scan, _reports_dir(cfg, _workdir(workdir)))
+    return ProfileResult(plan.scan.profile, json_path, html_path, quarantine)
 
 
 # ---- fit ----------------------------------------------------------------------------------------------------
@@ -205,27 +207,55 @@ def fit(
     workdir: str | Path | None = None,
 ) -> FitResult:
     """Profile, train, evaluate on the test split, and register the model under registry.name@alias."""
+    return _fit(
+        load_config(config), _workdir(workdir), resume=resume, callbacks=callbacks, progress=progress, spark=spark
+    )
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """Weights trained elsewhere (a tuning trial): register them instead of training again."""
+
+    output_dir: Path
+    table_version: int | None
+
+
+def _fit(
+    cfg: Config,
+    wd: Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    spark: Any = None,
+    refit: bool = False,
+    trained: _Trained | None = None,
+    tags: dict[str, Any] | None = None,
+    run_name: str | None = None,
+) -> FitResult:
+    from safetensors.torch import load_file
+
     from lakenet.evaluation.evaluate import evaluate_split
     from lakenet.inference.predictor import Predictor
     from lakenet.models.bundle import Bundle
-    from lakenet.models.registry import build_model, model_spec
+    from lakenet.models.registry import build_model
     from lakenet.tracking.store import MlflowMetrics, git_commit, setup_tracking, start_run
-    from lakenet.training.loop import TrainJob, resolve_device
+    from lakenet.training.loop import resolve_device
 
-    cfg = load_config(config)
-    wd = _workdir(workdir)
     setup_tracking(cfg.tracking, workdir=wd)
     ckpt_dir = wd / ".lakenet" / "checkpoints" / cfg.registry.name
     pinned = _resume_version(cfg, ckpt_dir) if resume else None
-    snap, result, quarantine = _scan(cfg, pinned)
+    if trained is not None:
+        pinned = trained.table_version
+    plan, quarantine = _scan(cfg, pinned)
+    snap, result, spec = plan.snapshot, plan.scan, plan.spec
     enforce_bad_fraction(result, cfg.data.max_bad_fraction, quarantine)
     reports = _reports_dir(cfg, wd)
     profile_json, profile_html_path = _write_profile(result, reports)
     pre = result.preprocessor
-    spec = model_spec(cfg, pre)
     build_model(spec)  # fail fast (bad custom module) before any process starts
     device = resolve_device(cfg.trainer.device)
-    if not resume:
+    if not resume and trained is None:
         if ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
         ckpt_dir.mkdir(parents=True)
@@ -239,39 +269,32 @@ def fit(
         "lakenet.git_commit": git_commit(Path(cfg.data.table).parent),
         "lakenet.engine": cfg.engine.type,
         "lakenet.workers": cfg.engine.workers,
+        **(tags or {}),
     }
     experiment = cfg.tracking.experiment or cfg.registry.name
-    with start_run(experiment, f"train-{cfg.registry.name}", tags=lineage) as run:
+    with start_run(experiment, run_name or f"train-{cfg.registry.name}", tags=lineage) as run:
         run.log_params(cfg.to_yaml_dict())
         run.log_text(dump_config(cfg), "config.yaml")
         run.log_artifact(profile_json, "reports")
         run.log_artifact(profile_html_path, "reports")
         run.log_metrics({"bad_rows": result.bad_rows.num_rows, "rows": snap.num_rows})
-        out_dir = Path(tempfile.mkdtemp(prefix="train-", dir=_scratch(wd)))
+        out_dir = trained.output_dir if trained else Path(tempfile.mkdtemp(prefix="train-", dir=_scratch(wd)))
         try:
-            job = TrainJob(
-                config=cfg.to_yaml_dict(),
-                snapshot=snap,
-                preprocessor=pre.to_dict(),
-                spec=spec.to_dict(),
-                fragment_counts=result.fragment_counts,
-                output_dir=str(out_dir),
-                checkpoint_dir=str(ckpt_dir),
-                resume=resume,
-            )
-            cbs: list[Callback] = [MlflowMetrics(run.run_id, run.tracking_uri), *callbacks]
-            if progress:
-                cbs.insert(
-                    0,
-                    ConsoleProgress(cfg.trainer.early_stopping.metric if cfg.trainer.early_stopping else None),
-                )
-            get_engine(cfg.engine, spark=spark).train(job, workers=cfg.engine.workers, device=device, callbacks=cbs)
+            if trained is None:
+                job = plan.job(output_dir=out_dir, checkpoint_dir=ckpt_dir, resume=resume, refit=refit)
+                cbs: list[Callback] = [MlflowMetrics(run.run_id, run.tracking_uri), *callbacks]
+                if progress:
+                    cbs.insert(
+                        0,
+                        ConsoleProgress(cfg.trainer.early_stopping.metric if cfg.trainer.early_stopping else None),
+                    )
+                workers = cfg.engine.workers
+                get_engine(cfg.engine, spark=spark).train(job, workers=workers, device=device, callbacks=cbs)
             outcome = json.loads((out_dir / "result.json").read_text())
-            from safetensors.torch import load_file
-
             weights = load_file(str(out_dir / "weights.safetensors"))
         finally:
-            shutil.rmtree(out_dir, ignore_errors=True)
+            if trained is None:
+                shutil.rmtree(out_dir, ignore_errors=True)
         history = outcome["history"]
         last_val = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
         bundle = Bundle(
@@ -312,6 +335,271 @@ def fit(
         bundle_dir=bundle_dir,
         history=history,
     )
+
+
+# ---- tune ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuneResult:
+    study: str
+    storage: str
+    metric: str
+    best_value: float
+    best_params: dict[str, Any]
+    best_trial: int
+    counts: dict[str, int]  # complete, pruned, failed, in this study so far (all sessions)
+    best_config: Path  # the full YAML of the best configuration
+    report: Path
+    fit: FitResult | None  # the registered model (None with register=False)
+
+
+def tune(
+    config: ConfigLike,
+    *,
+    trials: int | None = None,
+    parallel: int | None = None,
+    register: bool = True,
+    spark: Any = None,
+    quiet: bool = False,
+    workdir: str | Path | None = None,
+) -> TuneResult:
+    """Run (or continue) the config's hyperparameter search; write the best configuration as YAML, evaluate it
+    on the test split and register it with the tuning lineage. `trials`/`parallel` override the config's."""
+    import sys
+    import time
+    from functools import partial
+
+    import optuna
+
+    from lakenet.tracking.store import setup_tracking, start_run
+    from lakenet.training.loop import resolve_device
+    from lakenet.tuning import TuneJob, run_trials, storage_url, study_name
+    from lakenet.tuning.study import finished, open_study
+
+    cfg = load_config(config)
+    if cfg.tune is None:
+        raise ConfigError(
+            "The config has no tune: section. Add one, e.g.\n"
+            "tune:\n  metric: val_accuracy\n  trials: 20\n  space:\n"
+            "    trainer.learning_rate: {log_uniform: [1.0e-4, 1.0e-1]}"
+        )
+    overrides = {k: v for k, v in {"trials": trials, "parallel": parallel}.items() if v is not None}
+    if overrides:
+        cfg = load_config({**cfg.to_yaml_dict(), "tune": {**cfg.to_yaml_dict()["tune"], **overrides}})
+    assert cfg.tune is not None
+    tcfg = cfg.tune
+    wd = _workdir(workdir)
+    tracking_uri = setup_tracking(cfg.tracking, workdir=wd)
+    name = study_name(cfg)
+    url = storage_url(tcfg, tracking_uri, wd)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def pin(study: optuna.Study) -> None:
+        version = open_table(cfg.data.table, cfg.data.version).version
+        study.set_user_attr("table_version", version)
+        study.set_user_attr("config", cfg.to_yaml_dict())
+
+    study = open_study(tcfg, name, url, max_epochs=cfg.trainer.epochs, seed=tcfg.seed, create=True, on_create=pin)
+    # A continued study keeps the table version it started on, so its trials stay comparable.
+    version = study.user_attrs.get("table_version")
+    plan, quarantine = _scan(cfg, version)
+    enforce_bad_fraction(plan.scan, cfg.data.max_bad_fraction, quarantine)
+    base = cfg.to_yaml_dict()
+    base["data"]["version"] = plan.snapshot.version
+    engine = get_engine(cfg.engine, spark=spark)
+
+    lineage = {
+        "lakenet.tune.study": name,
+        "lakenet.tune.storage": url,
+        "lakenet.table": plan.snapshot.uri,
+        "lakenet.table_version": plan.snapshot.version,
+        "lakenet.config_hash": config_hash(cfg),
+    }
+    experiment = cfg.tracking.experiment or cfg.registry.name
+    previous = len(study.trials)
+    t0 = time.time()
+    with start_run(experiment, f"tune-{name}", tags=lineage, run_id=study.user_attrs.get("mlflow_run_id")) as run:
+        study.set_user_attr("mlflow_run_id", run.run_id)
+        if previous == 0:
+            run.log_params({"tune": base["tune"]})
+        job = TuneJob(
+            config=base,
+            study=name,
+            storage=url,
+            trials_dir=str(wd / ".lakenet" / "tune" / name),
+            device=resolve_device(cfg.trainer.device),
+            threads=engine.task_threads(tcfg.parallel),
+            deadline=t0 + tcfg.time_budget if tcfg.time_budget else None,
+            # Seeded by how far the study got: a continued random search does not replay its first samples.
+            seed=tcfg.seed + 1000 * previous,
+            parent_run=run,
+            quiet=quiet,
+        )
+        if not quiet:
+            print(
+                f"tuning {name}: {len(finished(study.trials))}/{tcfg.trials} trials done, {tcfg.parallel} at once, "
+                f"study in {url}",
+                file=sys.stderr,
+                flush=True,
+            )
+        engine.run_tasks(partial(run_trials, job), tcfg.parallel)
+        summary = _tune_summary(study, tcfg.metric)
+        run.log_metrics(
+            {
+                "best_value": summary["best_value"] if summary["best_value"] is not None else float("nan"),
+                **{f"trials_{k}": float(v) for k, v in summary["counts"].items()},
+            }
+        )
+        out = _reports_dir(cfg, wd) / "tune"
+        out.mkdir(parents=True, exist_ok=True)
+        report = _write_tune_report(summary, out)
+        run.log_artifact(report, "reports")
+        best = _best_trial(study)
+        best_cfg = _best_config(base, best, summary, out / "best.yaml")
+        run.log_artifact(best_cfg, "reports")
+    result_fit = None
+    if register:
+        tags = {**lineage, "lakenet.tune.best_trial": best.number, "lakenet.tune.parent_run": run.run_id}
+        best_config = load_config(best_cfg)
+        if tcfg.refit:
+            epochs = (best.user_attrs.get("best_epoch", -1) + 1) or best.user_attrs.get("epochs", 1)
+            raw = best_config.to_yaml_dict()
+            raw["trainer"] = {**raw["trainer"], "epochs": max(1, epochs), "early_stopping": None}
+            result_fit = _fit(
+                load_config(raw), wd, progress=not quiet, spark=spark, refit=True, tags=tags, run_name=f"refit-{name}"
+            )
+        else:
+            trained = _Trained(Path(best.user_attrs["config_dir"]) / "out", plan.snapshot.version)
+            result_fit = _fit(best_config, wd, trained=trained, tags=tags, run_name=f"best-{name}")
+    return TuneResult(
+        study=name,
+        storage=url,
+        metric=tcfg.metric,
+        best_value=float(best.value),
+        best_params=dict(best.params),
+        best_trial=best.number,
+        counts=summary["counts"],
+        best_config=best_cfg,
+        report=report,
+        fit=result_fit,
+    )
+
+
+def _best_trial(study: Any) -> Any:
+    from optuna.trial import TrialState
+
+    from lakenet.errors import TuningError
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        states: dict[str, int] = {}
+        reasons: list[str] = []
+        for t in study.get_trials(deepcopy=False):
+            states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+            if "fail_reason" in t.user_attrs:
+                reasons.append(f"trial {t.number}: {t.user_attrs['fail_reason']}")
+        detail = "\n".join(reasons[-5:])
+        raise TuningError(
+            f"No trial of study {study.study_name!r} completed ({states}). Last failures:\n{detail}\n"
+            "Fix the search space or raise tune.trials / tune.time_budget, then run again to continue the study."
+        )
+    return study.best_trial
+
+
+def _tune_summary(study: Any, metric: str) -> dict[str, Any]:
+    from optuna.trial import TrialState
+
+    from lakenet.tuning.study import finished
+
+    trials = study.get_trials(deepcopy=False)
+    counted = {t.number for t in finished(trials)}
+    retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", [])[-1:]}
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "retried": 0, "running": 0}
+    rows = []
+    for t in trials:
+        state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}.get(
+            t.state, t.state.name.lower()
+        )
+        if t.state == TrialState.FAIL and t.number not in counted:
+            state = "retried"
+        counts[state] = counts.get(state, 0) + 1
+        rows.append(
+            {
+                "number": t.number,
+                "state": state,
+                "value": t.value,
+                "params": dict(t.params),
+                "intermediate": {int(k): float(v) for k, v in t.intermediate_values.items()},
+                "epochs": t.user_attrs.get("trained_epochs"),
+                "seconds": t.user_attrs.get("seconds"),
+                "reason": _trial_reason(t, retried_as.get(t.number)),
+                "start": t.datetime_start.isoformat() if t.datetime_start else None,
+            }
+        )
+    best = next((t for t in trials if t.state == TrialState.COMPLETE), None)
+    best_value = study.best_value if best is not None else None
+    importances: dict[str, float] = {}
+    importance_note = None
+    if counts["complete"] >= 3 and len(study.best_params) >= 1:
+        try:
+            import warnings
+
+            import optuna
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importances = {
+                    k: float(v)
+                    for k, v in optuna.importance.get_param_importances(
+                        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+                    ).items()
+                }
+        except (RuntimeError, ValueError) as err:
+            importance_note = f"parameter importances unavailable: {err}"
+    else:
+        importance_note = "parameter importances need at least 3 complete trials"
+    return {
+        "study": study.study_name,
+        "metric": metric,
+        "direction": study.direction.name.lower(),
+        "counts": counts,
+        "best_value": best_value,
+        "best_trial": study.best_trial.number if best is not None else None,
+        "best_params": dict(study.best_params) if best is not None else {},
+        "importances": importances,
+        "importance_note": importance_note,
+        "space": study.user_attrs.get("config", {}).get("tune", {}).get("space", {}),
+        "trials": rows,
+    }
+
+
+def _trial_reason(t: Any, retried_as: int | None) -> str | None:
+    reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("state_reason")
+    if retried_as is None:
+        return reason
+    return f"{reason or 'its process stopped'}; retried as trial {retried_as}"
+
+
+def _write_tune_report(summary: dict[str, Any], out: Path) -> Path:
+    from lakenet.reports import tune_html
+
+    _atomic_write(out / "tune.json", json.dumps(summary, indent=2, default=str))
+    _atomic_write(out / "tune.html", tune_html(summary))
+    return out / "tune.html"
+
+
+def _best_config(base: dict[str, Any], best: Any, summary: dict[str, Any], path: Path) -> Path:
+    from lakenet.tuning.study import apply_params
+
+    raw = apply_params(base, dict(best.params))
+    load_config(raw)  # what we write must validate
+    header = (
+        f"# Best configuration of study {summary['study']}: trial {best.number}, "
+        f"{summary['metric']} {best.value:.6g} ({summary['direction']}).\n"
+        f"# Tuned values: {json.dumps(dict(best.params))}\n"
+        "# data.version is pinned to the table version the study searched on.\n"
+    )
+    _atomic_write(path, header + yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def _resume_version(cfg: Config, ckpt_dir: Path) -> int | None:

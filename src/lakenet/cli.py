@@ -98,6 +98,29 @@ def train(
 
 
 @app.command()
+def tune(
+    config: ConfigArg,
+    trials: Annotated[int | None, typer.Option(help="Override tune.trials (the study's total).")] = None,
+    parallel: Annotated[int | None, typer.Option(help="Override tune.parallel (concurrent trials).")] = None,
+    register: Annotated[bool, typer.Option(help="Evaluate and register the best configuration.")] = True,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Search hyperparameters (the config's tune: section); running it again continues the study."""
+    from lakenet import api
+
+    res = api.tune(config, trials=trials, parallel=parallel, register=register, workdir=workdir)
+    counts = ", ".join(f"{v} {k}" for k, v in res.counts.items() if v)
+    out.print(f"study {res.study}: {counts}")
+    out.print(f"best trial {res.best_trial}: {res.metric} {res.best_value:.4f}")
+    for k, v in res.best_params.items():
+        out.print(f"  {k:<32} {v}")
+    out.print(f"best config: {res.best_config}\nreport: {res.report}")
+    if res.fit is not None:
+        out.print(f"[green]registered[/] {res.fit.model_uri} → version {res.fit.version}")
+        _print_metrics({k: v for k, v in res.fit.metrics.items() if k.startswith("test_")})
+
+
+@app.command()
 def evaluate(
     config: ConfigArg,
     model: Annotated[str, typer.Option("--model", help="models:/name@alias, models:/name/N or a bundle dir.")],
@@ -275,14 +298,21 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one clean message and exit 2, never a traceback."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if rc == 130:  # typer turns Ctrl-C into an exit code when not in standalone mode
+            raise KeyboardInterrupt
+        if isinstance(rc, int) and rc:
+            raise SystemExit(rc)
     except LakenetError as e:
         from rich.text import Text
 
         err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        err.print("interrupted; `lakenet train --resume` continues from the last checkpoint")
+        err.print(
+            "interrupted; `lakenet train --resume` continues from the last checkpoint, and `lakenet tune` run "
+            "again continues its study"
+        )
         raise SystemExit(130) from None
     except Exception as e:  # click usage errors
         import click

@@ -9,6 +9,7 @@ __all__ = [
     "LakenetError",
     "ModelError",
     "TrainingError",
+    "TuningError",
 ]
 
 
@@ -34,3 +35,7 @@ class ModelError(LakenetError):
 
 class TrainingError(LakenetError):
     """Training could not go on (non-finite loss, failed worker, no checkpoint to resume)."""
+
+
+class TuningError(LakenetError):
+    """A hyperparameter search could not produce a result (no trial completed, a study mismatch)."""

@@ -78,10 +78,13 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
             found = found.get("type") if isinstance(found, dict) else found
             tags = (e.get("ctx") or {}).get("expected_tags", "")
             lines.append(f"  {key}: 'type' must be one of {tags} (found {found!r})")
+        elif e["type"] == "value_error" and not loc:  # a whole-config check: its message names the keys
+            lines.append(f"  {(e.get('ctx') or {}).get('error', e['msg'])}")
         else:
             found = e.get("input")
             shown = "" if isinstance(found, dict) else f" (found {found!r})"
-            lines.append(f"  {key}: {e['msg']}{shown}")
+            msg = str((e.get("ctx") or {}).get("error", e["msg"])) if e["type"] == "value_error" else e["msg"]
+            lines.append(f"  {key}: {msg}{shown}")
     return ConfigError(f"Invalid config {source}:\n" + "\n".join(lines))
 
 

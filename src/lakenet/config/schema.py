@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 __all__ = [
     "CURRENT_VERSION",
@@ -22,10 +22,13 @@ __all__ = [
     "ModelConfig",
     "NumericFeature",
     "RegistryConfig",
+    "SearchParam",
     "SparkEngineConfig",
     "SplitConfig",
     "TrackingConfig",
     "TrainerConfig",
+    "TuneConfig",
+    "parse_duration",
 ]
 
 CURRENT_VERSION = 1
@@ -216,6 +219,149 @@ class TrainerConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
+_UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float | None:
+    """'90s', '20m', '1.5h', '2d' or a number of seconds -> seconds."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None if value is None else float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value.lower())
+        if m:
+            return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    raise ValueError("expected a duration such as 90s, 20m, 1.5h or a number of seconds")
+
+
+Duration = Annotated[
+    float | None,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "pattern": _DURATION.pattern}, {"type": "null"}]}),
+]
+
+_Number = int | float
+_Choice = int | float | str | bool | None
+
+
+class SearchParam(_Strict):
+    """One dimension of the search space: exactly one of the keys below."""
+
+    uniform: tuple[float, float] | None = Field(None, description="A float drawn uniformly from [low, high].")
+    log_uniform: tuple[float, float] | None = Field(
+        None, description="A float drawn log-uniformly from [low, high] (both > 0); for rates and decays."
+    )
+    int_uniform: tuple[int, int] | None = Field(None, description="An integer drawn uniformly from [low, high].")
+    log_int_uniform: tuple[int, int] | None = Field(
+        None, description="An integer drawn log-uniformly from [low, high] (both ≥ 1); for widths and sizes."
+    )
+    choice: list[_Choice] | None = Field(None, min_length=1, description="One of these values.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SearchParam:
+        given = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(type(self).model_fields)} (found {', '.join(given) or 'none'})"
+            )
+        rng = self.range
+        if rng is not None:
+            lo, hi = rng
+            if not lo < hi:
+                raise ValueError(f"{given[0]}: low must be below high (found [{lo}, {hi}])")
+            if (self.log_uniform or self.log_int_uniform) and lo <= 0:
+                raise ValueError(f"{given[0]}: a log scale needs low > 0 (found {lo})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def range(self) -> tuple[_Number, _Number] | None:
+        r = self.uniform or self.log_uniform or self.int_uniform or self.log_int_uniform
+        return (r[0], r[1]) if r is not None else None
+
+    def probe_values(self) -> list[_Choice]:
+        """The values that must all be valid for the whole range to be: the ends of a range, or every choice."""
+        if self.choice is not None:
+            return list(self.choice)
+        lo, hi = self.range or (0, 0)
+        # A float range also probes a fractional midpoint: it catches a float range on an integer field.
+        mid = (
+            [lo * (hi / lo) ** (1 / 3) if self.log_uniform else lo + (hi - lo) / 3]
+            if self.uniform or self.log_uniform
+            else []
+        )
+        return [lo, *mid, hi]
+
+    def grid_values(self) -> list[_Choice] | None:
+        """Every value of a finite dimension (choices, integer ranges up to 100 values); None for a float range."""
+        if self.choice is not None:
+            return list(self.choice)
+        r = self.int_uniform or self.log_int_uniform
+        if r is not None and r[1] - r[0] < 100:
+            return list(range(r[0], r[1] + 1))
+        return None
+
+
+class TuneConfig(_Strict):
+    """Hyperparameter search (`lakenet tune`): an Optuna study over dotted config paths, with early stopping of
+    unpromising trials, stored in a database so an interrupted search continues where it stopped."""
+
+    metric: str = Field(
+        "val_loss",
+        pattern=r"^val_\w+$",
+        description="Validation metric to optimise, reported every epoch: val_loss, val_accuracy, val_macro_f1, "
+        "val_rmse, val_mae, val_r2, ...",
+    )
+    direction: Literal["auto", "minimize", "maximize"] = Field(
+        "auto", description="auto = minimize losses and errors, maximize everything else."
+    )
+    trials: int = Field(20, ge=1, le=100_000, description="Trials in the study (finished, pruned and failed).")
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Concurrent trials: local processes (torch threads pinned so trials × threads ≤ cores), or "
+        "Spark tasks with engine: spark. Each trial trains with one worker.",
+    )
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        "tpe", description="How trials are proposed; grid needs finite dimensions (choice or integer ranges)."
+    )
+    pruner: Literal["asha", "hyperband", "median", "none"] = Field(
+        "asha", description="Early stopping of unpromising trials, on the per-epoch metric."
+    )
+    min_epochs: int = Field(1, ge=1, description="Epochs every trial gets before it can be pruned (ASHA min resource).")
+    reduction_factor: int = Field(3, ge=2, le=16, description="ASHA/Hyperband: keep 1 in N trials at each rung.")
+    time_budget: Duration = Field(
+        None, description="Stop proposing trials after this long (e.g. 20m); running trials stop at their next epoch."
+    )
+    space: dict[str, SearchParam] = Field(
+        ..., min_length=1, description="Dotted config path -> distribution, e.g. trainer.learning_rate."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the sampler.")
+    storage: str | None = Field(
+        None,
+        description="Study storage as an SQLAlchemy URL; default: sqlite file optuna.db next to the MLflow store. "
+        "Spark trials on a cluster need a database every executor can reach.",
+    )
+    study: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Study name; default: the registry name plus a hash of the config and search space, so a "
+        "rerun of the same file continues the same study.",
+    )
+    refit: bool = Field(
+        False,
+        description="Retrain the best configuration on train+validation for its best number of epochs before "
+        "the test evaluation and registration; otherwise the best trial's weights are registered.",
+    )
+    heartbeat_seconds: int = Field(
+        10, ge=1, le=3600, description="A running trial that misses 3 heartbeats is deemed dead and retried."
+    )
+
+
 class LocalEngineConfig(_Strict):
     """Run on this machine: in-process for one worker, torch.distributed processes for several."""
 
@@ -276,6 +422,7 @@ class Config(_Strict):
     )
     registry: RegistryConfig = Field(..., description="Registered model name and alias.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
+    tune: TuneConfig | None = Field(None, description="Hyperparameter search for `lakenet tune`; optional.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -292,8 +439,88 @@ class Config(_Strict):
                 raise ValueError(f"feature {name!r} reads the label column {label_col!r}; that would leak it")
         if self.trainer.early_stopping and self.data.split.val == 0:
             raise ValueError("trainer.early_stopping needs a validation split: set data.split.val > 0")
+        if self.tune is not None:
+            self._check_tune(self.tune)
         return self
+
+    def _check_tune(self, tune: TuneConfig) -> None:
+        """Every search path must exist and every value of its range must pass that field's own constraints,
+        before any trial runs."""
+        if self.data.split.val == 0:
+            raise ValueError(f"tune.metric {tune.metric!r} is a validation metric: set data.split.val > 0")
+        if tune.sampler == "grid":
+            infinite = [k for k, p in tune.space.items() if p.grid_values() is None]
+            if infinite:
+                raise ValueError(
+                    f"tune.sampler grid needs finite dimensions; tune.space {', '.join(infinite)} "
+                    "is a float range: use choice, or sampler tpe/random"
+                )
+        base = self.to_yaml_dict()
+        base.pop("tune", None)
+        for path, param in tune.space.items():
+            where = f"tune.space[{path!r}]"
+            if path.split(".")[0] in {"tune", "version", "registry", "tracking"}:
+                raise ValueError(f"{where}: {path.split('.')[0]} cannot be tuned")
+            if not _path_exists(base, path):
+                raise ValueError(f"{where}: no such config key; {_path_hint(base, path)}")
+            for value in param.probe_values():
+                try:
+                    Config.model_validate(set_path(base, path, value))
+                except ValidationError as err:
+                    msg = err.errors()[0]["msg"]
+                    if "valid integer" in msg:
+                        msg += "; use int_uniform, log_int_uniform or choice for an integer key"
+                    raise ValueError(f"{where}: value {value!r} is invalid for {path}: {msg}") from None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """A plain dict that round-trips through load_config (features flattened back to one mapping)."""
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        if d.get("tune") is None:
+            d.pop("tune", None)
+        else:  # only the keys that were set in each search dimension
+            d["tune"]["space"] = {k: {p.kind: d["tune"]["space"][k][p.kind]} for k, p in self.tune.space.items()}  # type: ignore[union-attr]
+        return d
+
+
+def _path_exists(d: dict[str, Any], path: str) -> bool:
+    node: Any = d
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            # Optional sections that are off (early_stopping: null) still have keys that exist in the schema.
+            return False
+        node = node[part]
+        if node is None and i < len(parts) - 1:
+            return False
+    return True
+
+
+def _path_hint(d: dict[str, Any], path: str) -> str:
+    import difflib
+
+    node: Any = d
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return f"{'.'.join(parts[:i])} is a value, not a section"
+        if part not in node:
+            close = difflib.get_close_matches(part, list(node), n=1, cutoff=0.6)
+            prefix = ".".join(parts[:i])
+            full = f"{prefix}.{close[0]}" if prefix and close else (close[0] if close else None)
+            return (
+                f"did you mean {full!r}?"
+                if full
+                else f"valid keys under {prefix or 'the top level'}: {', '.join(node)}"
+            )
+        if node[part] is None and i < len(parts) - 1:
+            return f"{'.'.join(parts[: i + 1])} is null in this config; set it to tune keys under it"
+        node = node[part]
+    return ""
+
+
+def set_path(d: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of the nested dict `d` with the dotted `path` set to `value` (intermediate dicts copied)."""
+    head, _, rest = path.partition(".")
+    out = dict(d)
+    out[head] = set_path(d[head], rest, value) if rest else value
+    return out

@@ -69,7 +69,7 @@ class SplitLoader:
         snap: Snapshot,
         pre: Preprocessor,
         *,
-        split: int,
+        split: int | tuple[int, ...],
         split_cfg: SplitConfig,
         fragments: list[int],
         batch_size: int,
@@ -93,7 +93,7 @@ class SplitLoader:
         if hit is not None:
             return hit
         table = self.snap.read(self.snap.fragments[fi], self._columns)
-        mask = assign_splits(table.column(self.pre.key), self.split_cfg) == self.split
+        mask = np.isin(assign_splits(table.column(self.pre.key), self.split_cfg), self.split)
         if not mask.all():
             table = table.filter(pa.array(mask))
         enc = self.pre.encode(table, with_label=True)
@@ -123,7 +123,7 @@ class SplitLoader:
 
     def batches(self, epoch: int, *, max_batches: int | None = None, skip: int = 0) -> Iterator[Batch]:
         """The batches of `epoch`; `skip` fast-forwards past batches already trained (resume)."""
-        rng = np.random.default_rng([self.seed, epoch, self.split])
+        rng = np.random.default_rng([self.seed, epoch, *np.atleast_1d(self.split).tolist()])
         order = list(self.fragments)
         if self.shuffle:
             order = [order[i] for i in rng.permutation(len(order))]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -13,6 +14,8 @@ from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob
 
 __all__ = ["Engine", "ScoreJob"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,15 @@ class Engine(ABC):
     @abstractmethod
     def train(self, job: TrainJob, *, workers: int, device: str, callbacks: Sequence[Callback] = ()) -> None:
         """Run `train_worker` on `workers` replicas; rank 0 leaves result.json and weights in job.output_dir."""
+
+    def run_tasks(self, fn: Callable[[int], T], n: int) -> list[T]:
+        """Run `fn(0) … fn(n - 1)` concurrently (independent tasks, e.g. tuning trial runners); their results in
+        index order. `fn` must be picklable. Each task pins its own torch threads."""
+        raise NotImplementedError(f"the {self.name} engine cannot run independent tasks")
+
+    def task_threads(self, n: int) -> int | None:
+        """Torch threads per task when `n` tasks run at once (None: leave the default)."""
+        return None
 
     @abstractmethod
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:

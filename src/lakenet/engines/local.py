@@ -10,9 +10,9 @@ import multiprocessing as mp
 import os
 import socket
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -22,6 +22,8 @@ from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob, WorkerContext, train_worker
 
 __all__ = ["LocalEngine", "cpu_count"]
+
+T = TypeVar("T")
 
 
 def cpu_count() -> int:
@@ -128,6 +130,26 @@ def _pool_context() -> Any:
 
 class LocalEngine(Engine):
     name = "local"
+
+    def task_threads(self, n: int) -> int | None:
+        return max(1, cpu_count() // n) if n > 1 else None
+
+    def run_tasks(self, fn: Callable[[int], T], n: int) -> list[T]:
+        if n == 1:
+            return [fn(0)]
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Spawned (not forked) processes: the parent may hold OpenMP threads and database connections.
+        pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"))
+        try:
+            futures = [pool.submit(fn, i) for i in range(n)]
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            # Ctrl-C reached the children too: let them record their trials' state before returning.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def train(self, job: TrainJob, *, workers: int, device: str, callbacks: Sequence[Callback] = ()) -> None:
         if workers == 1:

@@ -12,6 +12,7 @@ from lakenet.reports.html import (
     profile_html,
     scatter_svg,
 )
+from lakenet.reports.tune import tune_html
 
 __all__ = [
     "bar_chart_svg",
@@ -24,4 +25,5 @@ __all__ = [
     "page",
     "profile_html",
     "scatter_svg",
+    "tune_html",
 ]

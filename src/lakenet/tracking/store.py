@@ -24,11 +24,13 @@ __all__ = [
     "ResolvedModel",
     "TrackedRun",
     "alias_version",
+    "end_child_run",
     "git_commit",
     "list_models",
     "resolve_model",
     "set_alias",
     "setup_tracking",
+    "start_child_run",
     "start_run",
 ]
 
@@ -191,18 +193,63 @@ def _active(run_id: str) -> Iterator[None]:
 
 
 @contextmanager
-def start_run(experiment: str, run_name: str, tags: dict[str, Any] | None = None) -> Iterator[TrackedRun]:
-    """A run that ends FINISHED, or FAILED if the block raises."""
+def start_run(
+    experiment: str, run_name: str, tags: dict[str, Any] | None = None, *, run_id: str | None = None
+) -> Iterator[TrackedRun]:
+    """A run that ends FINISHED, or FAILED if the block raises; `run_id` continues an earlier run (a resumed
+    tuning study keeps one parent run)."""
     import mlflow
 
     exp_id = _experiment_id(experiment)
-    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
+    str_tags = {k: str(v) for k, v in (tags or {}).items()}
+    if run_id is not None:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(str_tags)
+    else:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=str_tags)
     try:
         yield TrackedRun(run.info.run_id, exp_id, mlflow.get_tracking_uri())
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def start_child_run(
+    parent: TrackedRun, name: str, *, params: dict[str, Any], tags: dict[str, Any] | None = None
+) -> str:
+    """A nested run under `parent` (how the MLflow UI groups tuning trials), created from any process or Spark
+    task that can reach the tracking store; returns its run id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(parent.tracking_uri)
+    run = client.create_run(
+        parent.experiment_id,
+        run_name=name,
+        tags={"mlflow.parentRunId": parent.run_id, **{k: str(v) for k, v in (tags or {}).items() if v is not None}},
+    )
+    for k, v in params.items():
+        client.log_param(run.info.run_id, k, str(v)[:6000])
+    return str(run.info.run_id)
+
+
+def end_child_run(
+    tracking_uri: str, run_id: str, *, status: str, metrics: dict[str, float], tags: dict[str, Any]
+) -> None:
+    """Close a nested run: final metrics, tags (state, failure reason) and an MLflow status."""
+    import time
+
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    ts = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items() if v is not None],
+    )
+    client.set_terminated(run_id, status=status)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ class TrainJob:
     output_dir: str  # rank 0 writes result.json and weights.safetensors here
     checkpoint_dir: str
     resume: bool = False
+    # Train on train+validation with no validation pass (a tuned configuration's final fit); the config's
+    # epochs are the budget and early stopping must be off.
+    refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,11 +193,13 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
     torch.manual_seed(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(spec).to(device)
     counts = job.fragment_counts
-    train_shards = plan_shards(counts[:, TRAIN], world)
+    train_splits: int | tuple[int, int] = (TRAIN, VAL) if job.refit else TRAIN
+    train_counts = counts[:, TRAIN] + counts[:, VAL] if job.refit else counts[:, TRAIN]
+    train_shards = plan_shards(train_counts, world)
     val_shards = plan_shards(counts[:, VAL], world)
     per_rank_batch = max(1, t.batch_size // world)
     loader = SplitLoader(
-        job.snapshot, pre, split=TRAIN, split_cfg=cfg.data.split, fragments=train_shards[rank],
+        job.snapshot, pre, split=train_splits, split_cfg=cfg.data.split, fragments=train_shards[rank],
         batch_size=per_rank_batch, shuffle=True, seed=t.seed, cache_mb=cfg.data.cache_mb,
     )  # fmt: skip
     val_loader = (
@@ -209,10 +214,12 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
             seed=t.seed,
             cache_mb=cfg.data.cache_mb,
         )
-        if cfg.data.split.val > 0
+        if cfg.data.split.val > 0 and not job.refit
         else None
     )
-    rows_per_rank = [int(counts[s, TRAIN].sum()) for s in train_shards]
+    if job.refit and t.early_stopping is not None:
+        raise TrainingError("a refit on train+validation has no validation split to stop on: disable early stopping")
+    rows_per_rank = [int(train_counts[s].sum()) for s in train_shards]
     # Every rank must take the same number of steps (DDP all-reduces each one): the smallest shard decides.
     steps_per_epoch = min((r + per_rank_batch - 1) // per_rank_batch for r in rows_per_rank)
     if steps_per_epoch == 0:
