@@ -126,3 +126,70 @@ def test_json_schema_describes_every_field() -> None:
         for field, spec in defs[name]["properties"].items():
             assert spec.get("description"), f"{name}.{field} has no description"
     assert defs["TrainerConfig"]["additionalProperties"] is False
+
+
+# ---- tune: search-space validation happens when the config is read, before any trial runs ----------------
+def _tune(space: dict[str, object], **tune: object) -> dict[str, object]:
+    return with_(tune={"metric": "val_accuracy", "space": space, **tune})
+
+
+@pytest.mark.parametrize(
+    ("space", "tune", "message"),
+    [
+        (
+            {"trainer.learnin_rate": {"log_uniform": [1e-4, 0.1]}},
+            {},
+            r"tune.space\['trainer.learnin_rate'\]: no such "
+            r"config key; did you mean 'trainer.learning_rate'\?",
+        ),
+        (
+            {"trainer.learning_rate": {"log_uniform": [1e-4, 20]}},
+            {},
+            r"value 20.0 is invalid for "
+            r"trainer.learning_rate: Input should be less than or equal to 10",
+        ),
+        ({"model.dropout": {"uniform": [0.0, 1.0]}}, {}, r"value 1.0 is invalid for model.dropout"),
+        ({"model.width": {"choice": [32, 0]}}, {}, r"value 0 is invalid for model.width"),
+        ({"model.width": {"uniform": [8, 64]}}, {}, r"model.width.*fractional part; use int_uniform"),
+        ({"trainer.early_stopping.patience": {"choice": [1, 2]}}, {}, None),
+        ({"registry.alias": {"choice": ["a", "b"]}}, {}, r"registry cannot be tuned"),
+        ({"model.width": {"uniform": [3, 1]}}, {}, r"tune.space.model.width: uniform: low must be below high"),
+        ({"model.width": {"int_uniform": [1, 3], "choice": [1]}}, {}, r"give exactly one of"),
+        ({"trainer.learning_rate": {"log_uniform": [0, 1]}}, {}, r"a log scale needs low > 0"),
+        ({"trainer.learning_rate": {"uniform": [0.01, 0.1]}}, {"sampler": "grid"}, r"grid needs finite dimensions"),
+        ({"model.width": {"choice": [8]}}, {"time_budget": "soon"}, r"tune.time_budget: expected a duration"),
+        ({"model.width": {"choice": [8]}}, {"metric": "accuracy"}, r"tune.metric: String should match pattern"),
+    ],
+)
+def test_search_space_errors_name_the_key(
+    space: dict[str, object], tune: dict[str, object], message: str | None
+) -> None:
+    if message is None:  # a path under an optional section that is on by default is fine
+        assert parse_config(_tune(space, **tune)).tune is not None
+        return
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_tune(space, **tune))
+
+
+def test_a_null_section_cannot_be_tuned_into() -> None:
+    raw = _tune({"trainer.early_stopping.patience": {"choice": [1, 2]}})
+    raw["trainer"] = {"early_stopping": None}
+    with pytest.raises(ConfigError, match=r"trainer.early_stopping is null in this config"):
+        parse_config(raw)
+
+
+def test_tune_section_round_trips_and_durations_parse(tmp_path: Path) -> None:
+    cfg = parse_config(
+        _tune(
+            {"trainer.learning_rate": {"log_uniform": [1e-4, 0.1]}, "model.width": {"choice": [32, 64]}},
+            time_budget="1.5h",
+        )
+        | {"data": {"table": str(tmp_path / "t")}}
+    )
+    assert cfg.tune is not None and cfg.tune.time_budget == 5400.0
+    assert cfg.tune.space["model.width"].grid_values() == [32, 64]
+    assert cfg.tune.space["trainer.learning_rate"].grid_values() is None
+    f = tmp_path / "c.yaml"
+    f.write_text(dump_config(cfg))
+    assert load_config(f) == cfg
+    assert "tune" not in parse_config(with_(data={"table": str(tmp_path / "t")})).to_yaml_dict()

@@ -11,6 +11,7 @@ EXPECTED = {
     "PredictResult",
     "Predictor",
     "ProfileResult",
+    "TuneResult",
     "__version__",
     "evaluate",
     "fit",
@@ -22,6 +23,7 @@ EXPECTED = {
     "profile",
     "promote",
     "serve",
+    "tune",
 }
 
 
@@ -35,7 +37,7 @@ def test_no_pyspark_mlflow_or_fastapi_on_import() -> None:
     import subprocess
     import sys
 
-    heavy = "('pyspark', 'mlflow', 'fastapi', 'uvicorn')"
+    heavy = "('pyspark', 'mlflow', 'fastapi', 'uvicorn', 'optuna')"
     code = f"import sys, lakenet; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

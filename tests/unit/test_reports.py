@@ -434,3 +434,39 @@ def test_empty_evaluation_report_says_there_is_no_data() -> None:
     checker = _check_document(doc)
     assert checker.headings == ["Model evaluation", "Summary"]
     assert "no model information" in doc
+
+
+def test_tune_report_draws_history_curves_importances_and_parallel_axes() -> None:
+    from lakenet.reports import tune_html
+
+    trials = [
+        {"number": 0, "state": "complete", "value": 0.80, "params": {"lr": 0.01, "width": 32},
+         "intermediate": {"1": 0.5, "2": 0.7, "3": 0.8}, "epochs": 3, "seconds": 1.0},
+        {"number": 1, "state": "pruned", "value": None, "params": {"lr": 0.0001, "width": 64},
+         "intermediate": {"1": 0.2}, "epochs": 1, "reason": "pruned after epoch 1"},
+        {"number": 2, "state": "complete", "value": 0.90, "params": {"lr": 0.05, "width": 64},
+         "intermediate": {"1": 0.6, "2": 0.8, "3": 0.9}, "epochs": 3},
+        {"number": 3, "state": "failed", "value": None, "params": {"lr": 0.3, "width": 32},
+         "reason": "<non-finite> loss"},
+    ]  # fmt: skip
+    summary = {
+        "study": "wine-abc",
+        "metric": "val_accuracy",
+        "direction": "maximize",
+        "counts": {"complete": 2, "pruned": 1, "failed": 1},
+        "best_value": 0.9,
+        "best_trial": 2,
+        "best_params": {"lr": 0.05, "width": 64},
+        "importances": {"lr": 0.8, "width": 0.2},
+        "space": {"lr": {"log_uniform": [1e-4, 0.3]}, "width": {"choice": [32, 64]}},
+        "trials": trials,
+    }
+    html = tune_html(summary)
+    for heading in ("Optimisation history", "Parameter importances", "Parallel coordinates", "Trials"):
+        assert f"<h2>{heading}</h2>" in html
+    assert "trial 1 pruned at 0.2" in html and "best so far" in html
+    assert html.count("<polyline") == 1 + 3 + 2  # best line, 3 learning curves, 2 parallel-coordinate lines
+    assert "&lt;non-finite&gt; loss" in html  # reasons are escaped
+    # a study with nothing finished yet still renders
+    empty = tune_html({"study": "s", "trials": [], "importance_note": "need 3 complete trials"})
+    assert "no trial reported a value yet" in empty and "need 3 complete trials" in empty
