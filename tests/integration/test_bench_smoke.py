@@ -18,6 +18,7 @@ FIGURES = {
     "train_from_table": {"ratio_cold", "ratio_warm", "cold_cpu_s_per_sample", "warm_cpu_s_per_sample",
                          "plain_cpu_s_per_sample"},
     "ddp_local": {"ratio_loop_only", "ratio_epoch_clock", "ddp_cpu_s_per_sample", "single_cpu_s_per_sample"},
+    "tune_asha": {"ratio", "ratio_total_epochs", "ratio_wall", "ratio_cpu"},
 }  # fmt: skip
 
 
@@ -29,7 +30,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_quick_run_writes_result(name: str, cache_dir: Path, tmp_path: Path) -> None:
-    doc, stdout = run_quick_bench(name, tmp_path / f"{name}.json", cache_dir=cache_dir)
+    doc, stdout = run_quick_bench(name, tmp_path / f"{name}.json", cache_dir=cache_dir, timeout=600)
     assert doc.keys() >= COMMON_KEYS
     assert doc["benchmark"] == name and doc["quick"] is True
     assert {"nproc", "cpu_model"} <= doc["machine"].keys()

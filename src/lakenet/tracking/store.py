@@ -228,8 +228,9 @@ def start_child_run(
         run_name=name,
         tags={"mlflow.parentRunId": parent.run_id, **{k: str(v) for k, v in (tags or {}).items() if v is not None}},
     )
-    for k, v in params.items():
-        client.log_param(run.info.run_id, k, str(v)[:6000])
+    from mlflow.entities import Param
+
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return str(run.info.run_id)
 
 
