@@ -365,7 +365,6 @@ def tune(
     """Run (or continue) the config's hyperparameter search; write the best configuration as YAML, evaluate it
     on the test split and register it with the tuning lineage. `trials`/`parallel` override the config's."""
     import sys
-    import time
     from functools import partial
 
     import optuna
@@ -416,7 +415,6 @@ def tune(
     }
     experiment = cfg.tracking.experiment or cfg.registry.name
     previous = len(study.trials)
-    t0 = time.time()
     with start_run(experiment, f"tune-{name}", tags=lineage, run_id=study.user_attrs.get("mlflow_run_id")) as run:
         study.set_user_attr("mlflow_run_id", run.run_id)
         if previous == 0:
@@ -428,7 +426,7 @@ def tune(
             trials_dir=str(wd / ".lakenet" / "tune" / name),
             device=resolve_device(cfg.trainer.device),
             threads=engine.task_threads(tcfg.parallel),
-            deadline=t0 + tcfg.time_budget if tcfg.time_budget else None,
+            time_budget=tcfg.time_budget,
             # Seeded by how far the study got: a continued random search does not replay its first samples.
             seed=tcfg.seed + 1000 * previous,
             parent_run=run,
@@ -495,11 +493,12 @@ def _best_trial(study: Any) -> Any:
         reasons: list[str] = []
         for t in study.get_trials(deepcopy=False):
             states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-            if "fail_reason" in t.user_attrs:
-                reasons.append(f"trial {t.number}: {t.user_attrs['fail_reason']}")
-        detail = "\n".join(reasons[-5:])
+            reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("state_reason")
+            if reason:
+                reasons.append(f"  trial {t.number}: {reason}")
+        detail = "\n".join(reasons[-5:]) or "  (no trial started: the time budget was spent before the first one)"
         raise TuningError(
-            f"No trial of study {study.study_name!r} completed ({states}). Last failures:\n{detail}\n"
+            f"No trial of study {study.study_name!r} completed ({states or 'no trials'}). Last reasons:\n{detail}\n"
             "Fix the search space or raise tune.trials / tune.time_budget, then run again to continue the study."
         )
     return study.best_trial

@@ -179,3 +179,32 @@ def test_an_interrupted_study_continues(wine_csv: Path, workdir: Path, how: str)
     assert stopped.params == retried[0].params and stopped.state == TrialState.FAIL
     assert res.counts["complete"] + res.counts["pruned"] + res.counts["failed"] == 5
     assert res.counts["retried"] == 1
+
+
+def test_time_budget_stops_the_search(wine_csv: Path, workdir: Path) -> None:
+    raw = wine_tune_config(wine_csv, trials=1000, pruner="none", time_budget="1s")
+    raw["trainer"]["epochs"] = 1  # a trial on its last epoch is complete, whatever the clock says
+    res = lakenet.tune(raw, quiet=True, register=False)
+    assert 1 <= len(load_study(workdir, res.study).trials) < 1000  # the clock starts with the runner
+
+    # a running trial stops at its next epoch once the budget is spent: here, the only one
+    raw = wine_tune_config(wine_csv, trials=1000, pruner="none", time_budget="2s")
+    raw["trainer"]["epochs"] = 100_000
+    t0 = time.monotonic()
+    with pytest.raises(lakenet.LakenetError, match=r"No trial .* completed .*'pruned': 1[\s\S]*time_budget"):
+        lakenet.tune(raw, quiet=True, register=False)
+    assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.parametrize(("sampler", "pruner"), [("grid", "hyperband"), ("tpe", "median")])
+def test_samplers_and_pruners(wine_csv: Path, workdir: Path, sampler: str, pruner: str) -> None:
+    raw = wine_tune_config(wine_csv, trials=4, sampler=sampler, pruner=pruner)
+    raw["trainer"]["epochs"] = 3
+    if sampler == "grid":
+        raw["tune"]["space"] = {"model.width": {"choice": [4, 16]}, "trainer.learning_rate": {"choice": [0.01, 0.1]}}
+    res = lakenet.tune(raw, quiet=True, register=False)
+    study = load_study(workdir, res.study)
+    assert len(study.trials) == 4 and res.counts["failed"] == 0
+    if sampler == "grid":  # every grid point exactly once
+        combos = {(t.params["model.width"], t.params["trainer.learning_rate"]) for t in study.trials}
+        assert combos == {(4, 0.01), (4, 0.1), (16, 0.01), (16, 0.1)}

@@ -28,7 +28,17 @@ from lakenet.training.callbacks import Callback
 from lakenet.training.checkpoint import latest_checkpoint
 from lakenet.training.loop import WorkerContext, train_worker
 from lakenet.training.plan import TrainPlan, plan_training
-from lakenet.tuning.study import apply_params, ask, fail_stale, finished, open_study, requeue, snapshot_trials, suggest
+from lakenet.tuning.study import (
+    apply_params,
+    ask,
+    fail_stale,
+    finished,
+    open_study,
+    requeue,
+    snapshot_trials,
+    suggest,
+    target_trials,
+)
 
 __all__ = ["TuneJob", "kept_value", "run_trials"]
 
@@ -43,7 +53,7 @@ class TuneJob:
     trials_dir: str  # one directory per configuration: checkpoints, and the weights of completed trials
     device: str = "cpu"
     threads: int | None = None  # torch threads per runner (trials × threads ≤ cores)
-    deadline: float | None = None  # wall-clock time.time() after which no trial starts or continues
+    time_budget: float | None = None  # seconds from the runner's start; then no trial starts or continues
     seed: int = 0  # sampler seed of runner 0 in this session; runner i uses seed + i
     parent_run: Any = None  # lakenet.tracking.store.TrackedRun of the tuning run, or None (no MLflow)
     quiet: bool = False
@@ -148,6 +158,9 @@ class _Runner:
         )
         self.plans: dict[str, TrainPlan] = {}  # one scan per distinct (data, features) in this process
         self.counts = {"complete": 0, "pruned": 0, "failed": 0}
+        self.target = target_trials(self.tune)
+        # The clock starts with the runner (not with set-up, imports or a Spark task's scheduling delay).
+        self.deadline = time.time() + job.time_budget if job.time_budget else None
 
     def _plan(self, cfg: Config) -> TrainPlan:
         key = json.dumps({"data": cfg.data.model_dump(mode="json"), "features": cfg.features.model_dump(mode="json")})
@@ -157,16 +170,16 @@ class _Runner:
 
     def run(self) -> dict[str, int]:
         while True:
-            if self.job.deadline is not None and time.time() >= self.job.deadline:
+            if self.deadline is not None and time.time() >= self.deadline:
                 break
             fail_stale(self.study)
             trials = snapshot_trials(self.study)
             done = len(finished(trials))
             running = sum(t.state == TrialState.RUNNING for t in trials)
             waiting = sum(t.state == TrialState.WAITING for t in trials)
-            if done >= self.tune.trials:
+            if done >= self.target:
                 break
-            if done + running >= self.tune.trials and waiting == 0:
+            if done + running >= self.target and waiting == 0:
                 # The last trials run elsewhere (another runner, or a dead process whose heartbeat will expire).
                 time.sleep(min(self.tune.heartbeat_seconds, 2.0))
                 continue
@@ -197,7 +210,7 @@ class _Runner:
                 cdir.mkdir(parents=True)
                 (cdir / "job.json").write_text(json.dumps({"config_hash": config_hash(cfg)}))
             train_job = plan.job(output_dir=cdir / "out", checkpoint_dir=ckpt, resume=resume, config=cfg)
-            reporter = _Reporter(trial, tune.metric, cfg.trainer.epochs, job.deadline)
+            reporter = _Reporter(trial, tune.metric, cfg.trainer.epochs, self.deadline)
             callbacks: list[Callback] = [reporter]
             if child is not None:
                 from lakenet.tracking.store import MlflowMetrics
@@ -241,6 +254,8 @@ class _Runner:
             heartbeat.stop()
 
     def _tell_stopped(self, trial: Trial, reporter: _Reporter | None, t0: float, state: TrialState) -> None:
+        if self.study._storage.get_trial(trial._trial_id).state.is_finished():
+            return  # told already (something failed after the result was recorded)
         trial.set_user_attr("trained_epochs", reporter.epochs if reporter else 0)
         trial.set_user_attr("seconds", time.perf_counter() - t0)
         self.study.tell(trial, state=state)

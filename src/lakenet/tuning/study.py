@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "storage_url",
     "study_name",
     "suggest",
+    "target_trials",
 ]
 
 MAX_RETRIES = 2  # a configuration whose process died is tried again at most this many times
@@ -118,10 +120,28 @@ def make_sampler(tune: TuneConfig, seed: int) -> optuna.samplers.BaseSampler:
     if tune.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if tune.sampler == "grid":
-        grid = {path: p.grid_values() or [] for path, p in tune.space.items()}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return _Grid(grid_space(tune), seed=seed)
     # Random start-up trials long enough for the model of good regions to be worth something.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, tune.trials // 3)))
+
+
+def grid_space(tune: TuneConfig) -> dict[str, list[Any]]:
+    return {path: p.grid_values() or [] for path, p in tune.space.items()}
+
+
+def target_trials(tune: TuneConfig) -> int:
+    """tune.trials, or the number of grid points if a grid has fewer."""
+    if tune.sampler != "grid":
+        return tune.trials
+    return min(tune.trials, math.prod(len(v) for v in grid_space(tune).values()))
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its `study.stop()` once the grid is done (which only works inside
+    Study.optimize); the runner stops at `target_trials` instead."""
+
+    def after_trial(self, study: Any, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        return None
 
 
 def make_pruner(tune: TuneConfig, max_epochs: int) -> optuna.pruners.BasePruner:
