@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.score_vs_peers
 	$(BIN)/python -m bench.serve_latency
 	$(BIN)/python -m bench.serve_batching
+	$(BIN)/python -m bench.tune_asha
 
 clean:
-	rm -rf $(VENV) demo_run mlflow.db mlartifacts .lakenet .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo_run mlflow.db optuna.db mlartifacts .lakenet .pytest_cache .mypy_cache .ruff_cache
