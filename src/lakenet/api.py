@@ -405,6 +405,7 @@ def tune(
     base = cfg.to_yaml_dict()
     base["data"]["version"] = plan.snapshot.version
     engine = get_engine(cfg.engine, spark=spark)
+    _check_shared_stores(cfg, engine, url, tracking_uri)
 
     lineage = {
         "lakenet.tune.study": name,
@@ -480,6 +481,21 @@ def tune(
         report=report,
         fit=result_fit,
     )
+
+
+def _check_shared_stores(cfg: Config, engine: Any, url: str, tracking_uri: str) -> None:
+    """Trials on a Spark cluster write to the study and the tracking store from the executors."""
+    if cfg.engine.type != "spark":
+        return
+    master = str(engine.spark.sparkContext.master)
+    if master.startswith("local"):
+        return
+    for what, uri, key in ((("study", url, "tune.storage")), ("MLflow tracking", tracking_uri, "tracking.uri")):
+        if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+            raise ConfigError(
+                f"tune on Spark master {master}: the {what} store {uri} is a local file the executors cannot "
+                f"share; set {key} to a database every executor can reach (e.g. postgresql://host/db)"
+            )
 
 
 def _best_trial(study: Any) -> Any:

@@ -18,9 +18,9 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -29,6 +29,8 @@ from lakenet.engines.base import Engine, ScoreJob
 from lakenet.errors import ConfigError, LakenetError, TrainingError
 from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob
+
+T = TypeVar("T")
 
 __all__ = ["SparkEngine", "get_or_create_session"]
 
@@ -208,6 +210,16 @@ class SparkEngine(Engine):
         if self._spark is None:
             self._spark = get_or_create_session(self.cfg)
         return self._spark
+
+    def task_threads(self, n: int) -> int | None:
+        from lakenet.engines.spark_tasks import spark_task_threads
+
+        return spark_task_threads(self.spark, n)
+
+    def run_tasks(self, fn: Callable[[int], T], n: int) -> list[T]:
+        from lakenet.engines.spark_tasks import run_spark_tasks
+
+        return run_spark_tasks(self.spark, fn, n)
 
     def train(self, job: TrainJob, *, workers: int, device: str, callbacks: Sequence[Callback] = ()) -> None:
         sc = self.spark.sparkContext
