@@ -14,6 +14,7 @@ import pyarrow as pa
 import torch
 
 from lakenet.data.encoders import ImageState, LabelState, Preprocessor
+from lakenet.inference.predictor import _CPU_CHUNK_VALUES
 from lakenet.models.bundle import Bundle
 from lakenet.models.registry import build_model
 from lakenet.models.spec import ModelSpec
@@ -29,8 +30,13 @@ class ScoringSetup:
     rows: int
     size: int
     spec: ModelSpec
-    decoded: np.ndarray  # (N, 3, S, S) float32, the predictor's own preprocessing
+    decoded: np.ndarray  # (N, 3, S, S) float32, the predictor's own preprocessing (only 2 rows if decode=False)
     flops_per_image: float
+
+    @property
+    def chunk(self) -> int:
+        """Rows per forward pass: the Predictor's CPU chunk for these images, so baselines run the same."""
+        return max(1, min(256, _CPU_CHUNK_VALUES // int(np.prod(self.decoded.shape[1:]))))
 
 
 def _jpegs(n: int, size: int, seed: int) -> list[bytes]:
@@ -55,8 +61,11 @@ def _jpegs(n: int, size: int, seed: int) -> list[bytes]:
     return out
 
 
-def make_setup(root: Path, *, rows: int, size: int, width: int, blocks: int, row_group: int = 32) -> ScoringSetup:
-    """A bundle with a ResNet (random weights: speed does not depend on them) and a Delta table to score."""
+def make_setup(
+    root: Path, *, rows: int, size: int, width: int, blocks: int, row_group: int = 32, decode: bool = True
+) -> ScoringSetup:
+    """A bundle with a ResNet (random weights: speed does not depend on them) and a Delta table to score;
+    `decode=False` skips decoding every row into memory (only the bare baselines need it)."""
     from deltalake import WriterProperties, write_deltalake
 
     root.mkdir(parents=True, exist_ok=True)
@@ -85,6 +94,8 @@ def make_setup(root: Path, *, rows: int, size: int, width: int, blocks: int, row
     from deltalake import DeltaTable
 
     images = DeltaTable(str(table)).to_pyarrow_table(columns=["key", "image"])
+    if not decode:
+        images = images.slice(0, 2)
     decoded = pre.encode(images, with_label=False).inputs["image"]
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -93,8 +104,10 @@ def make_setup(root: Path, *, rows: int, size: int, width: int, blocks: int, row
     return ScoringSetup(root, table, bundle_dir, rows, size, spec, decoded, counter.get_total_flops() / 2)
 
 
-def bare_torch(setup: ScoringSetup, *, threads: int, batch: int = 64) -> tuple[float, float]:
-    """Rows/s of the bare model on decoded tensors (channels_last, inference mode), and wall seconds."""
+def bare_torch(setup: ScoringSetup, *, threads: int, batch: int | None = None) -> tuple[float, float]:
+    """Rows/s of the bare model on decoded tensors (channels_last, inference mode), and wall seconds; by
+    default in the Predictor's own forward chunks (same batch size on both sides)."""
+    batch = batch or setup.chunk
     torch.set_num_threads(threads)
     model = Bundle.load(setup.bundle_dir).build().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     x = torch.from_numpy(setup.decoded)
@@ -116,8 +129,10 @@ class _OnnxImage(torch.nn.Module):
         return self.model({"image": image})
 
 
-def bare_ort(setup: ScoringSetup, *, threads: int, batch: int = 64) -> tuple[float, float] | None:
-    """Rows/s of the same model in ONNX Runtime on the same tensors; None if onnxruntime is not installed."""
+def bare_ort(setup: ScoringSetup, *, threads: int, batch: int | None = None) -> tuple[float, float] | None:
+    """Rows/s of the same model in ONNX Runtime on the same tensors (in the Predictor's forward chunks); None if
+    onnxruntime is not installed."""
+    batch = batch or setup.chunk
     try:
         import onnxruntime as ort
     except ImportError:

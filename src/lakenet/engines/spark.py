@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from lakenet.config.schema import SparkEngineConfig
+from lakenet.data.sources import Fragment
 from lakenet.engines.base import Engine, ScoreJob
 from lakenet.errors import ConfigError, LakenetError, TrainingError
 from lakenet.training.callbacks import Callback
@@ -32,7 +33,7 @@ from lakenet.training.loop import TrainJob
 
 T = TypeVar("T")
 
-__all__ = ["SparkEngine", "get_or_create_session"]
+__all__ = ["SparkEngine", "get_or_create_session", "last_score_phases"]
 
 
 def _check_java() -> None:
@@ -149,7 +150,7 @@ def _barrier_train(
 
 
 # ---- scoring --------------------------------------------------------------------------------------------------
-_PREDICTORS: dict[str, Any] = {}  # per Python worker: the bundle is loaded once and reused across tasks
+_PREDICTORS: dict[str, Any] = {}  # per Python worker: the bundle is loaded once and reused across tasks and jobs
 
 
 def _predictor(bundle: str, name: str | None, version: str | None) -> Any:
@@ -166,11 +167,55 @@ def _predictor(bundle: str, name: str | None, version: str | None) -> Any:
     return _PREDICTORS[key]
 
 
-_FILES_SCHEMA = "path string, size long, rows long, bad long, mtime long"
+# A scoring job is cut into this many tasks per slot (fewer when they would get smaller than _MIN_TASK_ROWS),
+# of equal row counts: no slot idles at the end while another runs a lone last task, and a slot slowed down by
+# something else on the machine leaves its second share to the others.
+_TASKS_PER_SLOT = 2
+_MIN_TASK_ROWS = 16
+
+
+def _plan_tasks(fragments: Sequence[Fragment], slots: int) -> list[list[Fragment]]:
+    """The fragments cut into contiguous groups of equal row counts (±1), a multiple of `slots` of them when
+    the table is big enough; a row group is split into row ranges where a boundary falls inside it."""
+    total = sum(f.num_rows for f in fragments)
+    if total == 0:
+        return []
+    per_slot = max(1, min(_TASKS_PER_SLOT, total // (max(slots, 1) * _MIN_TASK_ROWS)))
+    n = min(total, max(slots, 1) * per_slot)
+    ends = [total * (i + 1) // n for i in range(n)]  # cumulative rows at the end of each group
+    groups: list[list[Fragment]] = [[] for _ in range(n)]
+    task = done = 0
+    for f in fragments:
+        at = 0
+        while at < f.num_rows:
+            take = min(f.num_rows - at, ends[task] - done)
+            groups[task].append(Fragment(f.path, f.index, take, f.offset + at))
+            at += take
+            done += take
+            if done == ends[task] and task < n - 1:
+                task += 1
+    return groups
+
+
+_PREPROCESSORS: dict[tuple[str, int, int], Any] = {}  # driver: a bundle's preprocessing, read once per bundle
+
+
+def _bundle_preprocessor(bundle_dir: str) -> Any:
+    from lakenet.models.bundle import Bundle
+
+    st = os.stat(bundle_dir)  # Bundle.save replaces the whole directory: a new inode
+    key = (bundle_dir, st.st_ino, st.st_mtime_ns)
+    if key not in _PREPROCESSORS:
+        _PREPROCESSORS[key] = Bundle.load(bundle_dir).preprocessor
+    return _PREPROCESSORS[key]
 
 
 def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # pragma: no cover - Spark workers
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Each task reads its row ranges of the version's files straight into Arrow, scores them and writes one
+    Parquet file next to the output table; it returns only the file's name, size and counts."""
+    columns = list(job.columns)
+
+    def run(groups: Iterator[list[Fragment]]) -> Iterator[tuple[str, int, int, int, int]]:
         import pyarrow.parquet as pq
         import torch
 
@@ -179,23 +224,37 @@ def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # prag
         name = f"part-{uuid.uuid4().hex}.zstd.parquet"
         writer = None
         rows = bad = 0
-        for batch in batches:
-            for start in range(0, batch.num_rows, job.batch_rows):
-                res = pred(batch.slice(start, job.batch_rows))
-                if writer is None:
-                    writer = pq.ParquetWriter(os.path.join(out_dir, name), res.schema, compression="zstd")
-                writer.write_batch(res)
-                rows += res.num_rows
-                bad += res.num_rows - res.column("error").null_count
+        files: dict[str, Any] = {}
+        for group in groups:
+            for frag in group:
+                if frag.path not in files:
+                    files[frag.path] = pq.ParquetFile(_local(frag.path))
+                table = files[frag.path].read_row_group(frag.index, columns=columns)
+                table = table.slice(frag.offset, frag.num_rows)
+                for batch in table.to_batches(max_chunksize=job.batch_rows):
+                    res = pred(batch)
+                    if writer is None:
+                        writer = pq.ParquetWriter(os.path.join(out_dir, name), res.schema, compression="zstd")
+                    writer.write_batch(res)
+                    rows += res.num_rows
+                    bad += res.num_rows - res.column("error").null_count
+        for f in files.values():
+            f.close()
         if writer is None:
             return
         writer.close()
         st = os.stat(os.path.join(out_dir, name))
-        yield pa.RecordBatch.from_pydict(
-            {"path": [name], "size": [st.st_size], "rows": [rows], "bad": [bad], "mtime": [int(st.st_mtime * 1000)]}
-        )
+        yield name, st.st_size, rows, bad, int(st.st_mtime * 1000)
 
     return run
+
+
+_last_phases: dict[str, float] = {}
+
+
+def last_score_phases() -> dict[str, float]:
+    """Seconds spent in each phase of this process's last Spark scoring job (driver side), for benchmarks."""
+    return dict(_last_phases)
 
 
 class SparkEngine(Engine):
@@ -267,9 +326,8 @@ class SparkEngine(Engine):
 
     def output_schema(self, job: ScoreJob) -> pa.Schema:
         from lakenet.inference.predictor import output_schema
-        from lakenet.models.bundle import Bundle
 
-        pre = Bundle.load(job.bundle_dir).preprocessor
+        pre = _bundle_preprocessor(job.bundle_dir)
         return output_schema(pre, with_key=pre.key in job.snapshot.schema.names, with_model=job.model_name is not None)
 
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
@@ -283,47 +341,78 @@ class SparkEngine(Engine):
 
         from lakenet.data.delta_io import already_committed
 
+        phases: dict[str, float] = {}
+        t = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            phases[name] = now - t
+            t = now
+
         snap = job.snapshot
         if snap.format not in ("delta", "parquet"):
             raise ConfigError(
                 f"The Spark engine scores Delta or Parquet tables; {snap.uri} is {snap.format}. "
                 f"Ingest it first: lakenet ingest {snap.uri} --table <table>"
             )
-        if already_committed(out_uri, txn):
+        exists = DeltaTable.is_deltatable(out_uri)
+        if exists and already_committed(out_uri, txn):
             return 0, 0, False
         schema = self.output_schema(job)
-        DeltaTable.create(out_uri, schema=schema, mode="ignore")
+        out_dir = _local(out_uri)
+        os.makedirs(out_dir, exist_ok=True)
+        lap("check_and_schema")
         spark = self.spark
-        files = sorted({f.path for f in snap.fragments})
-        slots = workers or spark.sparkContext.defaultParallelism
-        # Spark reads exactly the files of this Delta version (listed by delta-rs), never the raw directory.
-        # Scoring costs far more per byte than reading, so split by row group until every slot has work: by
-        # default Spark would give a small table a single task, and one core.
-        total = sum(os.path.getsize(_local(f)) for f in files)
-        conf = spark.conf
-        before = conf.get("spark.sql.files.maxPartitionBytes")
-        conf.set("spark.sql.files.maxPartitionBytes", str(max(total // (2 * slots), 1)))
+        sc = spark.sparkContext
+        slots = workers or sc.defaultParallelism
+        # Tasks read exactly the files of this Delta version (listed by delta-rs on the driver, never the raw
+        # directory), by row group, straight into Arrow as the local engine does: no schema inference pass, no
+        # file-split planning, no JVM-to-Python copy of the rows. Scoring costs far more per row than reading,
+        # so the rows are shared out evenly over the slots instead of by file bytes.
+        groups = _plan_tasks(snap.fragments, slots)
+        threads = _task_threads(slots, sc.master, int(spark.conf.get("spark.task.cpus", "1")))  # no conf copy
+        task_job = dataclasses.replace(job, snapshot=dataclasses.replace(snap, fragments=()))  # each task: its own
+        lap("plan")
+        sc.setJobDescription(f"lakenet predict {snap.uri} -> {out_uri}")
         try:
-            df = spark.read.parquet(*files).select(*job.columns)
-            if df.rdd.getNumPartitions() < slots:
-                df = df.repartition(slots)
+            written = (
+                sc.parallelize(groups, max(len(groups), 1))
+                .mapPartitions(_score_partitions(task_job, out_dir, threads))
+                .collect()
+            )
         finally:
-            conf.set("spark.sql.files.maxPartitionBytes", before)
-        threads = _task_threads(slots, spark.sparkContext.master, 1)
-        written = df.mapInArrow(_score_partitions(job, _local(out_uri), threads), _FILES_SCHEMA).collect()
-        actions: list[AddAction | RemoveAction] = [
-            AddAction(r["path"], r["size"], {}, r["mtime"], True, f'{{"numRecords":{r["rows"]}}}') for r in written
+            sc.setJobDescription(None)
+        lap("spark_job")
+        adds = [
+            AddAction(name, size, {}, mtime, True, f'{{"numRecords":{rows}}}') for name, size, rows, _, mtime in written
         ]
-        dt = DeltaTable(out_uri)
-        dt.create_write_transaction(
-            actions,
-            mode="append",
-            schema=schema,
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction(txn, 1)], custom_metadata={"lakenet.txn": txn, **metadata}
-            ),
+        props = CommitProperties(
+            app_transactions=[Transaction(txn, 1)], custom_metadata={"lakenet.txn": txn, **metadata}
         )
-        return sum(r["rows"] for r in written), sum(r["bad"] for r in written), True
+        committed = False
+        if not exists:
+            # A new table is created with its rows in one commit, as the local engine's writer does.
+            from deltalake import Schema
+            from deltalake.transaction import create_table_with_add_actions
+
+            try:
+                create_table_with_add_actions(
+                    out_uri, Schema.from_arrow(schema), adds, mode="error", commit_properties=props
+                )
+                committed = True
+            except Exception:
+                if not DeltaTable.is_deltatable(out_uri):  # not a concurrent creator: a real error
+                    raise
+                if already_committed(out_uri, txn):  # a concurrent run of this very job won
+                    return 0, 0, False
+        if not committed:
+            actions: list[AddAction | RemoveAction] = [*adds]
+            DeltaTable(out_uri).create_write_transaction(actions, mode="append", schema=schema, commit_properties=props)
+        lap("commit")
+        _last_phases.clear()
+        _last_phases.update(phases)
+        return sum(w[2] for w in written), sum(w[3] for w in written), True
 
 
 def _local(uri: str) -> str:

@@ -1,0 +1,44 @@
+"""How the Spark engine shares a scoring job out over its slots (pure planning: no JVM needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lakenet.data.sources import Fragment
+from lakenet.engines.spark import _plan_tasks
+
+
+def _rows(groups: list[list[Fragment]]) -> list[int]:
+    return [sum(f.num_rows for f in g) for g in groups]
+
+
+def _covered(groups: list[list[Fragment]]) -> list[tuple[str, int, int]]:
+    """Every (file, row group, row) scored, in task order."""
+    return [(f.path, f.index, f.offset + i) for g in groups for f in g for i in range(f.num_rows)]
+
+
+@pytest.mark.parametrize(("sizes", "slots", "expected"), [
+    ([32] * 31 + [8], 2, [250, 250, 250, 250]),  # the bench table: 1000 rows in 32-row groups
+    ([32] * 5, 2, [40, 40, 40, 40]),
+    ([48], 2, [24, 24]),  # one row group, split into row ranges: every slot works
+    ([20], 2, [10, 10]),  # too small for two tasks per slot
+    ([3], 4, [1, 1, 1]),  # fewer rows than slots
+    ([100, 1], 3, [16, 17, 17, 17, 17, 17]),
+])  # fmt: skip
+def test_equal_shares_cover_every_row_once(sizes: list[int], slots: int, expected: list[int]) -> None:
+    frags = [Fragment(f"f{i % 2}.parquet", i, n) for i, n in enumerate(sizes)]
+    groups = _plan_tasks(frags, slots)
+    assert _rows(groups) == expected
+    whole = [(f.path, f.index, i) for f in frags for i in range(f.num_rows)]
+    assert _covered(groups) == whole  # each row exactly once, in table order
+
+
+def test_offsets_inside_a_shared_row_group_are_kept() -> None:
+    frags = [Fragment("a.parquet", 0, 10, offset=5), Fragment("a.parquet", 0, 10, offset=15)]
+    groups = _plan_tasks(frags, 1)
+    assert _covered(groups) == [("a.parquet", 0, r) for r in range(5, 25)]
+
+
+def test_empty_table_has_no_tasks() -> None:
+    assert _plan_tasks([], 2) == []
+    assert _plan_tasks([Fragment("a.parquet", 0, 0)], 2) == []
