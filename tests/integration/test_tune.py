@@ -139,8 +139,10 @@ def _wait_for_trials(workdir: Path, proc: subprocess.Popen[bytes], done: int, ti
             names = optuna.study.get_all_study_names(f"sqlite:///{workdir / 'optuna.db'}")
             if names:
                 study = load_study(workdir, names[0])
-                states = [t.state for t in study.get_trials(deepcopy=False)]
-                if sum(s.is_finished() for s in states) >= done and TrialState.RUNNING in states:
+                trials = study.get_trials(deepcopy=False)
+                running = [t for t in trials if t.state == TrialState.RUNNING]
+                # ... and the running trial has finished an epoch, so it has a checkpoint to continue from
+                if sum(t.state.is_finished() for t in trials) >= done and running and running[0].intermediate_values:
                     return names[0]
         time.sleep(0.2)
     raise AssertionError(f"fewer than {done} trials finished in {timeout} s")
@@ -154,7 +156,6 @@ def test_an_interrupted_study_continues(wine_csv: Path, workdir: Path, how: str)
     config.write_text(yaml.safe_dump(raw))
     proc = _start_tune(config, workdir)
     name = _wait_for_trials(workdir, proc, done=2)
-    time.sleep(0.3)  # into the next trial's epochs
     os.killpg(proc.pid, signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
     output = proc.communicate(timeout=60)[0].decode()
     before = load_study(workdir, name).trials
@@ -175,6 +176,7 @@ def test_an_interrupted_study_continues(wine_csv: Path, workdir: Path, how: str)
         assert after[t.number].state == t.state and after[t.number].value == t.value
     retried = [t for t in after if t.system_attrs.get("failed_trial") is not None]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].user_attrs["resumed_from_step"] > 0  # it continued from the stopped trial's checkpoint
     stopped = after[retried[0].system_attrs["failed_trial"]]
     assert stopped.params == retried[0].params and stopped.state == TrialState.FAIL
     assert res.counts["complete"] + res.counts["pruned"] + res.counts["failed"] == 5

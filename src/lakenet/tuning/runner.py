@@ -225,6 +225,8 @@ class _Runner:
                 trial.set_user_attr(k, outcome[k])
             trial.set_user_attr("epochs", len(outcome["history"]))
             trial.set_user_attr("trained_epochs", reporter.epochs)
+            if outcome.get("resumed_from_step") is not None:
+                trial.set_user_attr("resumed_from_step", outcome["resumed_from_step"])
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             self.study.tell(trial, value)
             shutil.rmtree(ckpt, ignore_errors=True)  # the weights in out/ stay, for registration
