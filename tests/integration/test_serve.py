@@ -252,8 +252,10 @@ def test_too_many_requests_in_flight_are_refused_before_their_body_is_read(reg: 
     srv, pred, body = gated_server(reg, max_inflight_requests=2)
     url = srv.url + "/v1/predict"
     with srv, ThreadPoolExecutor(2) as pool:
-        inflight = [pool.submit(httpx.post, url, json=body, timeout=30) for _ in range(2)]
+        # One at a time: sent together, both could land in one batch and nothing would be queued.
+        inflight = [pool.submit(httpx.post, url, json=body, timeout=30)]
         assert pred.entered.wait(20)
+        inflight.append(pool.submit(httpx.post, url, json=body, timeout=30))
         wait_for(lambda: srv.app.state.batcher.queued_rows == 1)
         r = httpx.post(url, content=b"{not even json", headers={"content-type": "application/json"}, timeout=30)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"  # not 422: never parsed
