@@ -165,10 +165,10 @@ def _image_defaults(blobs: list[bytes | None]) -> dict[str, int]:
 
 
 # ---- profile ------------------------------------------------------------------------------------------------
-def _scan(cfg: Config, version: int | None = None) -> tuple[TrainPlan, str | None]:
+def _scan(cfg: Config, version: int | None = None, workdir: Path | None = None) -> tuple[TrainPlan, str | None]:
     from lakenet.training.plan import plan_training
 
-    plan = plan_training(cfg, version=version)
+    plan = plan_training(cfg, version=version, workdir=workdir)
     quarantine = write_quarantine(plan.scan, job=config_hash(cfg))
     return plan, quarantine
 
@@ -191,8 +191,13 @@ def _atomic_write(path: Path, text: str) -> None:
 def profile(config: ConfigLike, *, workdir: str | Path | None = None) -> ProfileResult:
     """Profile the config's table (JSON + HTML report) and quarantine its bad rows."""
     cfg = load_config(config)
-    plan, quarantine = _scan(cfg)
-    json_path, html_path = _write_profile(plan.scan, _reports_dir(cfg, _workdir(workdir)))
+    wd = _workdir(workdir)
+    if cfg.model.backbone is not None and cfg.model.backbone.source.startswith(("models:/", "runs:/")):
+        from lakenet.tracking.store import setup_tracking
+
+        setup_tracking(cfg.tracking, workdir=wd)
+    plan, quarantine = _scan(cfg, workdir=wd)
+    json_path, html_path = _write_profile(plan.scan, _reports_dir(cfg, wd))
     return ProfileResult(plan.scan.profile, json_path, html_path, quarantine)
 
 
@@ -247,7 +252,7 @@ def _fit(
     pinned = _resume_version(cfg, ckpt_dir) if resume else None
     if trained is not None:
         pinned = trained.table_version
-    plan, quarantine = _scan(cfg, pinned)
+    plan, quarantine = _scan(cfg, pinned, wd)
     snap, result, spec = plan.snapshot, plan.scan, plan.spec
     enforce_bad_fraction(result, cfg.data.max_bad_fraction, quarantine)
     reports = _reports_dir(cfg, wd)
@@ -269,6 +274,7 @@ def _fit(
         "lakenet.git_commit": git_commit(Path(cfg.data.table).parent),
         "lakenet.engine": cfg.engine.type,
         "lakenet.workers": cfg.engine.workers,
+        **plan.lineage,
         **(tags or {}),
     }
     experiment = cfg.tracking.experiment or cfg.registry.name
@@ -304,8 +310,11 @@ def _fit(
             lineage={k[len("lakenet.") :]: v for k, v in lineage.items()},
             profile={k: result.profile[k] for k in ("table", "splits", "label", "bad_rows")},
             training={
-                k: outcome[k]
-                for k in ("history", "best_epoch", "stopped_early", "nonfinite_steps", "step", "resumed_from_step")
+                **{
+                    k: outcome[k]
+                    for k in ("history", "best_epoch", "stopped_early", "nonfinite_steps", "step", "resumed_from_step")
+                },
+                **({"pretrained": plan.pretrained.report} if plan.pretrained else {}),
             },
         )
         bundle_dir = bundle.save(wd / ".lakenet" / "bundles" / run.run_id)
@@ -323,6 +332,7 @@ def _fit(
             name=cfg.registry.name,
             alias=cfg.registry.alias,
             signature=bundle.signature(),
+            requirements=bundle.requirements(),
             tags={**lineage, "lakenet.metrics": json.dumps(report["metrics"]), "lakenet.run_id": run.run_id},
         )
     return FitResult(
@@ -400,7 +410,7 @@ def tune(
     study = open_study(tcfg, name, url, max_epochs=cfg.trainer.epochs, seed=tcfg.seed, create=True, on_create=pin)
     # A continued study keeps the table version it started on, so its trials stay comparable.
     version = study.user_attrs.get("table_version")
-    plan, quarantine = _scan(cfg, version)
+    plan, quarantine = _scan(cfg, version, wd)
     enforce_bad_fraction(plan.scan, cfg.data.max_bad_fraction, quarantine)
     base = cfg.to_yaml_dict()
     base["data"]["version"] = plan.snapshot.version
@@ -413,6 +423,7 @@ def tune(
         "lakenet.table": plan.snapshot.uri,
         "lakenet.table_version": plan.snapshot.version,
         "lakenet.config_hash": config_hash(cfg),
+        **plan.lineage,
     }
     experiment = cfg.tracking.experiment or cfg.registry.name
     previous = len(study.trials)

@@ -38,7 +38,15 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-_TAGS = {"numeric", "category", "image", "local", "spark"}  # discriminator values pydantic puts in error paths
+_TAGS = {
+    "numeric",
+    "category",
+    "image",
+    "vector",
+    "text",
+    "local",
+    "spark",
+}  # discriminator values pydantic puts in error paths
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
@@ -50,7 +58,10 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
         field = model.model_fields.get(str(part))
         if field is None:
             if model is Features:  # an input feature: its schema depends on its type
-                return ["type", "column", "size", "channels", "max_categories", "min_count", "embedding_dim"]
+                from lakenet.config.schema import CategoryFeature, ImageFeature, TextFeature
+
+                keys = [*CategoryFeature.model_fields, *ImageFeature.model_fields, *TextFeature.model_fields]
+                return list(dict.fromkeys(keys))
             return []
         ann = field.annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None

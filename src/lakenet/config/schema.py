@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 __all__ = [
     "CURRENT_VERSION",
+    "BackboneConfig",
     "CategoryFeature",
     "Config",
     "DataConfig",
@@ -25,9 +26,11 @@ __all__ = [
     "SearchParam",
     "SparkEngineConfig",
     "SplitConfig",
+    "TextFeature",
     "TrackingConfig",
     "TrainerConfig",
     "TuneConfig",
+    "VectorFeature",
     "parse_duration",
 ]
 
@@ -120,7 +123,42 @@ class ImageFeature(_Strict):
     channels: Literal[1, 3] = Field(1, description="1 = greyscale, 3 = RGB.")
 
 
-FeatureSpec = Annotated[NumericFeature | CategoryFeature | ImageFeature, Field(discriminator="type")]
+class VectorFeature(_Strict):
+    """A fixed-length list of numbers per row (an embedding written by `lakenet featurize`, or your own),
+    fed to the model as is. Rows with a missing, wrong-length or non-finite vector are quarantined."""
+
+    type: Literal["vector"] = Field("vector", description="Feature type.")
+    column: str | None = Field(None, description="Source column (a list of numbers); default: the feature's name.")
+
+
+class TextFeature(_Strict):
+    """Free text, tokenised and encoded into one vector per row: by a small trainable bag of hashed words and
+    bigrams (`encoder: bag`), or by a pretrained sentence encoder (a name such as all-MiniLM-L6-v2, a Hugging
+    Face model id, or a local model directory), frozen or fine-tuned."""
+
+    type: Literal["text"] = Field("text", description="Feature type.")
+    column: str | None = Field(None, description="Source column holding the text; default: the feature's name.")
+    encoder: str = Field(
+        "bag",
+        min_length=1,
+        description="bag (trainable, from scratch), or a pretrained encoder: all-MiniLM-L6-v2, a Hugging Face "
+        "id (org/name; offline with HF_HUB_OFFLINE=1 from the local cache) or a local model directory.",
+    )
+    max_length: int = Field(64, ge=1, le=512, description="Tokens kept per text (longer texts are truncated).")
+    freeze: bool = Field(True, description="Pretrained encoders: keep the encoder's weights fixed (false = fine-tune).")
+    learning_rate: float = Field(
+        2e-5, gt=0.0, le=1.0, description="Pretrained encoders with freeze: false: the encoder's learning rate."
+    )
+    buckets: int = Field(
+        2**16, ge=16, le=2**22, description="bag: hash buckets for words and bigrams (the vocabulary size)."
+    )
+    embedding_dim: int = Field(64, ge=1, le=1024, description="bag: width of the learned token embeddings.")
+
+
+FeatureSpec = Annotated[
+    NumericFeature | CategoryFeature | ImageFeature | VectorFeature | TextFeature, Field(discriminator="type")
+]
+InputFeature = NumericFeature | CategoryFeature | ImageFeature | VectorFeature | TextFeature
 
 
 class LabelSpec(_Strict):
@@ -150,7 +188,7 @@ class Features(BaseModel):
         return self
 
     @property
-    def inputs(self) -> dict[str, NumericFeature | CategoryFeature | ImageFeature]:
+    def inputs(self) -> dict[str, InputFeature]:
         """Input features by name, in YAML order."""
         return dict(self.__pydantic_extra__ or {})
 
@@ -159,11 +197,67 @@ class Features(BaseModel):
         return spec.column or name
 
 
+def _backbone_shorthand(value: object) -> object:
+    return {"source": value} if isinstance(value, str) else value
+
+
+class BackboneConfig(_Strict):
+    """A pretrained network to start from (transfer learning); its head is replaced by a new one sized from
+    this table's labels."""
+
+    source: str = Field(
+        ...,
+        min_length=1,
+        description="models:/name@alias or models:/name/N (a registered lakenet model), a lakenet bundle "
+        "directory, a .safetensors file of weights for the built-in architecture, an .onnx file exported from any "
+        "framework (a frozen image feature extractor run in ONNX Runtime), or a Hugging Face image model (id or "
+        "local directory).",
+    )
+    freeze: str = Field(
+        "none",
+        min_length=1,
+        description="all (train only the new head), none (fine-tune everything), or a layer name such as "
+        "stages.1: that layer and every layer before it stay fixed. ONNX backbones are always frozen.",
+    )
+    learning_rate: float | None = Field(
+        None, gt=0.0, le=10.0, description="Learning rate of the backbone's trainable layers; default: the trainer's."
+    )
+    output: str | None = Field(
+        None, description="ONNX backbones: the output to use as features; default: the graph's first output."
+    )
+    mean: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=3,
+        description="Per-channel pixel mean (0-1 scale) the backbone expects; default: the backbone's own "
+        "(lakenet models, Hugging Face preprocessor config, lakenet ONNX exports), else this table's.",
+    )
+    std: list[float] | None = Field(
+        None, min_length=1, max_length=3, description="Per-channel pixel standard deviation, like mean."
+    )
+
+    @model_validator(mode="after")
+    def _mean_std(self) -> BackboneConfig:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("model.backbone: give both mean and std, or neither")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std):
+                raise ValueError("model.backbone: mean and std need one value per channel each")
+            if min(self.std) <= 0:
+                raise ValueError("model.backbone.std: values must be > 0")
+        return self
+
+
 class ModelConfig(_Strict):
-    """The network: a built-in architecture or your own torch.nn.Module."""
+    """The network: a built-in architecture or your own torch.nn.Module, optionally from a pretrained backbone."""
 
     architecture: Literal["auto", "mlp", "resnet"] = Field(
         "auto", description="Built-in architecture; auto = resnet when there is an image feature, else mlp."
+    )
+    backbone: Annotated[BackboneConfig | None, BeforeValidator(_backbone_shorthand)] = Field(
+        None,
+        description="Start from a pretrained network (a source string, or a mapping with source, freeze, "
+        "learning_rate, ...); null = random initialisation.",
     )
     module: str | None = Field(
         None,

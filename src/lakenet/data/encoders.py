@@ -7,6 +7,8 @@ travels inside the model bundle and the predictor reproduces training-time prepr
 from __future__ import annotations
 
 import io
+import re
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakenet.config.schema import CategoryFeature, Config, ImageFeature, NumericFeature
+from lakenet.config.schema import CategoryFeature, Config, ImageFeature, NumericFeature, TextFeature, VectorFeature
 from lakenet.errors import DataError
 
 __all__ = [
@@ -27,7 +29,10 @@ __all__ = [
     "LabelState",
     "NumericState",
     "Preprocessor",
+    "TextState",
+    "VectorState",
     "decode_image",
+    "text_input_keys",
 ]
 
 
@@ -44,7 +49,9 @@ class BadRow:
 class Encoded:
     """A batch of encoded rows: only rows where `valid` is true are present in `inputs`/`target`."""
 
-    inputs: dict[str, np.ndarray]  # "numeric": (N, F) f32, "category": (N, K) i64, "image": (N, C, S, S) f32
+    # "numeric": (N, F) f32, "category": (N, K) i64, "image": (N, C, S, S) f32, "vector": (N, V) f32,
+    # "text.<name>": (N, L) i64 token ids (0 = padding for bag encoders) and "text.<name>.mask": (N, L) i64
+    inputs: dict[str, np.ndarray]
     target: np.ndarray | None  # (N,) i64 class index, or (N,) f32 standardised value
     valid: np.ndarray  # (rows,) bool over the input batch
     bad: list[BadRow] = field(default_factory=list)
@@ -78,6 +85,50 @@ class ImageState:
     channels: int
     mean: list[float]
     std: list[float]
+
+
+@dataclass(frozen=True)
+class VectorState:
+    name: str
+    column: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class TextState:
+    name: str
+    column: str
+    kind: str  # "bag" (hashed words and bigrams) or "pretrained" (the encoder's own tokenizer)
+    max_length: int
+    buckets: int = 0  # bag
+    tokenizer: str | None = None  # pretrained: the tokenizer's JSON (Hugging Face `tokenizers` format)
+    source: str | None = None  # pretrained: where the encoder came from
+
+
+def text_input_keys(name: str) -> tuple[str, str]:
+    """The Encoded.inputs keys of a text feature: token ids and attention mask."""
+    return f"text.{name}", f"text.{name}.mask"
+
+
+_WORD = re.compile(r"\w+")
+
+
+def bag_ids(texts: list[str | None], buckets: int, max_length: int) -> np.ndarray:
+    """(N, max_length) ids of hashed words and bigrams, interleaved in text order (w1, w1 w2, w2, ...), so
+    truncation keeps the start of a text; 0 is padding."""
+    out = np.zeros((len(texts), max_length), dtype=np.int64)
+    for i, text in enumerate(texts):
+        words = _WORD.findall(text.lower()) if text else []
+        tokens: list[str] = []
+        for j, w in enumerate(words):
+            tokens.append(w)
+            if j + 1 < len(words):
+                tokens.append(f"{w} {words[j + 1]}")
+            if len(tokens) >= max_length:
+                break
+        ids = [zlib.crc32(t.encode()) % buckets + 1 for t in tokens[:max_length]]
+        out[i, : len(ids)] = ids
+    return out
 
 
 @dataclass(frozen=True)
@@ -139,14 +190,19 @@ class Preprocessor:
         categories: list[CategoryState],
         image: ImageState | None,
         label: LabelState,
+        vectors: list[VectorState] | None = None,
+        texts: list[TextState] | None = None,
     ) -> None:
         self.key = key
         self.numeric = numeric
         self.categories = categories
         self.image = image
         self.label = label
+        self.vectors = list(vectors or [])
+        self.texts = list(texts or [])
         self._cat_index = [{v: i + 1 for i, v in enumerate(c.vocab)} for c in categories]
         self._class_index = {c: i for i, c in enumerate(label.classes or [])}
+        self._tokenizers: dict[str, Any] = {}
 
     # ---- description -------------------------------------------------------------------------------------
     @property
@@ -157,7 +213,24 @@ class Preprocessor:
         cols = [s.column for s in self.numeric] + [s.column for s in self.categories]
         if self.image is not None:
             cols.append(self.image.column)
+        cols += [s.column for s in self.vectors] + [s.column for s in self.texts]
         return list(dict.fromkeys(cols))
+
+    def with_image_normalisation(self, mean: list[float], std: list[float]) -> Preprocessor:
+        """A copy whose images are normalised with `mean`/`std` (a pretrained backbone's own statistics)."""
+        if self.image is None:
+            return self
+        im = self.image
+        if len(mean) != im.channels or len(std) != im.channels:
+            raise DataError(
+                f"The backbone normalises {len(mean)} channel(s) but feature {im.name!r} has {im.channels}; "
+                f"set features.{im.name}.channels: {len(mean)}"
+            )
+        image = ImageState(im.name, im.column, im.size, im.channels, [float(m) for m in mean], [float(v) for v in std])
+        return Preprocessor(
+            key=self.key, numeric=self.numeric, categories=self.categories, image=image, label=self.label,
+            vectors=self.vectors, texts=self.texts,
+        )  # fmt: skip
 
     def columns(self, *, with_label: bool) -> list[str]:
         cols = [self.key, *self.input_columns()]
@@ -171,7 +244,54 @@ class Preprocessor:
         sig += [{"name": s.column, "type": "string", "feature": "category"} for s in self.categories]
         if self.image is not None:
             sig.append({"name": self.image.column, "type": "binary", "feature": "image"})
+        sig += [{"name": s.column, "type": "vector", "feature": "vector"} for s in self.vectors]
+        sig += [{"name": s.column, "type": "string", "feature": "text"} for s in self.texts]
         return sig
+
+    def _tokenizer(self, t: TextState) -> Any:
+        tok = self._tokenizers.get(t.name)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            assert t.tokenizer is not None
+            tok = Tokenizer.from_str(t.tokenizer)
+            pad = tok.padding or {}
+            tok.enable_truncation(max_length=t.max_length)
+            tok.enable_padding(
+                length=t.max_length, pad_id=int(pad.get("pad_id", 0)), pad_token=str(pad.get("pad_token", "[PAD]"))
+            )
+            self._tokenizers[t.name] = tok
+        return tok
+
+    def _encode_text(self, t: TextState, values: list[str | None]) -> dict[str, np.ndarray]:
+        ids_key, mask_key = text_input_keys(t.name)
+        if t.kind == "bag":
+            return {ids_key: bag_ids(values, t.buckets, t.max_length)}
+        encs = self._tokenizer(t).encode_batch([v or "" for v in values])
+        ids = np.array([e.ids for e in encs], dtype=np.int64).reshape(len(values), t.max_length)
+        mask = np.array([e.attention_mask for e in encs], dtype=np.int64).reshape(len(values), t.max_length)
+        return {ids_key: ids, mask_key: mask}
+
+    def _encode_vectors(self, table: pa.Table | pa.RecordBatch, n: int, mark: Any) -> np.ndarray:
+        """(N, sum of dims) float32; rows with a missing, wrong-length or non-finite vector are marked."""
+        mat = np.zeros((n, sum(v.dim for v in self.vectors)), dtype=np.float32)
+        at = 0
+        for v in self.vectors:
+            col = table.column(v.column)
+            arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+            nulls = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            values = pc.list_flatten(arr).cast(pa.float32()).to_numpy(zero_copy_only=False)
+            mark(nulls, "missing_vector", v.column)
+            mark(~nulls & (lengths != v.dim), "wrong_vector_length", v.column)
+            rows = np.flatnonzero(~nulls & (lengths == v.dim))
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            block = np.asarray(values, dtype=np.float32)[starts[rows, None] + np.arange(v.dim)]  # (R, dim)
+            finite = np.isfinite(block).all(1)
+            mark(np.isin(np.arange(n), rows[~finite]), "non_finite_vector", v.column)
+            mat[rows, at : at + v.dim] = np.where(np.isfinite(block), block, 0.0)
+            at += v.dim
+        return mat
 
     # ---- encoding ----------------------------------------------------------------------------------------
     def encode(self, table: pa.Table | pa.RecordBatch, *, with_label: bool) -> Encoded:
@@ -219,6 +339,12 @@ class Preprocessor:
             mean = np.asarray(im.mean, dtype=np.float32).reshape(1, -1, 1, 1)
             std = np.asarray(im.std, dtype=np.float32).reshape(1, -1, 1, 1)
             inputs["image"] = (arr - mean) / std
+        if self.vectors:
+            inputs["vector"] = self._encode_vectors(table, n, mark)
+        for t in self.texts:
+            values = _strings(table.column(t.column))
+            mark(np.array([v is None for v in values], dtype=bool), "missing_text", t.column)
+            inputs.update(self._encode_text(t, values))
         target = None
         if with_label:
             target = self._encode_label(table.column(self.label.column), mark)
@@ -258,6 +384,8 @@ class Preprocessor:
             "categories": [asdict(s) for s in self.categories],
             "image": asdict(self.image) if self.image else None,
             "label": asdict(self.label),
+            "vectors": [asdict(s) for s in self.vectors],
+            "texts": [asdict(s) for s in self.texts],
         }
 
     @classmethod
@@ -268,6 +396,8 @@ class Preprocessor:
             categories=[CategoryState(**s) for s in d["categories"]],
             image=ImageState(**d["image"]) if d.get("image") else None,
             label=LabelState(**d["label"]),
+            vectors=[VectorState(**s) for s in d.get("vectors", [])],
+            texts=[TextState(**s) for s in d.get("texts", [])],
         )
 
 
@@ -276,8 +406,9 @@ class StatsAccumulator:
 
     _IMAGE_SAMPLE = 512
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, vector_dims: dict[str, int] | None = None) -> None:
         self.cfg = cfg
+        self.vector_dims = dict(vector_dims or {})
         self.sums: dict[str, np.ndarray] = {}  # name -> [n, sum, sumsq]
         self.counts: dict[str, Counter[str]] = {}
         self.label_counts: Counter[str] = Counter()
@@ -326,6 +457,8 @@ class StatsAccumulator:
     def finish(self) -> Preprocessor:
         cfg = self.cfg
         numeric, cats, image = [], [], None
+        vectors: list[VectorState] = []
+        texts: list[TextState] = []
         for name, spec in cfg.features.inputs.items():
             column = cfg.features.column_of(name)
             if isinstance(spec, NumericFeature):
@@ -343,6 +476,10 @@ class StatsAccumulator:
                 ch = spec.channels
                 stats = [self._mean_std(*self.pixel_sums[:, c]) for c in range(ch)]
                 image = ImageState(name, column, spec.size, ch, [m for m, _ in stats], [s for _, s in stats])
+            elif isinstance(spec, VectorFeature):
+                vectors.append(VectorState(name, column, self.vector_dims.get(name, 0)))
+            elif isinstance(spec, TextFeature):
+                texts.append(text_state(name, column, spec))
         lab = cfg.features.label
         if lab.task == "classification":
             classes = sorted(self.label_counts, key=_natural_key)
@@ -355,7 +492,20 @@ class StatsAccumulator:
         else:
             mean, std = self._mean_std(*self.label_sums)
             label = LabelState(lab.column, lab.task, mean=mean, std=std)
-        return Preprocessor(key=cfg.data.key, numeric=numeric, categories=cats, image=image, label=label)
+        return Preprocessor(
+            key=cfg.data.key, numeric=numeric, categories=cats, image=image, label=label, vectors=vectors, texts=texts
+        )
+
+
+def text_state(name: str, column: str, spec: TextFeature) -> TextState:
+    """The preprocessing state of a text feature: hashing for `bag`, else the pretrained encoder's tokenizer."""
+    if spec.encoder == "bag":
+        return TextState(name, column, "bag", spec.max_length, buckets=spec.buckets)
+    from lakenet.models.pretrained import load_text_encoder
+
+    enc = load_text_encoder(spec.encoder)
+    length = min(spec.max_length, enc.max_positions)
+    return TextState(name, column, "pretrained", length, tokenizer=enc.tokenizer_json, source=enc.source)
 
 
 def _natural_key(v: str) -> tuple[int, float, str]:

@@ -19,13 +19,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakenet.config.schema import CategoryFeature, Config, ImageFeature, NumericFeature
+from lakenet.config.schema import CategoryFeature, Config, ImageFeature, NumericFeature, TextFeature, VectorFeature
 from lakenet.data.encoders import (
     ImageState,
     LabelState,
     NumericState,
     Preprocessor,
     StatsAccumulator,
+    TextState,
+    VectorState,
 )
 from lakenet.data.sources import Snapshot
 from lakenet.data.split import SPLIT_NAMES, TRAIN, assign_splits
@@ -103,6 +105,20 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
                 f"Column {col!r} (feature {name!r}) has type {t}, which is not numeric. "
                 f"Set features.{name}.type to category or image, or pick another column."
             )
+        if isinstance(spec, VectorFeature) and not (
+            (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+            and (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type))
+        ):
+            raise DataError(
+                f"Column {col!r} (feature {name!r}) has type {t}, but a vector feature needs a list of numbers per "
+                f"row (an embedding, as `lakenet featurize` writes). Change features.{name}.type or pick another "
+                "column."
+            )
+        if isinstance(spec, TextFeature) and not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise DataError(
+                f"Column {col!r} (feature {name!r}) has type {t}, but a text feature needs strings. Set "
+                f"features.{name}.type to numeric or category, or pick another column."
+            )
         if isinstance(spec, CategoryFeature) and not _is_scalar(t):
             raise DataError(
                 f"Column {col!r} (feature {name!r}) has type {t}; a category feature needs scalar values. "
@@ -122,9 +138,37 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
         )
 
 
-def _probe_preprocessor(cfg: Config) -> Preprocessor:
-    """Neutral state: encodes every row to find unusable ones before any statistics exist."""
+def vector_dims(cfg: Config, snap: Snapshot) -> dict[str, int]:
+    """Each vector feature's length: the most common length among the first fragment's rows (rows of another
+    length are quarantined)."""
     feats = cfg.features
+    cols = {n: feats.column_of(n) for n, s in feats.inputs.items() if isinstance(s, VectorFeature)}
+    dims: dict[str, int] = {}
+    for name, col in cols.items():
+        lengths: Counter[int] = Counter()
+        for _, table in snap.iter_tables([col]):
+            arr = table.column(col)
+            lengths.update(x for x in pc.list_value_length(arr).to_pylist() if x)
+            if lengths:
+                break
+        if not lengths:
+            raise DataError(
+                f"Vector feature {name!r}: column {col!r} has no non-empty vector to learn its length from."
+            )
+        dims[name] = lengths.most_common(1)[0][0]
+    return dims
+
+
+def _probe_preprocessor(cfg: Config, dims: dict[str, int]) -> Preprocessor:
+    """Neutral state: encodes every row to find unusable ones before any statistics exist (text is only
+    checked for presence, so no tokenizer is loaded)."""
+    feats = cfg.features
+    vectors = [VectorState(n, feats.column_of(n), dims[n]) for n, s in feats.inputs.items() if n in dims]
+    texts = [
+        TextState(n, feats.column_of(n), "bag", 1, buckets=16)
+        for n, s in feats.inputs.items()
+        if isinstance(s, TextFeature)
+    ]
     numeric = [
         NumericState(n, feats.column_of(n), 0.0, 1.0) for n, s in feats.inputs.items() if isinstance(s, NumericFeature)
     ]
@@ -137,7 +181,29 @@ def _probe_preprocessor(cfg: Config) -> Preprocessor:
         None,
     )
     label = LabelState(feats.label.column, feats.label.task, classes=None)
-    return Preprocessor(key=cfg.data.key, numeric=numeric, categories=[], image=image, label=label)
+    return Preprocessor(
+        key=cfg.data.key, numeric=numeric, categories=[], image=image, label=label, vectors=vectors, texts=texts
+    )
+
+
+def _row_hashes(table: pa.Table, columns: list[str]) -> list[bytes]:
+    """A content hash per row over `columns` (lists hashed by their values, scalars through pandas)."""
+    nested = [c for c in columns if pa.types.is_nested(table.schema.field(c).type)]
+    flat = [c for c in columns if c not in nested]
+    parts: list[list[bytes]] = []
+    if flat:
+        df = table.select(flat).to_pandas()
+        parts.append([h.tobytes() for h in pd.util.hash_pandas_object(df, index=False).to_numpy()])
+    for c in nested:
+        parts.append(
+            [
+                hashlib.blake2b(
+                    np.asarray(v if v is not None else [], dtype=np.float64).tobytes(), digest_size=12
+                ).digest()
+                for v in table.column(c).to_pylist()
+            ]
+        )
+    return [b"".join(p) for p in zip(*parts, strict=True)] if parts else [b""] * table.num_rows
 
 
 def _thumbnail(blob: bytes, px: int = 48) -> str | None:
@@ -223,8 +289,9 @@ def scan_table(cfg: Config, snap: Snapshot) -> ScanResult:
     """Check the schema, profile every column, find bad rows and learn preprocessing state from training rows."""
     check_schema(cfg, snap)
     feats = cfg.features
-    probe = _probe_preprocessor(cfg)
-    stats = StatsAccumulator(cfg)
+    dims = vector_dims(cfg, snap)
+    probe = _probe_preprocessor(cfg, dims)
+    stats = StatsAccumulator(cfg, dims)
     key_col, label_col = cfg.data.key, feats.label.column
     image_col = probe.image.column if probe.image else None
     source_col = "path" if "path" in snap.schema.names else None
@@ -274,8 +341,7 @@ def scan_table(cfg: Config, snap: Snapshot) -> ScanResult:
             blobs = table.column(image_col).to_pylist()
             hashes = [hashlib.blake2b(b or b"", digest_size=12).digest() for b in blobs]
         else:
-            df = table.select(feature_cols).to_pandas()
-            hashes = [h.tobytes() for h in pd.util.hash_pandas_object(df, index=False).to_numpy()]
+            hashes = _row_hashes(table, list(dict.fromkeys(feature_cols)))
         for i, h in enumerate(hashes):
             if not good[i]:
                 continue

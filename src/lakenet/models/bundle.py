@@ -56,6 +56,16 @@ class Bundle:
     def signature(self) -> list[dict[str, str]]:
         return self.preprocessor.signature()
 
+    def requirements(self) -> list[str]:
+        """Packages beyond lakenet's own that this model needs at inference time."""
+        reqs = []
+        kind = (self.spec.backbone or {}).get("kind")
+        if kind == "onnx":
+            reqs.append("onnxruntime>=1.18")
+        if kind == "hf" or any(t.get("kind") == "pretrained" for t in self.spec.texts):
+            reqs += ["transformers>=4.40", "tokenizers>=0.19"]
+        return reqs
+
     def save(self, path: str | Path) -> Path:
         """Write atomically: a partly written bundle is never visible at `path`."""
         dest = Path(path)

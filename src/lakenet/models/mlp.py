@@ -24,7 +24,11 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(spec.dropout)
         self.head = nn.Linear(dim, spec.num_outputs)
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last hidden layer: what the head sees (an embedding of the row)."""
         x = self.tabular(inputs)  # (B, F + sum(D))
-        assert x is not None, "MLP needs at least one numeric or category feature"
-        return self.head(self.dropout(self.body(x)))  # (B, num_outputs)
+        assert x is not None, "MLP needs at least one non-image feature"
+        return self.body(x)  # (B, width)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.dropout(self.features(inputs)))  # (B, num_outputs)

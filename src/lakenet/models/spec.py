@@ -23,11 +23,17 @@ class ModelSpec:
     depth: int = 2
     dropout: float = 0.1
     options: dict[str, Any] = field(default_factory=dict)
+    vector_dim: int = 0  # width of the concatenated vector features
+    # One entry per text feature: {"name", "kind": "bag" | "pretrained", "dim", "buckets" | "hf_config", ...}
+    texts: tuple[dict[str, Any], ...] = ()
+    # An external image backbone (architecture "transfer"): {"kind": "onnx" | "hf", "out_dim", ...}
+    backbone: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["category_sizes"] = list(self.category_sizes)
         d["category_dims"] = list(self.category_dims)
+        d["texts"] = list(self.texts)
         return d
 
     @classmethod
@@ -35,4 +41,5 @@ class ModelSpec:
         d = dict(d)
         d["category_sizes"] = tuple(d.get("category_sizes", ()))
         d["category_dims"] = tuple(d.get("category_dims", ()))
+        d["texts"] = tuple(d.get("texts", ()))
         return cls(**d)

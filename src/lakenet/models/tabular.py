@@ -1,24 +1,32 @@
-"""Shared tabular trunk: standardised numerics + category embeddings → one feature vector."""
+"""Shared non-image trunk: standardised numerics, category embeddings, vector features and encoded text →
+one feature vector."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from lakenet.data.encoders import text_input_keys
 from lakenet.models.spec import ModelSpec
+from lakenet.models.text import build_text_encoder
 
 __all__ = ["TabularEncoder"]
 
 
 class TabularEncoder(nn.Module):
-    """Concatenates numeric features and category embeddings; `out_dim` is 0 when there are none."""
+    """Concatenates numeric features, category embeddings, vectors and text encodings; `out_dim` is 0 when
+    there are none."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.embeddings = nn.ModuleList(
             nn.Embedding(size, dim) for size, dim in zip(spec.category_sizes, spec.category_dims, strict=True)
         )
-        self.out_dim = spec.numeric_dim + sum(spec.category_dims)
+        self.texts = nn.ModuleList(build_text_encoder(t) for t in spec.texts)
+        self._text_keys = [text_input_keys(t["name"]) for t in spec.texts]
+        self.out_dim = (
+            spec.numeric_dim + sum(spec.category_dims) + spec.vector_dim + sum(int(t["dim"]) for t in spec.texts)
+        )
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         parts = []
@@ -27,4 +35,8 @@ class TabularEncoder(nn.Module):
         if len(self.embeddings):
             cats = inputs["category"]  # (B, K) int64
             parts.extend(emb(cats[:, j]) for j, emb in enumerate(self.embeddings))  # K x (B, D_j)
+        if "vector" in inputs:
+            parts.append(inputs["vector"])  # (B, V)
+        for (ids, mask), enc in zip(self._text_keys, self.texts, strict=True):
+            parts.append(enc(inputs[ids], inputs.get(mask)))  # (B, L) -> (B, D_t)
         return torch.cat(parts, dim=1) if parts else None

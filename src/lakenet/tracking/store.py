@@ -150,15 +150,18 @@ class TrackedRun:
         alias: str,
         signature: list[dict[str, str]],
         tags: dict[str, Any],
+        requirements: list[str] | None = None,
     ) -> str:
         """Log the bundle as a pyfunc model (model-from-code, no pickle), register it, point `alias` at it."""
         import mlflow
         from mlflow.models.signature import ModelSignature
         from mlflow.tracking import MlflowClient
-        from mlflow.types.schema import ColSpec, Schema
+        from mlflow.types.schema import Array, ColSpec, Schema
 
-        col_type = {"double": "double", "string": "string", "binary": "binary"}
-        sig = ModelSignature(inputs=Schema([ColSpec(col_type[c["type"]], c["name"]) for c in signature]))
+        def col(c: dict[str, str]) -> ColSpec:
+            return ColSpec(Array("float") if c["type"] == "vector" else c["type"], c["name"])
+
+        sig = ModelSignature(inputs=Schema([col(c) for c in signature]))
         with _active(self.run_id), warnings.catch_warnings():
             # MLflow nags about a missing input example; the signature is explicit and images make poor examples.
             warnings.simplefilter("ignore", UserWarning)
@@ -166,7 +169,7 @@ class TrackedRun:
                 name="model",
                 python_model=_CODE_FILE,
                 artifacts={"bundle": str(bundle_dir)},
-                pip_requirements=[f"lakenet=={__version__}", *_PIP],
+                pip_requirements=[f"lakenet=={__version__}", *_PIP, *(requirements or [])],
                 signature=sig,
                 registered_model_name=name,
                 await_registration_for=60,

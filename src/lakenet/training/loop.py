@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lakenet.config.loader import parse_config
@@ -36,6 +36,7 @@ from lakenet.models.registry import build_model
 from lakenet.models.spec import ModelSpec
 from lakenet.training.callbacks import Callback
 from lakenet.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lakenet.training.transfer import apply_pretrained, frozen_subtrees
 
 __all__ = ["TrainJob", "TrainState", "WorkerContext", "resolve_device", "train_worker"]
 
@@ -55,6 +56,11 @@ class TrainJob:
     # Train on train+validation with no validation pass (a tuned configuration's final fit); the config's
     # epochs are the budget and early stopping must be off.
     refit: bool = False
+    # Transfer learning: pretrained tensors to start from (a safetensors file), parameters kept frozen, and
+    # parameters with their own learning rate.
+    init_weights: str | None = None
+    frozen: tuple[str, ...] = ()
+    param_lrs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,12 +105,17 @@ def _lr_lambda(cfg: Config, steps_per_epoch: int) -> Any:
     return lambda step: 1.0
 
 
-def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+def _optimizer(cfg: Config, model: nn.Module, lrs: dict[str, float] | None = None) -> torch.optim.Optimizer:
     t = cfg.trainer
+    lrs = lrs or {}
     # No weight decay on biases and normalisation parameters (the usual practice; it hurts small nets otherwise).
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # Frozen parameters are left out; a pretrained backbone may have its own learning rate.
+    by_group: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (lrs.get(name, t.learning_rate), t.weight_decay if p.ndim > 1 else 0.0)
+            by_group.setdefault(key, []).append(p)
+    groups = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in by_group.items()]
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.learning_rate, momentum=t.momentum)
     return torch.optim.AdamW(groups, lr=t.learning_rate)
@@ -135,7 +146,8 @@ class _Evaluator:
         if dist.is_initialized():
             # Each rank updated its BatchNorm statistics with its own last batch: evaluate rank 0's everywhere.
             for buf in model.buffers():
-                dist.broadcast(buf, 0)
+                if buf.is_floating_point():  # not counters, nor a frozen ONNX graph's bytes
+                    dist.broadcast(buf, 0)
         model.eval()
         k = self.pre.num_outputs
         cm = np.zeros((k, k), dtype=np.int64)
@@ -191,7 +203,12 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
     classification = pre.label.task == "classification"
 
     torch.manual_seed(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_model(spec).to(device)
+    model = build_model(spec)
+    init = load_file(job.init_weights) if job.init_weights and not job.resume else None
+    apply_pretrained(model, init, job.frozen)
+    del init
+    model = model.to(device)
+    frozen_modules = frozen_subtrees(model)
     counts = job.fragment_counts
     train_splits: int | tuple[int, int] = (TRAIN, VAL) if job.refit else TRAIN
     train_counts = counts[:, TRAIN] + counts[:, VAL] if job.refit else counts[:, TRAIN]
@@ -228,7 +245,7 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
             "add rows, lower engine.workers, or raise data.split.train."
         )
 
-    optimizer = _optimizer(cfg, model)
+    optimizer = _optimizer(cfg, model, job.param_lrs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
     state = TrainState()
     best_weights: dict[str, torch.Tensor] | None = None
@@ -281,6 +298,8 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
     rows_seen = 0
     while state.epoch < t.epochs and not state.stopped_early:
         net.train()
+        for m in frozen_modules:
+            m.eval()
         loss_sum, loss_rows = 0.0, 0
         t_epoch = time.perf_counter()
         epoch_rows = 0

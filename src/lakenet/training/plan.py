@@ -1,18 +1,25 @@
-"""From a validated config to a TrainJob: pin the table version, scan it once, size the model."""
+"""From a validated config to a TrainJob: pin the table version, resolve a pretrained backbone, scan the table
+once, size the model."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lakenet.config.schema import Config
+from lakenet.config.schema import Config, ImageFeature
 from lakenet.data.scan import ScanResult, scan_table
 from lakenet.data.sources import Snapshot, open_table
+from lakenet.errors import ConfigError
+from lakenet.models.backbone import ResolvedBackbone, resolve_backbone
 from lakenet.models.registry import model_spec
 from lakenet.models.spec import ModelSpec
 from lakenet.training.loop import TrainJob
+from lakenet.training.transfer import PretrainedInit, plan_pretrained
 
 __all__ = ["TrainPlan", "plan_training"]
+
+_INIT_FILE = "pretrained.safetensors"
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,9 @@ class TrainPlan:
     snapshot: Snapshot
     scan: ScanResult
     spec: ModelSpec
+    backbone: ResolvedBackbone | None = None
+    pretrained: PretrainedInit | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)  # lakenet.* tags: backbone, embedding provenance
 
     def job(
         self,
@@ -36,24 +46,103 @@ class TrainPlan:
         """A TrainJob; `config` may differ from the planned one in anything but data and features (a tuning
         trial's learning rate, a refit's epochs), which the scan does not depend on."""
         cfg = config or self.config
+        pre = self.scan.preprocessor
+        spec = model_spec(cfg, pre, self.backbone.spec if self.backbone else None)
+        pretrained = self.pretrained if config is None else plan_pretrained(cfg, spec, pre, self.backbone)
+        init_path = None
+        if pretrained is not None:
+            init_path = Path(checkpoint_dir) / _INIT_FILE
+            if not resume:  # a resumed run starts from its checkpoint, which holds every weight
+                from safetensors.torch import save_file
+
+                init_path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.detach().cpu().contiguous().clone() for k, v in pretrained.weights.items()}, init_path)
         return TrainJob(
             config=cfg.to_yaml_dict(),
             snapshot=self.snapshot,
-            preprocessor=self.scan.preprocessor.to_dict(),
-            spec=model_spec(cfg, self.scan.preprocessor).to_dict(),
+            preprocessor=pre.to_dict(),
+            spec=spec.to_dict(),
             fragment_counts=self.scan.fragment_counts,
             output_dir=str(output_dir),
             checkpoint_dir=str(checkpoint_dir),
             resume=resume,
             refit=refit,
+            init_weights=str(init_path) if init_path is not None else None,
+            frozen=pretrained.frozen if pretrained else (),
+            param_lrs=dict(pretrained.lrs) if pretrained else {},
         )
 
 
-def plan_training(cfg: Config, *, version: int | None = None, min_fragments: int | None = None) -> TrainPlan:
+def _backbone(cfg: Config, workdir: Path | None) -> ResolvedBackbone | None:
+    b = cfg.model.backbone
+    if b is None:
+        return None
+    if cfg.model.module is not None:
+        raise ConfigError("model.backbone and model.module cannot be combined: load pretrained weights in your module")
+    bundle_dir, version = None, None
+    if b.source.startswith(("models:/", "runs:/")):
+        from lakenet.tracking.store import resolve_model
+
+        r = resolve_model(b.source, cache_dir=(workdir or Path.cwd()) / ".lakenet" / "models")
+        bundle_dir, version = r.bundle_dir, r.version
+    resolved = resolve_backbone(b, bundle_dir=bundle_dir, version=version)
+    images = {n: f for n, f in cfg.features.inputs.items() if isinstance(f, ImageFeature)}
+    if resolved.image is not None:
+        if not images:
+            raise ConfigError(
+                f"model.backbone {b.source} is an image model, but the config has no image feature: add one, "
+                "e.g. features: {image: {type: image}}"
+            )
+        name, feat = next(iter(images.items()))
+        want_size, want_ch = resolved.image["size"], resolved.image["channels"]
+        if feat.size != want_size or feat.channels != want_ch:
+            raise ConfigError(
+                f"model.backbone {b.source} expects {want_size}×{want_size} images with {want_ch} channel(s), but "
+                f"features.{name} is {feat.size}×{feat.size} with {feat.channels}: set features.{name}.size: "
+                f"{want_size} and channels: {want_ch}"
+            )
+    elif images and resolved.kind in ("lakenet", "weights") and resolved.spec.get("architecture") == "mlp":
+        raise ConfigError(f"model.backbone {b.source} is a tabular (mlp) model; it cannot read image features")
+    return resolved
+
+
+def _embedding_lineage(snap: Snapshot) -> dict[str, Any]:
+    """Where an embedding table's vectors came from (recorded by `lakenet featurize` in its commits)."""
+    if snap.format != "delta":
+        return {}
+    try:
+        from deltalake import DeltaTable
+
+        for commit in DeltaTable(snap.uri, version=snap.version).history():
+            if "lakenet.featurizer" in commit:
+                return {
+                    "lakenet.features_from": commit.get("lakenet.input"),
+                    "lakenet.features_from_version": commit.get("lakenet.input_version"),
+                    "lakenet.featurizer": commit.get("lakenet.featurizer"),
+                }
+    except Exception:  # lineage is best effort; the table itself was readable
+        return {}
+    return {}
+
+
+def plan_training(
+    cfg: Config, *, version: int | None = None, min_fragments: int | None = None, workdir: Path | None = None
+) -> TrainPlan:
     """Open the table at `version` (default: the config's, else the latest), cut it into at least
-    `min_fragments` pieces (default: 4 per training worker) and scan it: profile, bad rows, preprocessor."""
+    `min_fragments` pieces (default: 4 per training worker) and scan it: profile, bad rows, preprocessor; and
+    resolve the pretrained backbone and text encoders, if any."""
+    backbone = _backbone(cfg, workdir)
     snap = open_table(cfg.data.table, version if version is not None else cfg.data.version)
     # Enough fragments for every worker to get a share, even of a table stored as one big row group.
     snap = snap.subdivided(min_fragments if min_fragments is not None else 4 * cfg.engine.workers)
     result = scan_table(cfg, snap)
-    return TrainPlan(cfg, snap, result, model_spec(cfg, result.preprocessor))
+    b = cfg.model.backbone
+    mean = b.mean if b is not None and b.mean is not None else (backbone.image or {}).get("mean") if backbone else None
+    std = b.std if b is not None and b.std is not None else (backbone.image or {}).get("std") if backbone else None
+    if mean is not None and std is not None:
+        result.preprocessor = result.preprocessor.with_image_normalisation(mean, std)
+    spec = model_spec(cfg, result.preprocessor, backbone.spec if backbone else None)
+    pretrained = plan_pretrained(cfg, spec, result.preprocessor, backbone)
+    lineage = {f"lakenet.{k}": v for k, v in (backbone.lineage if backbone else {}).items()}
+    lineage.update(_embedding_lineage(snap))
+    return TrainPlan(cfg, snap, result, spec, backbone, pretrained, lineage)

@@ -163,7 +163,13 @@ class _Runner:
         self.deadline = time.time() + job.time_budget if job.time_budget else None
 
     def _plan(self, cfg: Config) -> TrainPlan:
-        key = json.dumps({"data": cfg.data.model_dump(mode="json"), "features": cfg.features.model_dump(mode="json")})
+        key = json.dumps(
+            {
+                "data": cfg.data.model_dump(mode="json"),
+                "features": cfg.features.model_dump(mode="json"),
+                "backbone": cfg.model.backbone.model_dump(mode="json") if cfg.model.backbone else None,
+            }
+        )
         if key not in self.plans:
             self.plans[key] = plan_training(cfg)
         return self.plans[key]
