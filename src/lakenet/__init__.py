@@ -7,11 +7,15 @@ lakenet.predict(result.model_uri, "data/pets_new", "data/pets_scored")
 
 from lakenet._version import __version__
 from lakenet.api import (
+    ExportResult,
+    FeaturizeResult,
     FitResult,
     PredictResult,
     ProfileResult,
     TuneResult,
     evaluate,
+    export,
+    featurize,
     fit,
     ingest,
     init_config,
@@ -28,6 +32,8 @@ from lakenet.inference.predictor import Predictor
 
 __all__ = [
     "Config",
+    "ExportResult",
+    "FeaturizeResult",
     "FitResult",
     "LakenetError",
     "PredictResult",
@@ -36,6 +42,8 @@ __all__ = [
     "TuneResult",
     "__version__",
     "evaluate",
+    "export",
+    "featurize",
     "fit",
     "ingest",
     "init_config",

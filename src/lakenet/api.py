@@ -23,7 +23,7 @@ from lakenet.data.quarantine import enforce_bad_fraction, write_quarantine
 from lakenet.data.scan import ScanResult
 from lakenet.data.sources import open_table
 from lakenet.engines import ScoreJob, get_engine
-from lakenet.errors import ConfigError, DataError
+from lakenet.errors import ConfigError, DataError, LakenetError, ModelError
 from lakenet.training.callbacks import Callback, ConsoleProgress
 
 if TYPE_CHECKING:
@@ -34,11 +34,15 @@ if TYPE_CHECKING:
     from lakenet.training.plan import TrainPlan
 
 __all__ = [
+    "ExportResult",
+    "FeaturizeResult",
     "FitResult",
     "PredictResult",
     "ProfileResult",
     "TuneResult",
     "evaluate",
+    "export",
+    "featurize",
     "fit",
     "ingest",
     "init_config",
@@ -706,6 +710,7 @@ def predict(
     master: str | None = None,
     config: ConfigLike | None = None,
     workers: int | None = None,
+    runtime: str = "torch",
     spark: Any = None,
     workdir: str | Path | None = None,
 ) -> PredictResult:
@@ -713,22 +718,14 @@ def predict(
     (input table + version, model version, output).
 
     The engine comes from `config`'s `engine:` section, else from `engine`/`master`, else a given SparkSession,
-    else the local engine.
+    else the local engine. `runtime="onnx"` runs the model in ONNX Runtime (an exported .onnx file always does).
     """
-    from lakenet.config.schema import LocalEngineConfig, SparkEngineConfig
     from lakenet.models.bundle import Bundle
     from lakenet.tracking.store import resolve_model, setup_tracking
 
     wd = _workdir(workdir)
-    engine_cfg: LocalEngineConfig | SparkEngineConfig
-    if config is not None:
-        engine_cfg = load_config(config).engine
-    elif engine in (None, "local") and master is None:
-        engine_cfg = LocalEngineConfig()
-    elif engine in (None, "spark"):
-        engine_cfg = SparkEngineConfig(master=master)
-    else:
-        raise DataError(f"--engine must be local or spark, not {engine!r}")
+    engine_cfg = _score_engine(config, engine, master)
+    _check_runtime(runtime)
     if model.startswith(("models:/", "runs:/")):
         setup_tracking(None, workdir=wd)
     resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
@@ -749,8 +746,9 @@ def predict(
         columns=tuple(pre.columns(with_label=False)),
         model_name=resolved.name or "bundle",
         model_version=resolved.version or model_id,
+        runtime=runtime,
     )
-    if workers is None and isinstance(engine_cfg, LocalEngineConfig):
+    if workers is None and engine_cfg.type == "local":
         workers = engine_cfg.score_workers
     metadata = {
         "lakenet.model": model,
@@ -764,14 +762,226 @@ def predict(
     return PredictResult(out_uri, rows, bad, committed, model, resolved.version)
 
 
+def _score_engine(config: ConfigLike | None, engine: str | None, master: str | None) -> Any:
+    from lakenet.config.schema import LocalEngineConfig, SparkEngineConfig
+
+    if config is not None:
+        return load_config(config).engine
+    if engine in (None, "local") and master is None:
+        return LocalEngineConfig()
+    if engine in (None, "spark"):
+        return SparkEngineConfig(master=master)
+    raise DataError(f"--engine must be local or spark, not {engine!r}")
+
+
+def _check_runtime(runtime: str) -> None:
+    if runtime not in ("torch", "onnx"):
+        raise ConfigError(f"--runtime must be torch or onnx, not {runtime!r}")
+
+
 def _bundle_digest(path: Path) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
+    for f in sorted(path.iterdir()) if path.is_dir() else [path]:
         if f.is_file():
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+# ---- featurize ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeaturizeResult:
+    table: str
+    rows: int
+    bad_rows: int
+    committed: bool  # False: these embeddings were already committed, nothing was written
+    model: str
+    dim: int
+
+
+def featurize(
+    model: str,
+    table: str,
+    out: str,
+    *,
+    column: str | None = None,
+    key: str = "key",
+    version: int | None = None,
+    max_length: int = 128,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    engine: str | None = None,
+    master: str | None = None,
+    config: ConfigLike | None = None,
+    workers: int | None = None,
+    spark: Any = None,
+    workdir: str | Path | None = None,
+) -> FeaturizeResult:
+    """Write one embedding per row of `table` into the Delta table `out` (one commit, exactly once per input
+    version, model and output), keeping the table's other columns, so `features: {emb: {type: vector}}` can
+    train on it.
+
+    `model`: a registered lakenet model or bundle (its own input columns; the embedding is what its head sees),
+    an .onnx image model, or a Hugging Face text or image model (name, id or directory), which read `column`.
+    """
+    from lakenet.inference.featurizer import Featurizer, FeaturizeSpec
+    from lakenet.models.backbone import backbone_kind
+    from lakenet.models.pretrained import resolve_hf_dir
+    from lakenet.tracking.store import resolve_model, setup_tracking
+
+    wd = _workdir(workdir)
+    engine_cfg = _score_engine(config, engine, master)
+    kind = backbone_kind(model)
+    if kind == "weights":
+        raise ConfigError(
+            f"{model}: featurize needs a bundle, a registered model, an .onnx file or a Hugging Face model"
+        )
+    version_tag: str | None = None
+    if kind == "lakenet":
+        if model.startswith(("models:/", "runs:/")):
+            setup_tracking(None, workdir=wd)
+        resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
+        path, version_tag = resolved.bundle_dir, resolved.version
+        model_id = version_tag or _bundle_digest(path)
+    elif kind == "onnx":
+        path = Path(model).expanduser().resolve()
+        if not path.is_file():
+            raise DataError(f"ONNX file {model} not found")
+        model_id = _bundle_digest(path)
+    else:
+        path = resolve_hf_dir(model)
+        model_id = _bundle_digest(path / "config.json")
+    if kind != "lakenet" and column is None:
+        raise ConfigError(f"featurize with {model}: pass --column, the column of images or text it should read")
+    spec = FeaturizeSpec(
+        kind="lakenet" if kind == "lakenet" else kind,
+        path=str(path),
+        source=model,
+        key=key,
+        column=column,
+        max_length=max_length,
+        mean=tuple(mean) if mean else None,
+        std=tuple(std) if std else None,
+    )
+    snap = open_table(str(Path(table).resolve()) if "://" not in table else table, version)
+    probe = Featurizer(spec)  # fails here, on the driver, if the model cannot be loaded
+    reads = probe.input_columns
+    snap.require_columns({key: "--key", **{c: "--column" for c in reads}})
+    dim = probe.dim
+    del probe
+    out_uri = str(Path(out).resolve()) if "://" not in out else out
+    txn = app_id("featurize", snap.uri, snap.version, snap.fingerprint, spec.to_json(), model_id, out_uri)
+    if already_committed(out_uri, txn):
+        return FeaturizeResult(out_uri, 0, 0, False, model, dim)
+    job = ScoreJob(
+        snapshot=snap,
+        bundle_dir=str(path),
+        columns=tuple(snap.schema.names),
+        model_name=None,
+        model_version=version_tag,
+        featurize=spec.to_json(),
+        reads=tuple(reads),
+    )
+    if workers is None and engine_cfg.type == "local":
+        workers = engine_cfg.score_workers
+    metadata = {
+        "lakenet.featurizer": model + (f" (version {version_tag})" if version_tag else ""),
+        "lakenet.featurizer_id": str(model_id),
+        "lakenet.embedding_dim": str(dim),
+        "lakenet.input": snap.uri,
+        "lakenet.input_version": str(snap.version),
+    }
+    rows, bad, committed = get_engine(engine_cfg, spark=spark).predict_to_table(
+        job, out_uri, txn=txn, metadata=metadata, workers=workers
+    )
+    return FeaturizeResult(out_uri, rows, bad, committed, model, dim)
+
+
+# ---- export -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: str
+    max_abs_diff: float  # between the export and the registered model, on the rows checked
+    rows_checked: int
+    tolerance: float
+
+
+def export(
+    model: str,
+    *,
+    out: str | Path,
+    format: str = "onnx",
+    tolerance: float = 1e-4,
+    workdir: str | Path | None = None,
+) -> ExportResult:
+    """Export a model to ONNX (run by ONNX Runtime anywhere; `lakenet predict/serve` take the file) or to one
+    safetensors file, and check it: the largest absolute difference between the export's outputs and the
+    model's, on random inputs of every kind plus rows of the table it was trained on (when readable), must
+    stay within `tolerance`, else nothing is written."""
+    import os
+
+    import numpy as np
+
+    from lakenet.models.bundle import Bundle
+    from lakenet.models.export import OnnxModel, export_onnx, export_safetensors, parity
+    from lakenet.tracking.store import resolve_model, setup_tracking
+
+    if format not in ("onnx", "safetensors"):
+        raise ConfigError(f"--format must be onnx or safetensors, not {format!r}")
+    wd = _workdir(workdir)
+    if model.startswith(("models:/", "runs:/")):
+        setup_tracking(None, workdir=wd)
+    bundle = Bundle.load(resolve_model(model, cache_dir=wd / ".lakenet" / "models").bundle_dir)
+    if not bundle.weights:
+        raise ConfigError(f"{model} is already an ONNX export; export the registered model instead")
+    inputs = bundle.preprocessor.example_inputs(16, seed=0)
+    real = _sample_rows(bundle)
+    if real is not None:
+        inputs = {k: np.concatenate([inputs[k], real[k]]) for k in inputs}
+    dest = Path(out).resolve()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        if format == "onnx":
+            data = export_onnx(bundle)
+            tmp.write_bytes(data)
+            diff = parity(bundle, OnnxModel(data, bundle.preprocessor.input_keys()), inputs)
+        else:
+            from safetensors.torch import load_file
+
+            export_safetensors(bundle, tmp)
+            reloaded = Bundle(bundle.spec, bundle.preprocessor, load_file(str(tmp)))
+            from lakenet.inference.predictor import Predictor
+
+            diff = parity(bundle, Predictor(reloaded).forward, inputs)
+        if not diff <= tolerance:
+            raise ModelError(
+                f"Export parity check failed: max abs difference {diff:.3g} > tolerance {tolerance:g} on "
+                f"{len(next(iter(inputs.values())))} rows; nothing was written. Raise --tolerance if that is "
+                "acceptable for this model."
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(dest, format, diff, len(next(iter(inputs.values()))), tolerance)
+
+
+def _sample_rows(bundle: Any, n: int = 32) -> dict[str, Any] | None:
+    """Encoded rows of the table the model was trained on, when it is still readable (best effort)."""
+    table, version = bundle.lineage.get("table"), bundle.lineage.get("table_version")
+    if not table:
+        return None
+    try:
+        snap = open_table(str(table), version if isinstance(version, int) else None)
+        if not snap.fragments:
+            return None
+        rows = snap.read(snap.fragments[0], bundle.preprocessor.input_columns()).slice(0, n)
+        enc = bundle.preprocessor.encode(rows, with_label=False)
+    except LakenetError:
+        return None
+    return enc.inputs if enc.num_valid else None
 
 
 # ---- registry -----------------------------------------------------------------------------------------------
@@ -812,6 +1022,7 @@ def serve(
     poll_interval_s: float = 5.0,
     device: str = "cpu",
     torch_threads: int | None = None,
+    runtime: str = "torch",
     access_log: bool = False,
     log_level: str = "info",
     background: bool = False,
@@ -823,7 +1034,8 @@ def serve(
 
     Binds 127.0.0.1 unless told otherwise, and refuses any other interface without a bearer token (`token` or,
     better, `token_file`). `follow_alias` polls the registry every `poll_interval_s` and switches to the version
-    the alias points to, between batches, without failing a request. The settings are described in
+    the alias points to, between batches, without failing a request. `runtime="onnx"` runs the model in ONNX
+    Runtime (an exported .onnx file always does). The settings are described in
     `lakenet.serving.settings.ServeSettings`.
     """
     from lakenet.serving.settings import make_settings, read_token_file
@@ -860,10 +1072,13 @@ def serve(
 
         if not torch.cuda.is_available():
             raise ConfigError(f"device={settings.device!r}, but torch {torch.__version__} sees no CUDA device.")
+    _check_runtime(runtime)
     wd = _workdir(workdir)
-    predictor = _serving_predictor(model, wd, settings.device)
+    predictor = _serving_predictor(model, wd, settings.device, runtime)
     refresh = (
-        _alias_follower(followed, predictor.model_version, wd, settings.device) if follow_alias and followed else None
+        _alias_follower(followed, predictor.model_version, wd, settings.device, runtime)
+        if follow_alias and followed
+        else None
     )
     from lakenet.serving.server import run, start_background
 
@@ -881,17 +1096,21 @@ def _alias_ref(model: str) -> tuple[str, str] | None:
     return name, alias
 
 
-def _serving_predictor(model: str, wd: Path, device: str) -> Predictor:
+def _serving_predictor(model: str, wd: Path, device: str, runtime: str = "torch") -> Predictor:
     from lakenet.inference.predictor import Predictor
     from lakenet.tracking.store import resolve_model, setup_tracking
 
     if model.startswith(("models:/", "runs:/")):
         setup_tracking(None, workdir=wd)
     resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
-    return Predictor(resolved.bundle_dir, device=device, model_name=resolved.name, model_version=resolved.version)
+    return Predictor(
+        resolved.bundle_dir, device=device, model_name=resolved.name, model_version=resolved.version, runtime=runtime
+    )
 
 
-def _alias_follower(ref: tuple[str, str], version: str | None, wd: Path, device: str) -> Callable[[], Predictor | None]:
+def _alias_follower(
+    ref: tuple[str, str], version: str | None, wd: Path, device: str, runtime: str = "torch"
+) -> Callable[[], Predictor | None]:
     """A refresh function for the server: the Predictor of the version `name@alias` points to, once per new
     version (None while it has not moved). Runs on a worker thread."""
     from lakenet.tracking.store import alias_version
@@ -903,7 +1122,7 @@ def _alias_follower(ref: tuple[str, str], version: str | None, wd: Path, device:
         now = alias_version(name, alias)
         if now == seen[0]:
             return None
-        predictor = _serving_predictor(f"models:/{name}/{now}", wd, device)
+        predictor = _serving_predictor(f"models:/{name}/{now}", wd, device, runtime)
         seen[0] = now  # only once loaded: a failed download is retried at the next poll
         return predictor
 

@@ -27,6 +27,9 @@ out = Console()
 err = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="The job's YAML config file.")]
+RuntimeOpt = Annotated[
+    str, typer.Option(help="torch, or onnx: run the model in ONNX Runtime (an exported .onnx file always is).")
+]
 WorkdirOpt = Annotated[
     Path | None,
     typer.Option("--workdir", help="Where mlflow.db, reports/ and .lakenet/ live (default: cwd)."),
@@ -145,6 +148,7 @@ def predict(
     master: Annotated[str | None, typer.Option(help="Spark master, e.g. local[2] (implies --engine spark).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
     workers: Annotated[int | None, typer.Option(help="Scoring processes / Spark partitions.")] = None,
+    runtime: RuntimeOpt = "torch",
     workdir: WorkdirOpt = None,
 ) -> None:
     """Score a table into a Delta table, exactly once."""
@@ -152,13 +156,66 @@ def predict(
 
     res = api.predict(
         model, table, out_table, version=version, engine=engine, master=master, config=config, workers=workers,
-        workdir=workdir,
+        runtime=runtime, workdir=workdir,
     )  # fmt: skip
     if not res.committed:
         out.print(f"[yellow]already scored[/]: {res.table} has this model version's predictions for this input "
                   "version; nothing written")  # fmt: skip
         return
     out.print(f"[green]scored[/] {res.rows} rows into {res.table} ({res.bad_rows} with an error)")
+
+
+@app.command()
+def featurize(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="models:/name@alias or a bundle dir (embeds with that model), an .onnx image model, or a Hugging "
+            "Face model (all-MiniLM-L6-v2, org/name, or a directory).",
+        ),
+    ],
+    table: Annotated[str, typer.Option("--table", help="Table to embed.")],
+    out_table: Annotated[str, typer.Option("--out", help="Delta table to write the embeddings to.")],
+    column: Annotated[str | None, typer.Option(help="Column the network reads (ONNX and Hugging Face models).")] = None,
+    key: Annotated[str, typer.Option(help="Key column.")] = "key",
+    version: Annotated[int | None, typer.Option(help="Input Delta version (default: latest).")] = None,
+    max_length: Annotated[int, typer.Option(help="Text models: tokens kept per row.")] = 128,
+    engine: Annotated[str | None, typer.Option(help="local or spark (default: --config's, else local).")] = None,
+    master: Annotated[str | None, typer.Option(help="Spark master, e.g. local[2] (implies --engine spark).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes / Spark partitions.")] = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Write one embedding per row as a Delta table (exactly once), keeping the other columns."""
+    from lakenet import api
+
+    res = api.featurize(
+        model, table, out_table, column=column, key=key, version=version, max_length=max_length, engine=engine,
+        master=master, config=config, workers=workers, workdir=workdir,
+    )  # fmt: skip
+    if not res.committed:
+        out.print(f"[yellow]already featurized[/]: {res.table} has these embeddings for this input version")
+        return
+    out.print(f"[green]embedded[/] {res.rows} rows ({res.dim}-d) into {res.table} ({res.bad_rows} with an error)")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="models:/name@alias, models:/name/N or a bundle dir.")],
+    out_path: Annotated[Path, typer.Option("--out", help="File to write (.onnx or .safetensors).")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or safetensors.")] = "onnx",
+    tolerance: Annotated[float, typer.Option(help="Largest acceptable max abs difference to the model.")] = 1e-4,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Export a model to ONNX or safetensors, checked against the model (parity) before it is written."""
+    from lakenet import api
+
+    res = api.export(model, out=out_path, format=fmt, tolerance=tolerance, workdir=workdir)
+    out.print(
+        f"[green]exported[/] {res.path} ({res.format}); parity: max abs difference {res.max_abs_diff:.3g} on "
+        f"{res.rows_checked} rows (tolerance {res.tolerance:g})"
+    )
 
 
 models_app = typer.Typer(help="List registered models; `promote` moves an alias.", add_completion=False)
@@ -236,10 +293,11 @@ def serve(
     poll_interval: Annotated[float, typer.Option(help="Seconds between registry polls (--follow-alias).")] = 5.0,
     device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="Torch threads for the model (default: from the cores).")] = None,
+    runtime: RuntimeOpt = "torch",
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Serve a model over HTTP: POST /v1/predict, /healthz, /readyz, /metrics, /docs."""
+    """Serve a model (or an exported .onnx file) over HTTP: POST /v1/predict, /healthz, /readyz, /metrics, /docs."""
     from lakenet import api
 
     api.serve(
@@ -248,7 +306,7 @@ def serve(
         max_request_rows=max_request_rows,
         max_body_bytes=int(max_body_mb * 2**20), request_timeout_s=timeout, drain_timeout_s=drain_timeout,
         follow_alias=follow_alias, poll_interval_s=poll_interval, device=device, torch_threads=threads,
-        access_log=access_log,
+        runtime=runtime, access_log=access_log,
         workdir=workdir,
     )  # fmt: skip
 

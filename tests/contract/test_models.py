@@ -56,19 +56,39 @@ ONNX = _onnx_bytes()
 SPECS = {
     "mlp": ModelSpec("mlp", 3, **TAB, width=8, depth=2),
     "mlp-vector-text": ModelSpec(
-        "mlp", 3, **TAB, width=8, depth=1, vector_dim=5,
+        "mlp",
+        3,
+        **TAB,
+        width=8,
+        depth=1,
+        vector_dim=5,
         texts=(
             {"name": "t", "kind": "bag", "buckets": 64, "dim": 4},
-            {"name": "u", "kind": "pretrained", "hf_config": TINY_BERT, "pooling": "mean", "normalize": True, "dim": 16},
+            {
+                "name": "u",
+                "kind": "pretrained",
+                "hf_config": TINY_BERT,
+                "pooling": "mean",
+                "normalize": True,
+                "dim": 16,
+            },
         ),
     ),  # fmt: skip
     "resnet": ModelSpec("resnet", 3, **TAB, image_channels=3, image_size=12, width=4, depth=2),
     "transfer-hf": ModelSpec(
-        "transfer", 3, **TAB, image_channels=3, image_size=12,
+        "transfer",
+        3,
+        **TAB,
+        image_channels=3,
+        image_size=12,
         backbone={"kind": "hf", "hf_config": TINY_VIT, "out_dim": 16},
     ),  # fmt: skip
     "transfer-onnx": ModelSpec(
-        "transfer", 3, **TAB, image_channels=3, image_size=12,
+        "transfer",
+        3,
+        **TAB,
+        image_channels=3,
+        image_size=12,
         backbone={"kind": "onnx", "nbytes": len(ONNX), "input": "x", "output": "y", "batch": None, "out_dim": 4},
     ),  # fmt: skip
 }

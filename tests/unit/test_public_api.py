@@ -6,6 +6,8 @@ import lakenet
 
 EXPECTED = {
     "Config",
+    "ExportResult",
+    "FeaturizeResult",
     "FitResult",
     "LakenetError",
     "PredictResult",
@@ -14,6 +16,8 @@ EXPECTED = {
     "TuneResult",
     "__version__",
     "evaluate",
+    "export",
+    "featurize",
     "fit",
     "ingest",
     "init_config",
@@ -37,7 +41,7 @@ def test_no_pyspark_mlflow_or_fastapi_on_import() -> None:
     import subprocess
     import sys
 
-    heavy = "('pyspark', 'mlflow', 'fastapi', 'uvicorn', 'optuna')"
+    heavy = "('pyspark', 'mlflow', 'fastapi', 'uvicorn', 'optuna', 'transformers', 'onnxruntime', 'onnx')"
     code = f"import sys, lakenet; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -248,6 +248,54 @@ class Preprocessor:
         sig += [{"name": s.column, "type": "string", "feature": "text"} for s in self.texts]
         return sig
 
+    def input_keys(self) -> list[str]:
+        """The keys of Encoded.inputs, in a fixed order (the input names of an exported ONNX graph)."""
+        keys = []
+        if self.numeric:
+            keys.append("numeric")
+        if self.categories:
+            keys.append("category")
+        if self.image is not None:
+            keys.append("image")
+        if self.vectors:
+            keys.append("vector")
+        for t in self.texts:
+            ids, mask = text_input_keys(t.name)
+            keys += [ids, mask] if t.kind == "pretrained" else [ids]
+        return keys
+
+    def example_inputs(self, n: int, seed: int | None = None) -> dict[str, np.ndarray]:
+        """Encoded inputs for `n` rows without a table: zeros, or random values of the right kind and range
+        (`seed`), for warm-ups and export parity checks."""
+        rng = np.random.default_rng(seed) if seed is not None else None
+        out: dict[str, np.ndarray] = {}
+
+        def normal(*shape: int) -> np.ndarray:
+            return rng.standard_normal(shape).astype(np.float32) if rng else np.zeros(shape, np.float32)
+
+        if self.numeric:
+            out["numeric"] = normal(n, len(self.numeric))
+        if self.categories:
+            cats = [rng.integers(0, len(c.vocab) + 1, n) if rng else np.zeros(n, np.int64) for c in self.categories]
+            out["category"] = np.stack(cats, 1).astype(np.int64)
+        if self.image is not None:
+            out["image"] = normal(n, self.image.channels, self.image.size, self.image.size)
+        if self.vectors:
+            out["vector"] = normal(n, sum(v.dim for v in self.vectors))
+        for t in self.texts:
+            ids_key, mask_key = text_input_keys(t.name)
+            vocab = t.buckets + 1 if t.kind == "bag" else self._tokenizer(t).get_vocab_size()
+            ids = rng.integers(1, vocab, (n, t.max_length)) if rng else np.zeros((n, t.max_length), np.int64)
+            mask = np.ones((n, t.max_length), dtype=np.int64)
+            if rng is not None:  # rows of different lengths, padded at the end
+                lengths = rng.integers(1, t.max_length + 1, n)
+                mask = (np.arange(t.max_length)[None, :] < lengths[:, None]).astype(np.int64)
+                ids = ids * mask
+            out[ids_key] = ids.astype(np.int64)
+            if t.kind == "pretrained":
+                out[mask_key] = mask
+        return out
+
     def _tokenizer(self, t: TextState) -> Any:
         tok = self._tokenizers.get(t.name)
         if tok is None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
 from lakenet.data.sources import Snapshot
 from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob
+
+if TYPE_CHECKING:
+    from lakenet.data.encoders import Preprocessor
 
 __all__ = ["Engine", "ScoreJob"]
 
@@ -20,7 +24,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """Score every row of a snapshot with a model bundle; the predictor is built once per worker."""
+    """Score (or embed) every row of a snapshot with a model; the scorer is built once per worker."""
 
     snapshot: Snapshot
     bundle_dir: str
@@ -28,6 +32,43 @@ class ScoreJob:
     model_name: str | None = None
     model_version: str | None = None
     batch_rows: int = 256
+    runtime: str = "torch"  # torch, or onnx (ONNX Runtime)
+    featurize: str | None = None  # a FeaturizeSpec as JSON: embed rows instead of predicting
+    reads: tuple[str, ...] = ()  # featurize: the columns the network reads (not copied to the output)
+
+    def scorer(self) -> Any:
+        """The per-worker callable (arrow batch -> arrow batch): a Predictor, or a Featurizer."""
+        if self.featurize is not None:
+            from lakenet.inference.featurizer import Featurizer, FeaturizeSpec
+
+            return Featurizer(FeaturizeSpec(**json.loads(self.featurize)))
+        from lakenet.inference.predictor import Predictor
+
+        return Predictor(
+            self.bundle_dir, model_name=self.model_name, model_version=self.model_version, runtime=self.runtime
+        )
+
+    def scorer_key(self) -> str:
+        """Identifies the scorer a worker may cache and reuse across tasks and jobs."""
+        parts = (self.bundle_dir, self.model_name, self.model_version, self.runtime, self.featurize)
+        return "\x1f".join(str(x) for x in parts)
+
+    def output_schema(self, pre: Preprocessor | None = None) -> pa.Schema:
+        """The scorer's output schema, known without building the model (`pre`: the bundle's preprocessing,
+        if the caller has it already)."""
+        if self.featurize is not None:
+            from lakenet.inference.featurizer import FeaturizeSpec, featurize_schema
+
+            spec = FeaturizeSpec(**json.loads(self.featurize))
+            schema = pa.schema([self.snapshot.schema.field(c) for c in self.columns])
+            return featurize_schema(schema, spec, list(self.reads))
+        from lakenet.inference.predictor import output_schema
+        from lakenet.models.bundle import Bundle
+
+        pre = pre if pre is not None else Bundle.load(self.bundle_dir).preprocessor
+        return output_schema(
+            pre, with_key=pre.key in self.snapshot.schema.names, with_model=self.model_name is not None
+        )
 
 
 class Engine(ABC):

@@ -96,10 +96,8 @@ def _init_scorer(job: ScoreJob, threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
-    from lakenet.inference.predictor import Predictor
-
     torch.set_num_threads(threads)
-    _predictor = Predictor(job.bundle_dir, model_name=job.model_name, model_version=job.model_version)
+    _predictor = job.scorer()
 
 
 def _score_fragment(args: tuple[ScoreJob, int]) -> bytes:
@@ -182,20 +180,14 @@ class LocalEngine(Engine):
             _raise_worker_error(job, workers)
 
     def output_schema(self, job: ScoreJob) -> pa.Schema:
-        from lakenet.inference.predictor import output_schema
-        from lakenet.models.bundle import Bundle
-
-        pre = Bundle.load(job.bundle_dir).preprocessor
-        return output_schema(pre, with_key=pre.key in job.snapshot.schema.names, with_model=job.model_name is not None)
+        return job.output_schema()
 
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
         frags = list(range(len(job.snapshot.fragments)))
         cores = cpu_count()
         procs = max(1, min(workers or cores, len(frags), cores))
         if procs == 1:
-            from lakenet.inference.predictor import Predictor
-
-            pred = Predictor(job.bundle_dir, model_name=job.model_name, model_version=job.model_version)
+            pred = job.scorer()
             for fi in frags:
                 table = job.snapshot.read(job.snapshot.fragments[fi], list(job.columns))
                 for batch in table.to_batches(max_chunksize=job.batch_rows):

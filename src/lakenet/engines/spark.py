@@ -153,17 +153,26 @@ def _barrier_train(
 _PREDICTORS: dict[str, Any] = {}  # per Python worker: the bundle is loaded once and reused across tasks and jobs
 
 
-def _predictor(bundle: str, name: str | None, version: str | None) -> Any:
-    key = f"{bundle}\x1f{name}\x1f{version}"
+def _predictor(bundle: str, name: str | None, version: str | None, runtime: str = "torch") -> Any:
+    key = f"{bundle}\x1f{name}\x1f{version}\x1f{runtime}"
     if key not in _PREDICTORS:
         from lakenet.inference.predictor import Predictor
 
         path = bundle
-        if not Path(path).is_dir():  # shipped with SparkContext.addFile on a cluster
+        if not Path(path).exists():  # shipped with SparkContext.addFile on a cluster
             from pyspark import SparkFiles
 
             path = SparkFiles.get(bundle)
-        _PREDICTORS[key] = Predictor(path, model_name=name, model_version=version)
+        _PREDICTORS[key] = Predictor(path, model_name=name, model_version=version, runtime=runtime)
+    return _PREDICTORS[key]
+
+
+def _scorer(job: ScoreJob) -> Any:
+    if job.featurize is None:
+        return _predictor(job.bundle_dir, job.model_name, job.model_version, job.runtime)
+    key = job.scorer_key()
+    if key not in _PREDICTORS:
+        _PREDICTORS[key] = job.scorer()
     return _PREDICTORS[key]
 
 
@@ -220,7 +229,7 @@ def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # prag
         import torch
 
         torch.set_num_threads(threads)
-        pred = _predictor(job.bundle_dir, job.model_name, job.model_version)
+        pred = _scorer(job)
         name = f"part-{uuid.uuid4().hex}.zstd.parquet"
         writer = None
         rows = bad = 0
@@ -325,10 +334,7 @@ class SparkEngine(Engine):
             )
 
     def output_schema(self, job: ScoreJob) -> pa.Schema:
-        from lakenet.inference.predictor import output_schema
-
-        pre = _bundle_preprocessor(job.bundle_dir)
-        return output_schema(pre, with_key=pre.key in job.snapshot.schema.names, with_model=job.model_name is not None)
+        return job.output_schema(None if job.featurize is not None else _bundle_preprocessor(job.bundle_dir))
 
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError("the Spark engine scores straight into Delta: use predict_to_table")

@@ -13,8 +13,9 @@ import pyarrow as pa
 import torch
 
 from lakenet.data.encoders import Preprocessor
-from lakenet.errors import DataError
+from lakenet.errors import DataError, ModelError
 from lakenet.models.bundle import Bundle
+from lakenet.models.export import OnnxModel, bundle_onnx
 
 __all__ = ["Predictor", "output_schema"]
 
@@ -54,13 +55,28 @@ class Predictor:
         batch_size: int = 256,
         model_name: str | None = None,
         model_version: str | None = None,
+        runtime: str = "torch",
     ) -> None:
+        """`runtime`: torch, or onnx (the model exported to ONNX and run in ONNX Runtime, on the CPU). A bundle
+        loaded from an exported .onnx file always runs in ONNX Runtime."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.pre = self.bundle.preprocessor
         self.device = torch.device(device)
-        self.model = self.bundle.build(self.device)
-        if self.pre.image is not None and self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster CPU convs
+        if runtime not in ("torch", "onnx"):
+            raise ModelError(f"runtime must be torch or onnx, not {runtime!r}")
+        self.runtime = "onnx" if self.bundle.onnx is not None and not self.bundle.weights else runtime
+        self.model: torch.nn.Module | None = None
+        self._ort: OnnxModel | None = None
+        if self.runtime == "onnx":
+            if self.device.type != "cpu":
+                raise ModelError("runtime onnx runs on the CPU here; use runtime torch for device cuda")
+            where = Path(bundle) if isinstance(bundle, str | Path) else None
+            graph = bundle_onnx(self.bundle, where if where is not None and where.is_dir() else None)
+            self._ort = OnnxModel(graph, self.pre.input_keys())
+        else:
+            self.model = self.bundle.build(self.device)
+            if self.pre.image is not None and self.device.type == "cpu":
+                self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster CPU convs
         self.batch_size = batch_size
         self.model_name, self.model_version = model_name, model_version
         self.classes = self.pre.label.classes or []
@@ -75,7 +91,7 @@ class Predictor:
 
     @torch.inference_mode()
     def forward(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Raw model outputs for encoded inputs: (N, classes) probabilities or (N,) values."""
+        """Model outputs for encoded inputs: (N, classes) probabilities, or (N,) values in the label's units."""
         n = len(next(iter(inputs.values()))) if inputs else 0
         step = self.batch_size
         if self.device.type == "cpu":
@@ -83,12 +99,18 @@ class Predictor:
             step = max(1, min(step, _CPU_CHUNK_VALUES // max(per_row, 1)))
         outs = []
         for start in range(0, n, step):
+            if self._ort is not None:
+                outs.append(self._ort({k: v[start : start + step] for k, v in inputs.items()}))
+                continue
+            assert self.model is not None
             chunk = {k: torch.from_numpy(v[start : start + step]).to(self.device) for k, v in inputs.items()}
             if "image" in chunk and self.device.type == "cpu":
                 chunk["image"] = chunk["image"].contiguous(memory_format=torch.channels_last)
             out = self.model(chunk)
-            out = torch.softmax(out.float(), dim=1) if self.classification else out.float().view(-1)
-            outs.append(out.cpu().numpy())
+            if self.classification:
+                outs.append(torch.softmax(out.float(), dim=1).cpu().numpy())
+            else:
+                outs.append(self.pre.decode_target(out.float().view(-1).cpu().numpy().astype(np.float64)))
         if not outs:
             return np.zeros((0, len(self.classes)) if self.classification else (0,), dtype=np.float32)
         return np.concatenate(outs)
@@ -132,7 +154,7 @@ class Predictor:
             )
         else:
             values = np.full(n, np.nan)
-            values[rows] = self.pre.decode_target(out.astype(np.float64))
+            values[rows] = out.astype(np.float64)
             cols["prediction"] = pa.array(values, pa.float64(), mask=~valid)
         cols["error"] = pa.array(errors, pa.string())
         if self.model_name is not None:

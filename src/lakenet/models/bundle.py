@@ -41,9 +41,12 @@ class Bundle:
     metrics: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)  # training data profile summary
     training: dict[str, Any] = field(default_factory=dict)  # history, best epoch, steps
+    onnx: bytes | None = None  # an exported ONNX graph (a bundle loaded from a .onnx file has no torch weights)
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The network with the bundle's weights, in eval mode."""
+        if not self.weights and self.onnx is not None:
+            raise ModelError("This model was loaded from an ONNX export: it runs in ONNX Runtime (runtime onnx) only")
         model = build_model(self.spec)
         missing, unexpected = model.load_state_dict(self.weights, strict=False)
         if missing or unexpected:
@@ -71,7 +74,16 @@ class Bundle:
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        meta = {
+        (tmp / _META).write_text(json.dumps(self.meta(), indent=2, default=str))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.weights.items()}, str(tmp / _WEIGHTS))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        return dest
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the weights, as JSON-able data (bundle.json)."""
+        return {
             "format": BUNDLE_FORMAT,
             "lakenet_version": __version__,
             "spec": self.spec.to_dict(),
@@ -82,29 +94,50 @@ class Bundle:
             "profile": self.profile,
             "training": self.training,
         }
-        (tmp / _META).write_text(json.dumps(meta, indent=2, default=str))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.weights.items()}, str(tmp / _WEIGHTS))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        return dest
 
     @classmethod
-    def load(cls, path: str | Path) -> Bundle:
-        p = Path(path)
-        if not (p / _META).is_file() or not (p / _WEIGHTS).is_file():
-            raise ModelError(f"{p} is not a lakenet model bundle (expected {_META} and {_WEIGHTS})")
-        meta = json.loads((p / _META).read_text())
+    def _from_meta(
+        cls, meta: dict[str, Any], where: Path, weights: dict[str, torch.Tensor], onnx: bytes | None
+    ) -> Bundle:
         if meta.get("format", 0) > BUNDLE_FORMAT:
             raise ModelError(
-                f"Bundle {p} has format {meta['format']}, newer than this lakenet ({BUNDLE_FORMAT}); upgrade lakenet"
+                f"Bundle {where} has format {meta['format']}, newer than this lakenet ({BUNDLE_FORMAT}); "
+                "upgrade lakenet"
             )
         return cls(
             spec=ModelSpec.from_dict(meta["spec"]),
             preprocessor=Preprocessor.from_dict(meta["preprocessor"]),
-            weights=load_file(str(p / _WEIGHTS)),
+            weights=weights,
             lineage=meta.get("lineage", {}),
             metrics=meta.get("metrics", {}),
             profile=meta.get("profile", {}),
             training=meta.get("training", {}),
+            onnx=onnx,
         )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """A bundle directory, or an ONNX file written by `lakenet export --format onnx`."""
+        p = Path(path)
+        if p.is_file() and p.suffix.lower() == ".onnx":
+            return cls._load_onnx(p)
+        if not (p / _META).is_file() or not (p / _WEIGHTS).is_file():
+            raise ModelError(f"{p} is not a lakenet model bundle (expected {_META} and {_WEIGHTS})")
+        meta = json.loads((p / _META).read_text())
+        return cls._from_meta(meta, p, load_file(str(p / _WEIGHTS)), None)
+
+    @classmethod
+    def _load_onnx(cls, p: Path) -> Bundle:
+        import onnx
+
+        data = p.read_bytes()
+        try:
+            props = {m.key: m.value for m in onnx.load_from_string(data).metadata_props}
+        except Exception as err:
+            raise ModelError(f"{p} is not a readable ONNX file: {str(err).splitlines()[0][:200]}") from None
+        if "lakenet.bundle" not in props:
+            raise ModelError(
+                f"{p} is an ONNX model, but not one exported by lakenet (it has no preprocessing). To build on it, "
+                f"train with model.backbone: {p}"
+            )
+        return cls._from_meta(json.loads(props["lakenet.bundle"]), p, {}, data)

@@ -66,14 +66,7 @@ class Scorer:
 
 def warm_up(predictor: Predictor) -> None:
     """One forward pass on zeros, so the first real request does not pay for lazy kernel set-up."""
-    pre = predictor.pre
-    inputs: dict[str, np.ndarray] = {}
-    if pre.numeric:
-        inputs["numeric"] = np.zeros((1, len(pre.numeric)), dtype=np.float32)
-    if pre.categories:
-        inputs["category"] = np.zeros((1, len(pre.categories)), dtype=np.int64)
-    if pre.image is not None:
-        inputs["image"] = np.zeros((1, pre.image.channels, pre.image.size, pre.image.size), dtype=np.float32)
+    inputs = predictor.pre.example_inputs(1)
     if inputs:
         predictor.forward(inputs)
 

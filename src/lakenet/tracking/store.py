@@ -272,8 +272,11 @@ def _find_bundle(root: Path) -> Path | None:
 
 
 def resolve_model(ref: str, *, cache_dir: Path | None = None) -> ResolvedModel:
-    """`models:/name@alias`, `models:/name/3`, `runs:/id/model` or a local bundle directory."""
+    """`models:/name@alias`, `models:/name/3`, `runs:/id/model`, a local bundle directory, or an ONNX file
+    written by `lakenet export`."""
     local = Path(ref)
+    if "://" not in ref and ":/" not in ref and local.is_file() and local.suffix.lower() == ".onnx":
+        return ResolvedModel(ref, local.resolve(), None, None)
     if "://" not in ref and ":/" not in ref:
         bundle = _find_bundle(local) if local.is_dir() else None
         if bundle is None:
