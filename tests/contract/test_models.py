@@ -73,7 +73,7 @@ SPECS = {
                 "dim": 16,
             },
         ),
-    ),  # fmt: skip
+    ),
     "resnet": ModelSpec("resnet", 3, **TAB, image_channels=3, image_size=12, width=4, depth=2),
     "transfer-hf": ModelSpec(
         "transfer",
@@ -82,7 +82,7 @@ SPECS = {
         image_channels=3,
         image_size=12,
         backbone={"kind": "hf", "hf_config": TINY_VIT, "out_dim": 16},
-    ),  # fmt: skip
+    ),
     "transfer-onnx": ModelSpec(
         "transfer",
         3,
@@ -90,7 +90,7 @@ SPECS = {
         image_channels=3,
         image_size=12,
         backbone={"kind": "onnx", "nbytes": len(ONNX), "input": "x", "output": "y", "batch": None, "out_dim": 4},
-    ),  # fmt: skip
+    ),
 }
 
 
