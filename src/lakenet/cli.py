@@ -331,6 +331,54 @@ def demo(
     out.print(f"browse runs: mlflow ui --backend-store-uri sqlite:///{db}")
 
 
+examples_app = typer.Typer(help="Datasets lakenet generates, and the experiments that use them.", no_args_is_help=True)
+app.add_typer(examples_app, name="examples")
+
+
+@examples_app.command("transfer")
+def examples_transfer(
+    directory: Annotated[Path, typer.Option("--dir", help="Working directory.")] = Path("transfer_run"),
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer rows and epochs (a smoke run).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the data and the training runs.")] = 0,
+) -> None:
+    """Rendered shapes: a source model fine-tuned on a few labelled rows of new shapes vs training from scratch."""
+    from lakenet.examples import run_transfer_example
+
+    res = run_transfer_example(directory, quick=quick, seed=seed, log=out.print)
+    out.print(
+        f"\n[bold]target test accuracy[/] ({res.target_train_rows} labelled training rows, {res.target_test_rows} "
+        f"test rows): from scratch {res.scratch_test_accuracy:.3f}, fine-tuned {res.finetuned_test_accuracy:.3f}, "
+        f"frozen backbone + new head {res.linear_probe_test_accuracy:.3f}"
+    )
+
+
+@examples_app.command("reviews")
+def examples_reviews(
+    path: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path("reviews.csv"),
+    rows: Annotated[int, typer.Option(help="Rows (half positive, half negative).")] = 600,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Write templated product reviews (key, product, review, sentiment) for text classification."""
+    from lakenet.examples import write_reviews_csv
+
+    out.print(f"wrote {write_reviews_csv(path, rows=rows, seed=seed)}")
+
+
+@examples_app.command("shapes")
+def examples_shapes(
+    directory: Annotated[Path, typer.Option("--dir", help="Folder to write (one sub-folder per shape).")],
+    target: Annotated[bool, typer.Option("--target", help="The target task's shapes instead of the source's.")] = False,
+    per_class: Annotated[int, typer.Option(help="Images per shape.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Write rendered shapes as PNG files, ready for `lakenet ingest`."""
+    from lakenet.examples import SOURCE_SHAPES, TARGET_SHAPES, write_shapes_folder
+
+    shapes = TARGET_SHAPES if target else SOURCE_SHAPES
+    root = write_shapes_folder(directory, shapes, per_class=per_class, seed=seed)
+    out.print(f"wrote {len(shapes) * per_class} images to {root}")
+
+
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the config's JSON Schema (for editors)."""

@@ -25,7 +25,13 @@ from lakenet.errors import ModelError
 
 __all__ = ["B64_PATTERN", "InvalidRequest", "RequestSchema", "decode_base64", "response_model", "response_rows"]
 
-_ARROW = {"numeric": pa.float64(), "category": pa.string(), "image": pa.binary()}
+_ARROW = {
+    "numeric": pa.float64(),
+    "category": pa.string(),
+    "image": pa.binary(),
+    "text": pa.string(),
+    "vector": pa.list_(pa.float64()),
+}
 _B64_CHARS = "[A-Za-z0-9+/_-]"  # both alphabets: standard (+/) and URL-safe (-_)
 # Base64 of whole bytes, padding optional, optionally as a data URL. Documented as the field's `pattern`, and
 # exactly what decode_base64 accepts, so the OpenAPI document neither over- nor under-promises.
@@ -64,7 +70,7 @@ def decode_base64(value: str) -> bytes:
 @dataclass(frozen=True)
 class Column:
     name: str  # the input column: JSON key and form field name
-    feature: str  # numeric, category or image
+    feature: str  # numeric, category, image, text or vector
     attr: str  # the attribute on the generated pydantic row model
 
     @property
@@ -88,6 +94,16 @@ def _field(col: Column) -> tuple[Any, Any]:
             ],
             ...,
         )
+    if col.feature == "text":
+        return Annotated[str | None, Field(alias=col.name, description=desc + " (text; null is an error row)")], ...
+    if col.feature == "vector":
+        return (
+            Annotated[
+                list[Annotated[float, Field(strict=False, allow_inf_nan=False)]],
+                Field(alias=col.name, description=desc + " (a list of numbers: an embedding)"),
+            ],
+            ...,
+        )
     schema: dict[str, Any] = {"contentEncoding": "base64", "contentMediaType": "image/*", "pattern": B64_PATTERN}
     return (
         Annotated[
@@ -107,7 +123,8 @@ class RequestSchema:
         unknown = [c.feature for c in self.columns if c.feature not in _ARROW]
         if unknown:
             raise ModelError(
-                f"This lakenet can serve numeric, category and image inputs, not {unknown}; upgrade lakenet."
+                f"This lakenet can serve numeric, category, image, text and vector inputs, not {unknown}; "
+                "upgrade lakenet."
             )
         self.max_rows = max_rows
         self._numeric = [c for c in self.columns if c.feature == "numeric"]
@@ -190,8 +207,17 @@ class RequestSchema:
                 errors.append(_error(loc, f"{err}, or upload it as a file part", "base64_decode"))
                 return None
         text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-        if c.feature == "category":
+        if c.feature in ("category", "text"):
             return text
+        if c.feature == "vector":
+            try:
+                values = [float(x) for x in text.strip().strip("[]").split(",") if x.strip()]
+            except ValueError:
+                errors.append(_error(loc, "Input should be numbers separated by commas", "list_parsing"))
+                return None
+            if not all(math.isfinite(x) for x in values):
+                errors.append(_error(loc, "Input should be finite numbers", "finite_number"))
+            return values
         try:
             num = float(text)
         except ValueError:
@@ -210,6 +236,13 @@ class RequestSchema:
                 props[c.name] = {"type": "number", "description": f"Input column {c.name!r}"}
             elif c.feature == "category":
                 props[c.name] = {"type": "string", "description": f"Input column {c.name!r} (a category)"}
+            elif c.feature == "text":
+                props[c.name] = {"type": "string", "description": f"Input column {c.name!r} (text)"}
+            elif c.feature == "vector":
+                props[c.name] = {
+                    "type": "string",
+                    "description": f"Input column {c.name!r}: numbers separated by commas, e.g. 0.1,0.2",
+                }
             else:
                 props[c.name] = {
                     "type": "string",
