@@ -143,4 +143,4 @@ def resolve_backbone(
         out_dim = int(probe(torch.zeros(1, image["channels"], image["size"], image["size"])).shape[1])
     spec = {"architecture": "transfer", "backbone": {"kind": "hf", "hf_config": config, "out_dim": out_dim}}
     weights = {f"backbone.model.{k}": v for k, v in tensors.items()}
-    return ResolvedBackbone("hf", source, spec, weights, image, "backbone.", False, lineage)
+    return ResolvedBackbone("hf", source, spec, weights, image, "backbone.model.", False, lineage)
