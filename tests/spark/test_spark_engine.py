@@ -174,3 +174,22 @@ def test_missing_java_and_bad_master_are_clear(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "Cannot start Spark with master 'bogus://nowhere:1'" in out.stderr
     assert "Check engine.master" in out.stderr
+
+
+def test_featurize_on_spark_equals_local_and_commits_once(
+    spark: Any, trained: dict[str, Any], wd: Path, digits_table: Path
+) -> None:
+    import numpy as np
+
+    model = trained["spark"].model_uri
+    on_spark = lakenet.featurize(model, str(digits_table), str(wd / "emb_spark"), engine="spark", spark=spark)
+    again = lakenet.featurize(model, str(digits_table), str(wd / "emb_spark"), engine="spark", spark=spark)
+    local = lakenet.featurize(model, str(digits_table), str(wd / "emb_local"))
+    assert on_spark.committed and not again.committed and on_spark.rows == local.rows == 243
+    a = DeltaTable(on_spark.table).to_pyarrow_table().sort_by("key")
+    b = DeltaTable(local.table).to_pyarrow_table().sort_by("key")
+    assert a.column("key").equals(b.column("key")) and a.column("error").equals(b.column("error"))
+    va = np.array([v or [0.0] * on_spark.dim for v in a.column("embedding").to_pylist()])
+    vb = np.array([v or [0.0] * local.dim for v in b.column("embedding").to_pylist()])
+    assert np.abs(va - vb).max() < 1e-5
+    assert len(DeltaTable(on_spark.table).history()) == 1

@@ -193,3 +193,28 @@ def test_tune_section_round_trips_and_durations_parse(tmp_path: Path) -> None:
     f.write_text(dump_config(cfg))
     assert load_config(f) == cfg
     assert "tune" not in parse_config(with_(data={"table": str(tmp_path / "t")})).to_yaml_dict()
+
+
+def test_backbone_shorthand_and_options() -> None:
+    cfg = parse_config(with_(model={"backbone": "models:/shapes@champion"}))
+    assert cfg.model.backbone is not None and cfg.model.backbone.source == "models:/shapes@champion"
+    assert cfg.model.backbone.freeze == "none" and cfg.model.backbone.learning_rate is None
+    cfg = parse_config(with_(model={"backbone": {"source": "x.onnx", "freeze": "all", "mean": [0.5], "std": [0.2]}}))
+    assert cfg.model.backbone is not None and cfg.model.backbone.mean == [0.5]
+    with pytest.raises(ConfigError, match="give both mean and std"):
+        parse_config(with_(model={"backbone": {"source": "x.onnx", "mean": [0.5]}}))
+    with pytest.raises(ConfigError, match=r"model.backbone.fraeze: unknown key; did you mean 'freeze'"):
+        parse_config(with_(model={"backbone": {"source": "x.onnx", "fraeze": "all"}}))
+
+
+def test_text_and_vector_features() -> None:
+    cfg = parse_config(
+        with_(features={"label": {"column": "y"}, "t": {"type": "text"}, "v": {"type": "vector", "column": "emb"}})
+    )
+    t = cfg.features.inputs["t"]
+    assert t.type == "text" and t.encoder == "bag" and t.freeze and t.max_length == 64  # type: ignore[union-attr]
+    assert cfg.features.column_of("v") == "emb"
+    with pytest.raises(ConfigError, match=r"features.t.max_length: Input should be less than or equal to 512"):
+        parse_config(with_(features={"label": {"column": "y"}, "t": {"type": "text", "max_length": 1000}}))
+    with pytest.raises(ConfigError, match=r"'type' must be one of .*'vector', 'text' \(found 'sound'\)"):
+        parse_config(with_(features={"label": {"column": "y"}, "t": {"type": "sound"}}))

@@ -111,3 +111,53 @@ def test_image_encoding_and_state_round_trip() -> None:
     again = Preprocessor.from_dict(pre.to_dict())
     np.testing.assert_array_equal(again.encode(table, with_label=True).inputs["image"], enc.inputs["image"])
     assert again.signature() == [{"name": "image", "type": "binary", "feature": "image"}]
+
+
+def test_vector_rows_are_checked_and_concatenated() -> None:
+    from lakenet.data.encoders import LabelState, VectorState
+
+    pre = Preprocessor(
+        key="key", numeric=[], categories=[], image=None, label=LabelState("y", "classification", ["a", "b"]),
+        vectors=[VectorState("v", "v", 3), VectorState("w", "w", 1)],
+    )  # fmt: skip
+    table = pa.table(
+        {
+            "v": pa.array([[1.0, 2.0, 3.0], None, [1.0, 2.0], [1.0, float("nan"), 0.0], [4.0, 5.0, 6.0]]),
+            "w": pa.array([[7.0], [1.0], [1.0], [1.0], [8.0]], pa.list_(pa.float32())),
+        }
+    )
+    enc = pre.encode(table, with_label=False)
+    assert enc.valid.tolist() == [True, False, False, False, True]
+    assert [(b.index, b.reason) for b in enc.bad] == [
+        (1, "missing_vector"),
+        (2, "wrong_vector_length"),
+        (3, "non_finite_vector"),
+    ]
+    assert enc.inputs["vector"].tolist() == [[1, 2, 3, 7], [4, 5, 6, 8]]
+
+
+def test_bag_text_ids_are_stable_hashes_of_words_and_bigrams() -> None:
+    from lakenet.data.encoders import bag_ids
+
+    ids = bag_ids(["Not bad at all", "not BAD", None], buckets=1000, max_length=5)
+    assert ids.shape == (3, 5) and (ids[2] == 0).all()
+    # words and bigrams interleaved, case-insensitive: "not", "not bad", "bad", ...
+    assert ids[0, :3].tolist() == ids[1, :3].tolist() and ids[1, 3:].tolist() == [0, 0]
+    assert ((ids[0] >= 1) & (ids[0] <= 1000)).all()
+
+
+def test_pretrained_tokenizer_pads_and_truncates() -> None:
+    from lakenet.config.schema import TextFeature
+    from lakenet.data.encoders import LabelState, text_state
+
+    state = text_state("t", "t", TextFeature(encoder="all-MiniLM-L6-v2", max_length=8))
+    pre = Preprocessor(
+        key="key", numeric=[], categories=[], image=None, label=LabelState("y", "classification", ["a", "b"]),
+        texts=[state],
+    )  # fmt: skip
+    enc = pre.encode(pa.table({"t": ["short", "a much longer sentence that goes past eight tokens", None]}), with_label=False)
+    ids, mask = enc.inputs["text.t"], enc.inputs["text.t.mask"]
+    assert ids.shape == mask.shape == (2, 8) and mask[0].sum() == 3 and mask[1].sum() == 8  # [CLS] short [SEP]
+    assert [b.reason for b in enc.bad] == ["missing_text"]
+    again = Preprocessor.from_dict(pre.to_dict()).encode(pa.table({"t": ["short"]}), with_label=False)
+    assert again.inputs["text.t"][0].tolist() == ids[0].tolist()
