@@ -155,7 +155,9 @@ def test_pretrained_tokenizer_pads_and_truncates() -> None:
         key="key", numeric=[], categories=[], image=None, label=LabelState("y", "classification", ["a", "b"]),
         texts=[state],
     )  # fmt: skip
-    enc = pre.encode(pa.table({"t": ["short", "a much longer sentence that goes past eight tokens", None]}), with_label=False)
+    enc = pre.encode(
+        pa.table({"t": ["short", "a much longer sentence that goes past eight tokens", None]}), with_label=False
+    )
     ids, mask = enc.inputs["text.t"], enc.inputs["text.t.mask"]
     assert ids.shape == mask.shape == (2, 8) and mask[0].sum() == 3 and mask[1].sum() == 8  # [CLS] short [SEP]
     assert [b.reason for b in enc.bad] == ["missing_text"]
