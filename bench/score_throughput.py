@@ -49,8 +49,11 @@ def _tiny_table(setup: ScoringSetup, rows: int) -> Path:
 class LakenetScorer:
     """One `lakenet.predict` call per measurement, each into a fresh output table (a new transaction)."""
 
-    def __init__(self, setup: ScoringSetup, engine: str, scratch: Path, spark: Any = None) -> None:
+    def __init__(
+        self, setup: ScoringSetup, engine: str, scratch: Path, spark: Any = None, runtime: str = "torch"
+    ) -> None:
         self.setup, self.engine, self.scratch, self.spark = setup, engine, scratch, spark
+        self.runtime = runtime
 
     def run(self, table: Path) -> tuple[float, float, int]:
         import lakenet
@@ -60,7 +63,7 @@ class LakenetScorer:
         t0 = time.perf_counter()
         res = lakenet.predict(
             str(self.setup.bundle_dir), str(table), str(out), engine=self.engine, spark=self.spark,
-            workdir=self.scratch,
+            workdir=self.scratch, runtime=self.runtime,
         )  # fmt: skip
         dt = time.perf_counter() - t0
         cpu = cpu_seconds() - cpu0
@@ -73,6 +76,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = base_parser(NAME, __doc__.splitlines()[0] if __doc__ else NAME)
     p.add_argument("--engine", choices=["local", "spark", "both"], default="both")
     p.add_argument("--pairs", type=int, default=None, help="measurement rounds (default 5, quick 3)")
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx", "both"],
+        default="both",
+        help="lakenet's model runtime: torch, onnx (ONNX Runtime, `--runtime onnx`), or both as separate sides",
+    )
     args = p.parse_args(argv)
     device, note = pick_device(args.device)
     quick = args.quick
@@ -80,11 +89,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rounds = args.pairs or (3 if quick else 5)
     threads = args.threads
     engines = ["local", "spark"] if args.engine == "both" else [args.engine]
+    runtimes = ["torch", "onnx"] if args.runtime == "both" else [args.runtime]
+    if device != "cpu":
+        runtimes = ["torch"]  # lakenet's ONNX runtime runs on the CPU
+    # one side per (engine, runtime): "local", "local_onnx", "spark", "spark_onnx"
+    sides = {f"{e}{'' if r == 'torch' else '_' + r}": (e, r) for e in engines for r in runtimes}
     setup = make_setup(cache_root(args.cache_dir) / "scoring", rows=rows, size=size, width=width, blocks=blocks)
     tiny = _tiny_table(setup, 8)
     scratch = Path(tempfile.mkdtemp(prefix="score-bench-"))
     print(f"{NAME}: {rows} JPEGs {size}², ResNet width {width} blocks {blocks} "
-          f"({setup.flops_per_image / 1e9:.2f} GFLOP/image), {threads} threads, engines {engines}")  # fmt: skip
+          f"({setup.flops_per_image / 1e9:.2f} GFLOP/image), {threads} threads, sides {list(sides)}")  # fmt: skip
 
     fixed: dict[str, Any] = {}
     scorers: dict[str, LakenetScorer] = {}
@@ -95,20 +109,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         spark = lakenet.spark.session(f"local[{threads}]")
         fixed["spark_session_start_s"] = time.perf_counter() - t0
-    for eng in engines:
-        scorers[eng] = LakenetScorer(setup, eng, scratch, spark)
-        first, _, _ = scorers[eng].run(tiny)  # cold: pool / Python workers start, bundle loads
-        per_job = [scorers[eng].run(tiny)[0] for _ in range(2)]  # warm per-job overhead (tiny table)
-        fixed[f"{eng}_first_job_s"] = first
-        fixed[f"{eng}_per_job_overhead_s"] = min(per_job)
+    for side, (eng, runtime) in sides.items():
+        scorers[side] = LakenetScorer(setup, eng, scratch, spark, runtime)
+        first, _, _ = scorers[side].run(tiny)  # cold: pool / Python workers start, bundle loads (ONNX: export)
+        per_job = [scorers[side].run(tiny)[0] for _ in range(2)]  # warm per-job overhead (tiny table)
+        fixed[f"{side}_first_job_s"] = first
+        fixed[f"{side}_per_job_overhead_s"] = min(per_job)
 
-    series: dict[str, list[float]] = {k: [] for k in ["torch", "ort", *engines]}
+    series: dict[str, list[float]] = {k: [] for k in ["torch", "ort", *sides]}
     cpu_per_row: dict[str, list[float]] = {k: [] for k in series}
-    steady: dict[str, list[float]] = {eng: [] for eng in engines}
+    steady: dict[str, list[float]] = {side: [] for side in sides}
     bare_torch(setup, threads=threads)  # warm-up
     has_ort = bare_ort(setup, threads=threads) is not None
     for r in range(rounds):
-        order = ["torch", "ort", *engines]
+        order = ["torch", "ort", *sides]
         order = order[r % len(order) :] + order[: r % len(order)]  # rotate who goes first
         for who in order:
             cpu0 = cpu_seconds()
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} rows/s" for k, v in series.items() if v))
 
     ratios: dict[str, Any] = {}
-    for eng in engines:
+    for eng in sides:
         for base in ("torch", "ort"):
             if not series[base]:
                 continue
@@ -160,13 +174,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ort" if series["ort"] and summary(series["ort"])["median"] > summary(series["torch"])["median"] else "torch"
     )
     targets = [
-        {"figure": f"{eng}_vs_torch_steady", "op": ">=", "value": 0.9,
-         "met": figures[f"{eng}_vs_torch_steady"]["median"] >= 0.9}
-        for eng in engines
+        {"figure": f"{side}_vs_torch_steady", "op": ">=", "value": 0.9,
+         "met": figures[f"{side}_vs_torch_steady"]["median"] >= 0.9}
+        for side in sides
     ] + [
-        {"figure": f"{eng}_vs_{faster}_steady", "op": ">=", "value": 0.9, "stretch": True,
-         "met": figures[f"{eng}_vs_{faster}_steady"]["median"] >= 0.9}
-        for eng in engines if faster != "torch"
+        {"figure": f"{side}_vs_{faster}_steady", "op": ">=", "value": 0.9, "stretch": True,
+         "met": figures[f"{side}_vs_{faster}_steady"]["median"] >= 0.9}
+        for side in sides if faster != "torch"
     ]  # fmt: skip
     payload = {
         "settings": {
@@ -178,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rounds": rounds,
             "device": device,
             "engines": engines,
+            "runtimes": runtimes,
             "flops_per_image": setup.flops_per_image,
         },
         "target": next(t for t in targets if t["figure"] == f"{main_engine}_vs_torch_steady"),
@@ -187,10 +202,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pairs": [{k: v[i] for k, v in series.items() if v} for i in range(rounds)],
         "notes": [note] if note else [],
         "method": "lakenet.predict end to end (Delta read, JPEG decode, preprocessing, forward, Delta commit) "
-        "vs the bare model on pre-decoded tensors; steady = (rows - 8) / (time - per-job overhead measured on "
-        "an 8-row table). CPU s/row counts this process and its waited-for children only: the local engine's "
-        "pool workers are children of its fork server and Spark's Python workers children of the JVM, so their "
-        "CPU is not in it.",
+        "vs the bare model on pre-decoded tensors; *_onnx sides run the model in ONNX Runtime (`--runtime onnx`: "
+        "the bundle exported once, with softmax, cached per bundle); steady = (rows - 8) / (time - per-job "
+        "overhead measured on an 8-row table). CPU s/row counts this process and its waited-for children only: "
+        "the local engine's pool workers are children of its fork server and Spark's Python workers children "
+        "of the JVM, so their CPU is not in it.",
     }
     path = write_result(NAME, args, payload)
     print(f"\nwrote {path}")

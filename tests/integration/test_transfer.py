@@ -4,6 +4,7 @@ exactly-once Delta tables; text classification; export parity and ONNX Runtime s
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import warnings
@@ -303,6 +304,19 @@ def test_text_classification_with_all_minilm_frozen(src: dict[str, Any], reviews
     assert np.abs(ours.numpy() - reference).max() < 1e-4
 
 
+def test_fine_tuning_a_pretrained_text_encoder_moves_its_weights(src: dict[str, Any], reviews: Path) -> None:
+    cfg = _text_cfg(reviews, "reviews_ft", encoder="all-MiniLM-L6-v2", freeze=False, learning_rate=1e-4, max_length=16)
+    cfg["trainer"]["epochs"] = 1
+    res = lakenet.fit(cfg, progress=False)
+    from lakenet.models.pretrained import load_text_encoder
+
+    original = load_text_encoder("all-MiniLM-L6-v2").weights
+    tuned = Bundle.load(res.bundle_dir).weights
+    name = next(k for k in original if k.endswith("query.weight"))  # the first attention layer's query
+    assert not torch.equal(tuned[f"tabular.texts.0.model.{name}"], original[name])
+    assert not Bundle.load(res.bundle_dir).training["pretrained"]["text.review"]["frozen"]
+
+
 # ---- export ---------------------------------------------------------------------------------------------------------
 def test_export_onnx_parity_and_onnx_runtime_scoring(src: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     wd = src["wd"]
@@ -318,6 +332,16 @@ def test_export_onnx_parity_and_onnx_runtime_scoring(src: dict[str, Any], capsys
         assert t.column("prediction").equals(tables[0].column("prediction"))
         conf = np.nan_to_num(np.asarray(t.column("confidence"), dtype=np.float64))
         assert np.abs(conf - np.nan_to_num(np.asarray(tables[0].column("confidence"), dtype=np.float64))).max() < 1e-5
+    # the exported file serves over HTTP as it scores tables
+    import httpx
+
+    rows = DeltaTable(str(src["table"])).to_pyarrow_table().sort_by("key").slice(0, 4)
+    body = {"rows": [{"image": base64.b64encode(b).decode()} for b in rows.column("image").to_pylist()]}
+    with lakenet.serve(str(wd / "digits.onnx"), port=0, background=True, log_level="warning") as srv:  # type: ignore[union-attr]
+        r = httpx.post(srv.url + "/v1/predict", json=body, timeout=30)
+    assert r.status_code == 200
+    expected = dict(zip(tables[0].column("key").to_pylist(), tables[0].column("prediction").to_pylist(), strict=True))
+    assert [p["prediction"] for p in r.json()["predictions"]] == [expected[k] for k in rows.column("key").to_pylist()]
     foreign, _ = _onnx_file(wd / "foreign.onnx")
     with pytest.raises(ModelError, match="not one exported by lakenet"):
         Predictor(str(foreign))

@@ -60,6 +60,13 @@ class Encoded:
     def num_valid(self) -> int:
         return int(self.valid.sum())
 
+    def reasons(self) -> list[str | None]:
+        """Per input row: why it could not be used (its first problem), or None."""
+        out: list[str | None] = [None] * len(self.valid)
+        for b in self.bad:
+            out[b.index] = out[b.index] or b.reason
+        return out
+
 
 @dataclass(frozen=True)
 class NumericState:

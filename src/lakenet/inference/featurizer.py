@@ -171,9 +171,7 @@ class Featurizer:
         enc = self.pre.encode(batch, with_label=False)
         emb = self.embed(enc.inputs)
         n = batch.num_rows
-        errors: list[str | None] = [None] * n
-        for b in enc.bad:
-            errors[b.index] = errors[b.index] or b.reason
+        errors = enc.reasons()
         dim = emb.shape[1] if len(emb) else 0
         full = np.zeros((n, dim), dtype=np.float32)
         full[enc.valid] = emb

@@ -127,9 +127,7 @@ class Predictor:
         out = self.forward(enc.inputs)
         n = batch.num_rows
         valid = enc.valid
-        errors: list[str | None] = [None] * n
-        for b in enc.bad:
-            errors[b.index] = errors[b.index] or b.reason
+        errors = enc.reasons()
         with_key = self.pre.key in names
         cols: dict[str, pa.Array] = {}
         if with_key:
