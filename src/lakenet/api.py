@@ -116,7 +116,8 @@ def init_config(table: str, *, label: str, name: str | None = None, key: str = "
     task = "regression" if pa.types.is_floating(lt) or (pa.types.is_integer(lt) and distinct > 20) else "classification"
     features["label"] = {"column": label, "task": task}
     for f in schema:
-        if f.name in {label, key} or (f.name in _METADATA_COLUMNS and "image" in schema.names):
+        derived = "image" in schema.names or "embedding" in schema.names  # ingest's file facts, featurize's error
+        if f.name in {label, key} or (derived and f.name in {*_METADATA_COLUMNS, "error"}):
             continue
         t = f.type
         spec: dict[str, Any]
@@ -124,7 +125,13 @@ def init_config(table: str, *, label: str, name: str | None = None, key: str = "
             spec = {"type": "image", **_image_defaults(sample.column(f.name).to_pylist()[:32])}
         elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
             spec = {"type": "numeric"}
-        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t):
+        elif (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and (
+            pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)
+        ):
+            spec = {"type": "vector"}
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            spec = {"type": "text"} if _looks_like_text(sample.column(f.name).to_pylist()) else {"type": "category"}
+        elif pa.types.is_boolean(t):
             spec = {"type": "category"}
         else:
             continue
@@ -148,6 +155,15 @@ def init_config(table: str, *, label: str, name: str | None = None, key: str = "
     load_config(raw)  # what we print must validate
     header = f"# lakenet config for {table}, inferred by `lakenet init`. Every key: `lakenet config schema`.\n"
     return header + yaml.safe_dump(raw, sort_keys=False)
+
+
+def _looks_like_text(values: list[str | None]) -> bool:
+    """Free text rather than a category: several words per value, and mostly distinct values."""
+    present = [v for v in values if v]
+    if len(present) < 5:
+        return False
+    words = sorted(len(v.split()) for v in present)[len(present) // 2]
+    return words >= 4 and len(set(present)) >= 0.5 * len(present)
 
 
 def _image_defaults(blobs: list[bytes | None]) -> dict[str, int]:

@@ -20,10 +20,13 @@ def session(master: str | None = None, **conf: Any) -> Any:
     return get_or_create_session(SparkEngineConfig(master=master, conf=conf))
 
 
-def register_udf(spark: Any, name: str, model: str, *, workdir: str | Path | None = None) -> Any:
+def register_udf(
+    spark: Any, name: str, model: str, *, runtime: str = "torch", workdir: str | Path | None = None
+) -> Any:
     """Register `model` as the SQL function `name(<input columns in signature order>)` → prediction.
 
-    The bundle is shipped to executors with SparkContext.addFile and loaded once per Python worker.
+    The bundle is shipped to executors with SparkContext.addFile and loaded once per Python worker;
+    `runtime="onnx"` runs it in ONNX Runtime.
     """
     import pandas as pd
     from pyspark.sql.functions import pandas_udf
@@ -40,14 +43,14 @@ def register_udf(spark: Any, name: str, model: str, *, workdir: str | Path | Non
     bundle = Bundle.load(resolved.bundle_dir)
     columns = bundle.preprocessor.input_columns()
     classification = bundle.preprocessor.label.task == "classification"
-    spark.sparkContext.addFile(str(resolved.bundle_dir), recursive=True)
+    spark.sparkContext.addFile(str(resolved.bundle_dir), recursive=resolved.bundle_dir.is_dir())
     shipped = resolved.bundle_dir.name if not _is_local(spark) else str(resolved.bundle_dir)
     version = resolved.version
 
     def score(*cols: pd.Series) -> pd.Series:
         import pyarrow as pa
 
-        pred = _predictor(shipped, resolved.name, version)
+        pred = _predictor(shipped, resolved.name, version, runtime)
         table = pa.table({c: pa.array(s.tolist()) for c, s in zip(columns, cols, strict=True)})
         return pa.Table.from_batches([pred(table)]).column("prediction").to_pandas()
 

@@ -279,6 +279,16 @@ def _text_cfg(table: Path, name: str, **feature: Any) -> dict[str, Any]:
     }
 
 
+def test_init_recognises_text_and_vector_columns(src: dict[str, Any], reviews: Path) -> None:
+    import yaml
+
+    raw = yaml.safe_load(lakenet.init_config(str(reviews), label="sentiment"))
+    assert raw["features"]["review"] == {"type": "text"} and raw["features"]["product"] == {"type": "category"}
+    lakenet.featurize(SOURCE, str(src["table"]), str(src["wd"] / "emb_init"))
+    raw = yaml.safe_load(lakenet.init_config(str(src["wd"] / "emb_init"), label="label"))
+    assert raw["features"] == {"label": {"column": "label", "task": "classification"}, "embedding": {"type": "vector"}}
+
+
 def test_text_classification_with_a_bag_encoder(src: dict[str, Any], reviews: Path) -> None:
     res = lakenet.fit(_text_cfg(reviews, "reviews_bag", encoder="bag"), progress=False)
     assert res.metrics["test_accuracy"] >= 0.85
