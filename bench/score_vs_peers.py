@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = base_parser(NAME, __doc__.splitlines()[0] if __doc__ else NAME)
     p.add_argument("--pairs", type=int, default=None, help="measurement rounds (default 5, quick 3)")
     p.add_argument("--rows", type=int, default=None, help="rows in the table to score (default 1000, quick 48)")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the lakenet --runtime onnx side")
     args = p.parse_args(argv)
     quick = args.quick
     rows, size, width, blocks = (48, 64, 16, 1) if quick else (1000, 224, 64, 2)
@@ -103,15 +104,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     phases: list[dict[str, float]] = []
 
-    def run_lakenet() -> float:
+    def run_lakenet(runtime: str = "torch") -> float:
         out = scratch / f"lakenet-{uuid.uuid4().hex[:8]}"
         t = time.perf_counter()
-        res = lakenet.predict(model_uri, str(setup.table), str(out), engine="spark", spark=spark, workdir=scratch)
+        res = lakenet.predict(
+            model_uri, str(setup.table), str(out), engine="spark", spark=spark, workdir=scratch, runtime=runtime
+        )
         dt = time.perf_counter() - t
         assert res.committed and res.rows == rows and res.bad_rows == 0, res
-        inner = last_score_phases()
-        # api: registry lookup, bundle and table metadata, transaction check, before the engine's own phases
-        phases.append({"total": dt, "api": dt - sum(inner.values()), **inner})
+        if runtime == "torch":
+            inner = last_score_phases()
+            # api: registry lookup, bundle and table metadata, transaction check, before the engine's own phases
+            phases.append({"total": dt, "api": dt - sum(inner.values()), **inner})
         shutil.rmtree(out, ignore_errors=True)
         return rows / dt
 
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mlflow_spark_udf": lambda: run_peer(mlflow_udf),
         "predict_batch_udf": lambda: run_peer(batch_udf),
     }
+    if args.onnx:  # lakenet with --runtime onnx: the same bundle exported to ONNX Runtime (peers stay on torch)
+        sides["lakenet_onnx"] = lambda: run_lakenet("onnx")
     for name, fn in sides.items():  # warm-up: Python workers started, models loaded where they get cached
         t = time.perf_counter()
         fn()
@@ -147,7 +153,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             series[name].append(sides[name]())
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} rows/s" for k, v in series.items()))
     ratios = {
-        f"lakenet_vs_{peer}": summary([a / b for a, b in zip(series["lakenet"], series[peer], strict=True)])
+        f"{ours}_vs_{peer}": summary([a / b for a, b in zip(series[ours], series[peer], strict=True)])
+        for ours in ("lakenet", "lakenet_onnx")
+        if ours in series
         for peer in ("mlflow_spark_udf", "predict_batch_udf")
     }
     print_table(
@@ -191,8 +199,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "method": "same registered model and Delta version for all, rounds interleaved with the order rotated; "
         "lakenet.predict(engine='spark') reads the version's files, scores every row and writes one Delta commit "
         "(all output columns); peers read the same files with spark.read.parquet, add the UDF column and write "
-        "key + prediction as Parquet (a full action); all sides run the same Predictor. Ray is not installed "
-        "here, so there is no Ray Data side.",
+        "key + prediction as Parquet (a full action); all sides run the same Predictor (torch), except "
+        "lakenet_onnx: lakenet.predict(runtime='onnx'), the same bundle exported to ONNX Runtime. Ray is not "
+        "installed here, so there is no Ray Data side.",
     }
     path = write_result(NAME, args, payload)
     print(f"\nwrote {path}")
