@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -129,13 +130,30 @@ def _start_tune(config: Path, workdir: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _study_created(db: Path) -> bool:
+    """A read-only look: a connection in mode=ro can neither create the file nor its tables."""
+    import sqlite3
+
+    if not db.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute("SELECT COUNT(*) FROM studies").fetchone()[0] > 0
+    except sqlite3.Error:  # no studies table yet, or locked by the writer
+        return False
+
+
 def _wait_for_trials(workdir: Path, proc: subprocess.Popen[bytes], done: int, timeout: float = 120) -> str:
     import optuna
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        if (workdir / "optuna.db").exists():
+        if proc.poll() is not None:
+            output = proc.communicate()[0].decode()  # reads and closes the pipe
+            raise AssertionError(f"lakenet tune exited with {proc.returncode}:\n{output}")
+        # Only once the study exists: opening the storage while the tune process is still creating its tables
+        # would race it to the schema (both write alembic_version).
+        if _study_created(workdir / "optuna.db"):
             names = optuna.study.get_all_study_names(f"sqlite:///{workdir / 'optuna.db'}")
             if names:
                 study = load_study(workdir, names[0])
