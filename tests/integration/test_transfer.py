@@ -367,6 +367,17 @@ def test_export_of_a_text_model_and_a_failed_parity_writes_nothing(src: dict[str
     with pytest.raises(ModelError, match="parity check failed"):
         lakenet.export(res.model_uri, out=src["wd"] / "never.onnx", tolerance=-1.0)
     assert not (src["wd"] / "never.onnx").exists()
+    # the text model serves JSON rows of text, as batch scoring scores them
+    import httpx
+
+    rows = [{"review": "Awful, broke in a week."}, {"review": None}]
+    with lakenet.serve(res.model_uri, port=0, background=True, log_level="warning") as srv:  # type: ignore[union-attr]
+        r = httpx.post(srv.url + "/v1/predict", json={"rows": rows}, timeout=30)
+        schema = httpx.get(srv.url + "/openapi.json", timeout=30).json()
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    assert got[0]["prediction"] == "negative" and got[1]["error"] == "missing_text"
+    assert "review" in json.dumps(schema["components"]["schemas"])
 
 
 # ---- the proof ------------------------------------------------------------------------------------------------------

@@ -142,6 +142,28 @@ def _say(job: TuneJob, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _ask_lock(storage: str) -> Any:
+    """Runners count the trials and ask for the next one under one lock, so two of them cannot both see room
+    for the last trial and both start one. A sqlite study lives on one machine (file stores are refused on a
+    cluster), where a file lock next to it serialises every process; other databases go without (at worst
+    `parallel - 1` trials more than tune.trials)."""
+    if not storage.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(storage.removeprefix("sqlite:///") + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class _Runner:
     def __init__(self, job: TuneJob, index: int) -> None:
         self.job, self.index = job, index
@@ -178,18 +200,20 @@ class _Runner:
         while True:
             if self.deadline is not None and time.time() >= self.deadline:
                 break
-            fail_stale(self.study)
-            trials = snapshot_trials(self.study)
-            done = len(finished(trials))
-            running = sum(t.state == TrialState.RUNNING for t in trials)
-            waiting = sum(t.state == TrialState.WAITING for t in trials)
-            if done >= self.target:
-                break
-            if done + running >= self.target and waiting == 0:
+            with _ask_lock(self.job.storage):
+                fail_stale(self.study)
+                trials = snapshot_trials(self.study)
+                done = len(finished(trials))
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                waiting = sum(t.state == TrialState.WAITING for t in trials)
+                if done >= self.target:
+                    break
+                trial = ask(self.study) if done + running < self.target or waiting else None
+            if trial is None:
                 # The last trials run elsewhere (another runner, or a dead process whose heartbeat will expire).
                 time.sleep(min(self.tune.heartbeat_seconds, 2.0))
                 continue
-            self._trial(ask(self.study))
+            self._trial(trial)
         return self.counts
 
     def _trial(self, trial: Trial) -> None:
