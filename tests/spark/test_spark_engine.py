@@ -193,3 +193,23 @@ def test_featurize_on_spark_equals_local_and_commits_once(
     vb = np.array([v or [0.0] * local.dim for v in b.column("embedding").to_pylist()])
     assert np.abs(va - vb).max() < 1e-5
     assert len(DeltaTable(on_spark.table).history()) == 1
+
+
+def test_featurize_text_with_a_sentence_encoder_on_spark(spark: Any, wd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    from lakenet.examples import write_reviews_csv
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the packaged all-MiniLM-L6-v2, nothing from the hub
+    write_deltalake(str(wd / "reviews"), pd.read_csv(write_reviews_csv(wd / "reviews.csv", rows=60)))
+    kw: dict[str, Any] = {"column": "review"}
+    on_spark = lakenet.featurize("all-MiniLM-L6-v2", str(wd / "reviews"), str(wd / "rev_spark"), spark=spark,
+                                 engine="spark", **kw)  # fmt: skip
+    local = lakenet.featurize("all-MiniLM-L6-v2", str(wd / "reviews"), str(wd / "rev_local"), **kw)
+    assert on_spark.rows == local.rows == 60 and on_spark.dim == 384
+    a = DeltaTable(on_spark.table).to_pandas().sort_values("key")
+    b = DeltaTable(local.table).to_pandas().sort_values("key")
+    assert list(a.columns) == ["key", "product", "sentiment", "embedding", "error"]
+    assert np.abs(np.stack(a.embedding.to_numpy()) - np.stack(b.embedding.to_numpy())).max() < 1e-5
