@@ -867,11 +867,11 @@ def featurize(
         model_id = _bundle_digest(path)
     else:
         path = resolve_hf_dir(model)
-        model_id = _bundle_digest(path / "config.json")
+        model_id = _bundle_digest(path)  # config, tokenizer and weights: new weights are a new featurizer
     if kind != "lakenet" and column is None:
         raise ConfigError(f"featurize with {model}: pass --column, the column of images or text it should read")
     spec = FeaturizeSpec(
-        kind="lakenet" if kind == "lakenet" else kind,
+        kind=kind,
         path=str(path),
         source=model,
         key=key,

@@ -223,6 +223,12 @@ class Preprocessor:
         cols += [s.column for s in self.vectors] + [s.column for s in self.texts]
         return list(dict.fromkeys(cols))
 
+    def require_inputs(self, names: list[str] | set[str], *, what: str, fix: str) -> None:
+        """Fail, naming the missing columns, when a batch lacks a column this preprocessing reads."""
+        missing = [c for c in self.input_columns() if c not in names]
+        if missing:
+            raise DataError(f"Input is missing column(s) {missing} that {what} reads (it has {sorted(names)}); {fix}")
+
     def with_image_normalisation(self, mean: list[float], std: list[float]) -> Preprocessor:
         """A copy whose images are normalised with `mean`/`std` (a pretrained backbone's own statistics)."""
         if self.image is None:

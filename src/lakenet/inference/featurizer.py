@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 
 from lakenet.data.encoders import ImageState, LabelState, Preprocessor, TextState
-from lakenet.errors import DataError, ModelError
+from lakenet.errors import ModelError
 
 __all__ = ["FeaturizeSpec", "Featurizer", "featurize_schema"]
 
@@ -162,12 +162,7 @@ class Featurizer:
         if isinstance(batch, pa.Table):
             batch = pa.RecordBatch.from_arrays([c.combine_chunks() for c in batch.columns], schema=batch.schema)
         names = batch.schema.names
-        missing = [c for c in self.input_columns if c not in names]
-        if missing:
-            raise DataError(
-                f"Input is missing column(s) {missing} that {self.spec.source} reads (columns: {', '.join(names)}); "
-                "pass --column or rename the column."
-            )
+        self.pre.require_inputs(set(names), what=self.spec.source, fix="pass --column or rename the column.")
         enc = self.pre.encode(batch, with_label=False)
         emb = self.embed(enc.inputs)
         n = batch.num_rows

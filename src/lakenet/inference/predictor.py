@@ -13,7 +13,7 @@ import pyarrow as pa
 import torch
 
 from lakenet.data.encoders import Preprocessor
-from lakenet.errors import DataError, ModelError
+from lakenet.errors import ModelError
 from lakenet.models.bundle import Bundle
 from lakenet.models.export import OnnxModel, bundle_onnx
 
@@ -117,12 +117,9 @@ class Predictor:
 
     def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
         names = set(batch.schema.names)
-        missing = [c for c in self.input_columns if c not in names]
-        if missing:
-            raise DataError(
-                f"Input is missing column(s) {missing} that the model needs (it expects {self.input_columns}); "
-                "rename the columns or score a table with the training schema."
-            )
+        self.pre.require_inputs(
+            names, what="the model", fix="rename the columns or score a table with the training schema."
+        )
         enc = self.pre.encode(batch, with_label=False)
         out = self.forward(enc.inputs)
         n = batch.num_rows

@@ -248,7 +248,9 @@ def onnx_info(path: str | Path, output: str | None = None) -> OnnxInfo:
     """Open an ONNX image model: its (N, C, H, W) input, the chosen output and the feature width."""
     p = Path(path)
     if not p.is_file():
-        raise ModelError(f"ONNX file {p} does not exist")
+        raise ModelError(
+            f"ONNX file {p} does not exist; check the path (relative paths start at the working directory)"
+        )
     data = p.read_bytes()
     try:
         sess = _ort_session(data, 1)

@@ -136,11 +136,13 @@ def plan_training(
     # Enough fragments for every worker to get a share, even of a table stored as one big row group.
     snap = snap.subdivided(min_fragments if min_fragments is not None else 4 * cfg.engine.workers)
     result = scan_table(cfg, snap)
-    b = cfg.model.backbone
-    mean = b.mean if b is not None and b.mean is not None else (backbone.image or {}).get("mean") if backbone else None
-    std = b.std if b is not None and b.std is not None else (backbone.image or {}).get("std") if backbone else None
-    if mean is not None and std is not None:
-        result.preprocessor = result.preprocessor.with_image_normalisation(mean, std)
+    if backbone is not None:
+        # The normalisation the backbone was trained with (the config's, if given), not this table's.
+        b, own = cfg.model.backbone, backbone.image or {}
+        assert b is not None
+        mean, std = (b.mean, b.std) if b.mean is not None else (own.get("mean"), own.get("std"))
+        if mean is not None and std is not None:
+            result.preprocessor = result.preprocessor.with_image_normalisation(mean, std)
     spec = model_spec(cfg, result.preprocessor, backbone.spec if backbone else None)
     pretrained = plan_pretrained(cfg, spec, result.preprocessor, backbone)
     lineage = {f"lakenet.{k}": v for k, v in (backbone.lineage if backbone else {}).items()}
