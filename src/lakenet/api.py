@@ -75,6 +75,7 @@ class FitResult:
     reports: dict[str, Path]
     bundle_dir: Path
     history: list[dict[str, float]] = field(default_factory=list)
+    already_registered: bool = False  # `resume` of a run that had finished: nothing was trained or registered
 
 
 @dataclass(frozen=True)
@@ -226,14 +227,27 @@ def fit(
     config: ConfigLike,
     *,
     resume: bool = False,
+    restart: bool = False,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     spark: Any = None,
     workdir: str | Path | None = None,
 ) -> FitResult:
-    """Profile, train, evaluate on the test split, and register the model under registry.name@alias."""
+    """Profile, train, evaluate on the test split, and register the model under registry.name@alias.
+
+    An interrupted run leaves a checkpoint: `resume=True` continues it (and a run that had already finished
+    returns its registered version instead of registering another); `restart=True` discards it and starts over.
+    """
+    if resume and restart:
+        raise ConfigError("Pass either resume or restart, not both.")
     return _fit(
-        load_config(config), _workdir(workdir), resume=resume, callbacks=callbacks, progress=progress, spark=spark
+        load_config(config),
+        _workdir(workdir),
+        resume=resume,
+        restart=restart,
+        callbacks=callbacks,
+        progress=progress,
+        spark=spark,
     )
 
 
@@ -250,6 +264,7 @@ def _fit(
     wd: Path,
     *,
     resume: bool = False,
+    restart: bool = False,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     spark: Any = None,
@@ -263,13 +278,18 @@ def _fit(
     from lakenet.evaluation.evaluate import evaluate_split
     from lakenet.inference.predictor import Predictor
     from lakenet.models.bundle import Bundle
-    from lakenet.models.registry import build_model
+    from lakenet.models.registry import build_model, config_trust
     from lakenet.tracking.store import MlflowMetrics, git_commit, setup_tracking, start_run
     from lakenet.training.loop import resolve_device
 
     setup_tracking(cfg.tracking, workdir=wd)
     ckpt_dir = wd / ".lakenet" / "checkpoints" / cfg.registry.name
+    job_state = _job_state(ckpt_dir)
     pinned = _resume_version(cfg, ckpt_dir) if resume else None
+    if resume and job_state.get("state") == "registered":
+        return _registered_fit(cfg, wd, job_state)
+    if not resume and not restart and trained is None:
+        _refuse_to_drop_checkpoint(cfg, ckpt_dir, job_state)
     if trained is not None:
         pinned = trained.table_version
     plan, quarantine = _scan(cfg, pinned, wd)
@@ -278,13 +298,15 @@ def _fit(
     reports = _reports_dir(cfg, wd)
     profile_json, profile_html_path = _write_profile(result, reports)
     pre = result.preprocessor
-    build_model(spec)  # fail fast (bad custom module) before any process starts
+    trust = config_trust(cfg)
+    build_model(spec, trusted=trust)  # fail fast (bad custom module) before any process starts
     device = resolve_device(cfg.trainer.device)
     if not resume and trained is None:
         if ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
         ckpt_dir.mkdir(parents=True)
-        (ckpt_dir / "job.json").write_text(json.dumps({"config_hash": config_hash(cfg), "table_version": snap.version}))
+        job_state = {"config_hash": config_hash(cfg), "table_version": snap.version, "state": "running"}
+        _write_job_state(ckpt_dir, job_state)
     lineage = {
         "lakenet.table": snap.uri,
         "lakenet.table_version": snap.version,
@@ -298,7 +320,11 @@ def _fit(
         **(tags or {}),
     }
     experiment = cfg.tracking.experiment or cfg.registry.name
-    with start_run(experiment, run_name or f"train-{cfg.registry.name}", tags=lineage) as run:
+    # A resumed run continues the interrupted run's MLflow run: one training run, one registered version.
+    continued = job_state.get("run_id") if resume else None
+    with start_run(experiment, run_name or f"train-{cfg.registry.name}", tags=lineage, run_id=continued) as run:
+        if trained is None:
+            _write_job_state(ckpt_dir, {**job_state, "run_id": run.run_id, "state": "running"})
         run.log_params(cfg.to_yaml_dict())
         run.log_text(dump_config(cfg), "config.yaml")
         run.log_artifact(profile_json, "reports")
@@ -338,7 +364,7 @@ def _fit(
             },
         )
         bundle_dir = bundle.save(wd / ".lakenet" / "bundles" / run.run_id)
-        report = evaluate_split(snap, Predictor(bundle), cfg.data.split)
+        report = evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split)
         metrics = {**last_val, **report["metrics"]}
         bundle.metrics = metrics
         bundle.save(bundle_dir)
@@ -355,6 +381,8 @@ def _fit(
             requirements=bundle.requirements(),
             tags={**lineage, "lakenet.metrics": json.dumps(report["metrics"]), "lakenet.run_id": run.run_id},
         )
+        if trained is None:
+            _write_job_state(ckpt_dir, {**job_state, "run_id": run.run_id, "state": "registered", "version": version})
     return FitResult(
         model_uri=f"models:/{cfg.registry.name}@{cfg.registry.alias}",
         name=cfg.registry.name,
@@ -648,6 +676,74 @@ def _best_config(base: dict[str, Any], best: Any, summary: dict[str, Any], path:
     return path
 
 
+def _job_state(ckpt_dir: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((ckpt_dir / "job.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _write_job_state(ckpt_dir: Path, state: dict[str, Any]) -> None:
+    _atomic_write(ckpt_dir / "job.json", json.dumps(state))
+
+
+def _refuse_to_drop_checkpoint(cfg: Config, ckpt_dir: Path, job_state: dict[str, Any]) -> None:
+    """A new run would delete an interrupted run's checkpoint: say so instead, and how to choose."""
+    from lakenet.errors import TrainingError
+    from lakenet.training.checkpoint import latest_checkpoint
+
+    if job_state.get("state") == "registered":
+        return
+    latest = latest_checkpoint(ckpt_dir)
+    if latest is None:
+        return
+    step = int(latest.name.split("-")[-1])
+    same = job_state.get("config_hash") == config_hash(cfg)
+    raise TrainingError(
+        f"An interrupted training run of {cfg.registry.name!r} left a checkpoint at step {step} in {ckpt_dir}"
+        + ("" if same else " (with a different config)")
+        + ". Continue it with `lakenet train CONFIG --resume`"
+        + ("" if same else " after restoring that config")
+        + ", or discard it and start over with `lakenet train CONFIG --restart`."
+    )
+
+
+def _registered_fit(cfg: Config, wd: Path, job_state: dict[str, Any]) -> FitResult:
+    """`--resume` of a run that already finished: its registration, not a second one."""
+    from lakenet.tracking.store import list_models
+
+    version = str(job_state.get("version"))
+    info = next(
+        (v for m in list_models() if m["name"] == cfg.registry.name for v in m["versions"] if v["version"] == version),
+        None,
+    )
+    if info is None:
+        from lakenet.errors import TrainingError
+
+        raise TrainingError(
+            f"--resume: the run of {cfg.registry.name!r} finished and registered version {version}, which is no "
+            "longer in the registry. Train again with --restart."
+        )
+    reports = _reports_dir(cfg, wd)
+    run_id = str(job_state.get("run_id"))
+    bundle_dir = wd / ".lakenet" / "bundles" / run_id
+    history = []
+    if (bundle_dir / "bundle.json").is_file():
+        history = json.loads((bundle_dir / "bundle.json").read_text()).get("training", {}).get("history", [])
+    return FitResult(
+        model_uri=f"models:/{cfg.registry.name}@{cfg.registry.alias}",
+        name=cfg.registry.name,
+        version=version,
+        run_id=run_id,
+        metrics=info["metrics"],
+        reports={k: reports / f"{k}.html" for k in ("profile", "evaluation") if (reports / f"{k}.html").is_file()},
+        bundle_dir=bundle_dir,
+        history=history,
+        already_registered=True,
+    )
+
+
 def _resume_version(cfg: Config, ckpt_dir: Path) -> int | None:
     """A resumed run reads the table version the interrupted run read, and only with the same config."""
     from lakenet.errors import TrainingError
@@ -687,17 +783,25 @@ def _write_evaluation(
 
 
 # ---- evaluate -----------------------------------------------------------------------------------------------
-def evaluate(config: ConfigLike, *, model: str, workdir: str | Path | None = None) -> dict[str, Any]:
+def evaluate(
+    config: ConfigLike, *, model: str, trust_modules: Sequence[str] = (), workdir: str | Path | None = None
+) -> dict[str, Any]:
     """Score the config's test split with a registered model; writes the evaluation report, logs a run."""
     from lakenet.evaluation.evaluate import evaluate_split
     from lakenet.inference.predictor import Predictor
+    from lakenet.models.registry import config_trust
     from lakenet.tracking.store import resolve_model, setup_tracking, start_run
 
     cfg = load_config(config)
     wd = _workdir(workdir)
     setup_tracking(cfg.tracking, workdir=wd)
     resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
-    predictor = Predictor(resolved.bundle_dir, model_name=resolved.name, model_version=resolved.version)
+    predictor = Predictor(
+        resolved.bundle_dir,
+        model_name=resolved.name,
+        model_version=resolved.version,
+        trust_modules=(*trust_modules, *config_trust(cfg)),
+    )
     snap = open_table(cfg.data.table, cfg.data.version)
     snap.require_columns({predictor.pre.key: "data.key", predictor.pre.label.column: "features.label.column"})
     report = evaluate_split(snap, predictor, cfg.data.split)
@@ -727,6 +831,7 @@ def predict(
     config: ConfigLike | None = None,
     workers: int | None = None,
     runtime: str = "torch",
+    trust_modules: Sequence[str] = (),
     spark: Any = None,
     workdir: str | Path | None = None,
 ) -> PredictResult:
@@ -735,17 +840,22 @@ def predict(
 
     The engine comes from `config`'s `engine:` section, else from `engine`/`master`, else a given SparkSession,
     else the local engine. `runtime="onnx"` runs the model in ONNX Runtime (an exported .onnx file always does).
+    `trust_modules`: custom architectures (`package.module:Class`) the model may import (the config's own
+    `model.module` is trusted too); built-in architectures need nothing.
     """
     from lakenet.models.bundle import Bundle
+    from lakenet.models.registry import check_buildable
     from lakenet.tracking.store import resolve_model, setup_tracking
 
     wd = _workdir(workdir)
     engine_cfg = _score_engine(config, engine, master)
     _check_runtime(runtime)
+    trust = _trust(trust_modules, config)
     if model.startswith(("models:/", "runs:/")):
         setup_tracking(None, workdir=wd)
     resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
     bundle = Bundle.load(resolved.bundle_dir)
+    check_buildable(bundle.spec, trusted=trust, where=f"Model {model}")  # before any worker starts
     pre = bundle.preprocessor
     snap = open_table(table, version)
     wanted = {pre.key: "the model's key column"}
@@ -763,6 +873,7 @@ def predict(
         model_name=resolved.name or "bundle",
         model_version=resolved.version or model_id,
         runtime=runtime,
+        trust_modules=trust,
     )
     if workers is None and engine_cfg.type == "local":
         workers = engine_cfg.score_workers
@@ -776,6 +887,12 @@ def predict(
         job, out_uri, txn=txn, metadata=metadata, workers=workers
     )
     return PredictResult(out_uri, rows, bad, committed, model, resolved.version)
+
+
+def _trust(trust_modules: Sequence[str], config: ConfigLike | None) -> tuple[str, ...]:
+    from lakenet.models.registry import config_trust
+
+    return (*trust_modules, *(config_trust(load_config(config)) if config is not None else ()))
 
 
 def _score_engine(config: ConfigLike | None, engine: str | None, master: str | None) -> Any:
@@ -831,6 +948,7 @@ def featurize(
     master: str | None = None,
     config: ConfigLike | None = None,
     workers: int | None = None,
+    trust_modules: Sequence[str] = (),
     spark: Any = None,
     workdir: str | Path | None = None,
 ) -> FeaturizeResult:
@@ -881,7 +999,8 @@ def featurize(
         std=tuple(std) if std else None,
     )
     snap = open_table(str(Path(table).resolve()) if "://" not in table else table, version)
-    probe = Featurizer(spec)  # fails here, on the driver, if the model cannot be loaded
+    trust = _trust(trust_modules, config)
+    probe = Featurizer(spec, trust_modules=trust)  # fails here, on the driver, if the model cannot be loaded
     reads = probe.input_columns
     snap.require_columns({key: "--key", **{c: "--column" for c in reads}})
     dim = probe.dim
@@ -898,6 +1017,7 @@ def featurize(
         model_version=version_tag,
         featurize=spec.to_json(),
         reads=tuple(reads),
+        trust_modules=trust,
     )
     if workers is None and engine_cfg.type == "local":
         workers = engine_cfg.score_workers
@@ -930,6 +1050,7 @@ def export(
     out: str | Path,
     format: str = "onnx",
     tolerance: float = 1e-4,
+    trust_modules: Sequence[str] = (),
     workdir: str | Path | None = None,
 ) -> ExportResult:
     """Export a model to ONNX (run by ONNX Runtime anywhere; `lakenet predict/serve` take the file) or to one
@@ -950,6 +1071,7 @@ def export(
     if model.startswith(("models:/", "runs:/")):
         setup_tracking(None, workdir=wd)
     bundle = Bundle.load(resolve_model(model, cache_dir=wd / ".lakenet" / "models").bundle_dir)
+    trust = tuple(trust_modules)
     if not bundle.weights:
         raise ConfigError(f"{model} is already an ONNX export; export the registered model instead")
     inputs = bundle.preprocessor.example_inputs(16, seed=0)
@@ -961,9 +1083,9 @@ def export(
     tmp = dest.with_name(f".{dest.name}.tmp")
     try:
         if format == "onnx":
-            data = export_onnx(bundle)
+            data = export_onnx(bundle, trusted=trust)
             tmp.write_bytes(data)
-            diff = parity(bundle, OnnxModel(data, bundle.preprocessor.input_keys()), inputs)
+            diff = parity(bundle, OnnxModel(data, bundle.preprocessor.input_keys()), inputs, trusted=trust)
         else:
             from safetensors.torch import load_file
 
@@ -971,7 +1093,7 @@ def export(
             reloaded = Bundle(bundle.spec, bundle.preprocessor, load_file(str(tmp)))
             from lakenet.inference.predictor import Predictor
 
-            diff = parity(bundle, Predictor(reloaded).forward, inputs)
+            diff = parity(bundle, Predictor(reloaded, trust_modules=trust).forward, inputs, trusted=trust)
         if not diff <= tolerance:
             raise ModelError(
                 f"Export parity check failed: max abs difference {diff:.3g} > tolerance {tolerance:g} on "
@@ -1039,6 +1161,7 @@ def serve(
     device: str = "cpu",
     torch_threads: int | None = None,
     runtime: str = "torch",
+    trust_modules: Sequence[str] = (),
     access_log: bool = False,
     log_level: str = "info",
     background: bool = False,
@@ -1090,9 +1213,10 @@ def serve(
             raise ConfigError(f"device={settings.device!r}, but torch {torch.__version__} sees no CUDA device.")
     _check_runtime(runtime)
     wd = _workdir(workdir)
-    predictor = _serving_predictor(model, wd, settings.device, runtime)
+    trust = tuple(trust_modules)
+    predictor = _serving_predictor(model, wd, settings.device, runtime, trust)
     refresh = (
-        _alias_follower(followed, predictor.model_version, wd, settings.device, runtime)
+        _alias_follower(followed, predictor.model_version, wd, settings.device, runtime, trust)
         if follow_alias and followed
         else None
     )
@@ -1112,7 +1236,9 @@ def _alias_ref(model: str) -> tuple[str, str] | None:
     return name, alias
 
 
-def _serving_predictor(model: str, wd: Path, device: str, runtime: str = "torch") -> Predictor:
+def _serving_predictor(
+    model: str, wd: Path, device: str, runtime: str = "torch", trust: tuple[str, ...] = ()
+) -> Predictor:
     from lakenet.inference.predictor import Predictor
     from lakenet.tracking.store import resolve_model, setup_tracking
 
@@ -1120,12 +1246,22 @@ def _serving_predictor(model: str, wd: Path, device: str, runtime: str = "torch"
         setup_tracking(None, workdir=wd)
     resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
     return Predictor(
-        resolved.bundle_dir, device=device, model_name=resolved.name, model_version=resolved.version, runtime=runtime
+        resolved.bundle_dir,
+        device=device,
+        model_name=resolved.name,
+        model_version=resolved.version,
+        runtime=runtime,
+        trust_modules=trust,
     )
 
 
 def _alias_follower(
-    ref: tuple[str, str], version: str | None, wd: Path, device: str, runtime: str = "torch"
+    ref: tuple[str, str],
+    version: str | None,
+    wd: Path,
+    device: str,
+    runtime: str = "torch",
+    trust: tuple[str, ...] = (),
 ) -> Callable[[], Predictor | None]:
     """A refresh function for the server: the Predictor of the version `name@alias` points to, once per new
     version (None while it has not moved). Runs on a worker thread."""
@@ -1138,7 +1274,7 @@ def _alias_follower(
         now = alias_version(name, alias)
         if now == seen[0]:
             return None
-        predictor = _serving_predictor(f"models:/{name}/{now}", wd, device, runtime)
+        predictor = _serving_predictor(f"models:/{name}/{now}", wd, device, runtime, trust)
         seen[0] = now  # only once loaded: a failed download is retried at the next poll
         return predictor
 

@@ -30,6 +30,14 @@ ConfigArg = Annotated[Path, typer.Argument(help="The job's YAML config file.")]
 RuntimeOpt = Annotated[
     str, typer.Option(help="torch, or onnx: run the model in ONNX Runtime (an exported .onnx file always is).")
 ]
+TrustOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-module",
+        help="A custom architecture (package.module:Class) the model may import; repeat for several. Built-in "
+        "architectures need none. Also LAKENET_TRUSTED_MODULES=a.b:C,d.e:F.",
+    ),
+]
 WorkdirOpt = Annotated[
     Path | None,
     typer.Option("--workdir", help="Where mlflow.db, reports/ and .lakenet/ live (default: cwd)."),
@@ -41,18 +49,30 @@ def ingest(
     source: Annotated[Path, typer.Argument(help="Image folder (one sub-folder per class), CSV or Parquet.")],
     table: Annotated[str, typer.Option("--table", help="Delta table to write (created if missing).")],
     mode: Annotated[str, typer.Option(help="append (only rows with new keys) or overwrite.")] = "append",
-    key: Annotated[str, typer.Option(help="Key column (made from file name + row number when absent).")] = "key",
+    key: Annotated[
+        str,
+        typer.Option(
+            help="Key column (made from file name, a fingerprint of its contents and row number when absent)."
+        ),
+    ] = "key",
+    delimiter: Annotated[
+        str | None, typer.Option(help="CSV field delimiter (default: detected among , ; tab |).")
+    ] = None,
 ) -> None:
     """Write a source into a Delta table."""
     from lakenet import api
 
     if mode not in ("append", "overwrite"):
         raise LakenetError(f"--mode must be append or overwrite, not {mode!r}")
-    res = api.ingest(source, table, mode=mode, key=key)  # type: ignore[arg-type]
+    res = api.ingest(source, table, mode=mode, key=key, delimiter=delimiter)  # type: ignore[arg-type]
+    for skipped in res.files_skipped:
+        err.print(f"[yellow]skipped[/] {skipped}", highlight=False)
     out.print(
         f"[green]ingested[/] {res.rows_written} rows ({res.kind}) into {res.table} version {res.version}"
         + (f"; {res.rows_skipped} already present" if res.rows_skipped else "")
     )
+    if res.warning:
+        err.print(f"[bold yellow]warning:[/] {res.warning}", highlight=False)
 
 
 @app.command()
@@ -87,12 +107,19 @@ def profile(config: ConfigArg, workdir: WorkdirOpt = None) -> None:
 def train(
     config: ConfigArg,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last complete checkpoint.")] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard an interrupted run's checkpoint and start over.")
+    ] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Train, evaluate on the test split, and register the model."""
     from lakenet import api
 
-    res = api.fit(config, resume=resume, workdir=workdir)
+    res = api.fit(config, resume=resume, restart=restart, workdir=workdir)
+    if res.already_registered:
+        out.print(f"[yellow]already done[/]: this run finished and registered {res.name} version {res.version} "
+                  f"(run {res.run_id}); nothing trained or registered")  # fmt: skip
+        return
     out.print(f"[green]registered[/] {res.model_uri} → version {res.version} (run {res.run_id})")
     _print_metrics(res.metrics)
     for name, path in res.reports.items():
@@ -127,12 +154,13 @@ def tune(
 def evaluate(
     config: ConfigArg,
     model: Annotated[str, typer.Option("--model", help="models:/name@alias, models:/name/N or a bundle dir.")],
+    trust_module: TrustOpt = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Evaluate a model on the config's test split."""
     from lakenet import api
 
-    res = api.evaluate(config, model=model, workdir=workdir)
+    res = api.evaluate(config, model=model, trust_modules=trust_module or (), workdir=workdir)
     out.print(f"{res['rows']} test rows")
     _print_metrics(res["metrics"])
     out.print(f"report: {res['reports']['evaluation']}")
@@ -149,6 +177,7 @@ def predict(
     config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
     workers: Annotated[int | None, typer.Option(help="Scoring processes / Spark partitions.")] = None,
     runtime: RuntimeOpt = "torch",
+    trust_module: TrustOpt = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Score a table into a Delta table, exactly once."""
@@ -156,7 +185,7 @@ def predict(
 
     res = api.predict(
         model, table, out_table, version=version, engine=engine, master=master, config=config, workers=workers,
-        runtime=runtime, workdir=workdir,
+        runtime=runtime, trust_modules=trust_module or (), workdir=workdir,
     )  # fmt: skip
     if not res.committed:
         out.print(f"[yellow]already scored[/]: {res.table} has this model version's predictions for this input "
@@ -185,6 +214,7 @@ def featurize(
     master: Annotated[str | None, typer.Option(help="Spark master, e.g. local[2] (implies --engine spark).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes / Spark partitions.")] = None,
+    trust_module: TrustOpt = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Write one embedding per row as a Delta table (exactly once), keeping the other columns."""
@@ -192,7 +222,7 @@ def featurize(
 
     res = api.featurize(
         model, table, out_table, column=column, key=key, version=version, max_length=max_length, engine=engine,
-        master=master, config=config, workers=workers, workdir=workdir,
+        master=master, config=config, workers=workers, trust_modules=trust_module or (), workdir=workdir,
     )  # fmt: skip
     if not res.committed:
         out.print(f"[yellow]already featurized[/]: {res.table} has these embeddings for this input version")
@@ -206,12 +236,15 @@ def export(
     out_path: Annotated[Path, typer.Option("--out", help="File to write (.onnx or .safetensors).")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or safetensors.")] = "onnx",
     tolerance: Annotated[float, typer.Option(help="Largest acceptable max abs difference to the model.")] = 1e-4,
+    trust_module: TrustOpt = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Export a model to ONNX or safetensors, checked against the model (parity) before it is written."""
     from lakenet import api
 
-    res = api.export(model, out=out_path, format=fmt, tolerance=tolerance, workdir=workdir)
+    res = api.export(
+        model, out=out_path, format=fmt, tolerance=tolerance, trust_modules=trust_module or (), workdir=workdir
+    )
     out.print(
         f"[green]exported[/] {res.path} ({res.format}); parity: max abs difference {res.max_abs_diff:.3g} on "
         f"{res.rows_checked} rows (tolerance {res.tolerance:g})"
@@ -294,6 +327,7 @@ def serve(
     device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="Torch threads for the model (default: from the cores).")] = None,
     runtime: RuntimeOpt = "torch",
+    trust_module: TrustOpt = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
@@ -306,7 +340,7 @@ def serve(
         max_request_rows=max_request_rows,
         max_body_bytes=int(max_body_mb * 2**20), request_timeout_s=timeout, drain_timeout_s=drain_timeout,
         follow_alias=follow_alias, poll_interval_s=poll_interval, device=device, torch_threads=threads,
-        runtime=runtime, access_log=access_log,
+        runtime=runtime, trust_modules=trust_module or (), access_log=access_log,
         workdir=workdir,
     )  # fmt: skip
 

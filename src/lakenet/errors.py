@@ -8,6 +8,7 @@ __all__ = [
     "DataError",
     "LakenetError",
     "ModelError",
+    "ScoringError",
     "TrainingError",
     "TuningError",
 ]
@@ -31,6 +32,10 @@ class BadRowsError(DataError):
 
 class ModelError(LakenetError):
     """A model, bundle or registry entry cannot be built, found or loaded."""
+
+
+class ScoringError(LakenetError):
+    """Batch scoring could not go on (a scoring process died); nothing was committed."""
 
 
 class TrainingError(LakenetError):

@@ -5,6 +5,7 @@ lakenet.spark.register_udf(spark, "digit", "models:/digits@champion")
 spark.sql("SELECT key, digit(image) FROM pets")
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,18 @@ def session(master: str | None = None, **conf: Any) -> Any:
 
 
 def register_udf(
-    spark: Any, name: str, model: str, *, runtime: str = "torch", workdir: str | Path | None = None
+    spark: Any,
+    name: str,
+    model: str,
+    *,
+    runtime: str = "torch",
+    trust_modules: Sequence[str] = (),
+    workdir: str | Path | None = None,
 ) -> Any:
     """Register `model` as the SQL function `name(<input columns in signature order>)` → prediction.
 
     The bundle is shipped to executors with SparkContext.addFile and loaded once per Python worker;
-    `runtime="onnx"` runs it in ONNX Runtime.
+    `runtime="onnx"` runs it in ONNX Runtime. `trust_modules`: custom architectures the model may import.
     """
     import pandas as pd
     from pyspark.sql.functions import pandas_udf
@@ -34,6 +41,7 @@ def register_udf(
 
     from lakenet.engines.spark import _predictor
     from lakenet.models.bundle import Bundle
+    from lakenet.models.registry import check_buildable
     from lakenet.tracking.store import resolve_model, setup_tracking
 
     wd = Path(workdir).resolve() if workdir else Path.cwd()
@@ -41,6 +49,8 @@ def register_udf(
         setup_tracking(None, workdir=wd)
     resolved = resolve_model(model, cache_dir=wd / ".lakenet" / "models")
     bundle = Bundle.load(resolved.bundle_dir)
+    trust = tuple(trust_modules)
+    check_buildable(bundle.spec, trusted=trust, where=f"Model {model}")
     columns = bundle.preprocessor.input_columns()
     classification = bundle.preprocessor.label.task == "classification"
     spark.sparkContext.addFile(str(resolved.bundle_dir), recursive=resolved.bundle_dir.is_dir())
@@ -50,7 +60,7 @@ def register_udf(
     def score(*cols: pd.Series) -> pd.Series:
         import pyarrow as pa
 
-        pred = _predictor(shipped, resolved.name, version, runtime)
+        pred = _predictor(shipped, resolved.name, version, runtime, trust)
         table = pa.table({c: pa.array(s.tolist()) for c, s in zip(columns, cols, strict=True)})
         return pa.Table.from_batches([pred(table)]).column("prediction").to_pandas()
 

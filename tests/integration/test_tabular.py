@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import lakenet
+from lakenet.data.sources import open_table
 from lakenet.training.callbacks import Callback
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,9 @@ def test_wine_classification_from_init_config(wine_csv: Path, workdir: Path) -> 
     # ingesting the CSV gives the same keys, so the rows keep their split once they live in Delta
     table = lakenet.ingest(wine_csv, workdir / "wine").table
     keys = DeltaTable(table).to_pyarrow_table(columns=["key"]).column("key").to_pylist()
-    assert keys[:2] == ["wine.csv:0", "wine.csv:1"]
+    direct = open_table(str(wine_csv))
+    assert keys == direct.read(direct.fragments[0], ["key"]).column("key").to_pylist()
+    assert keys[0].startswith("wine.csv#") and keys[0].endswith(":0")  # file name, contents fingerprint, row
     scored = lakenet.predict(fit.model_uri, table, str(workdir / "wine_scored"))
     assert scored.rows == 178 and scored.bad_rows == 0
 

@@ -147,22 +147,46 @@ class LabelState:
     std: float = 1.0
 
 
-def decode_image(blob: bytes | None, size: int, channels: int) -> np.ndarray:
-    """Decode, convert and resize one image to (size, size, channels) uint8. Raises ValueError(reason)."""
+# Decoded pixels one image may have. Pillow only warns between its own limit (89 Mpx) and twice that, so a
+# 144-Mpixel PNG would be decoded (~430 MB of RGB) for a 32×32 input; the header is read first and such an image is
+# refused as `image_too_large`. The server applies its own, lower limits per image and per request.
+MAX_IMAGE_PIXELS = 64 * 2**20
+
+
+def image_pixels(blob: bytes) -> int | None:
+    """Width × height from the image header (nothing decoded); None if the header is unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            return int(im.width) * int(im.height)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def decode_image(blob: bytes | None, size: int, channels: int, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode, convert and resize one image to (size, size, channels) uint8. Raises ValueError(reason):
+    empty_image, image_too_large (more than `max_pixels`), truncated_image or undecodable_image."""
     from PIL import Image, UnidentifiedImageError
 
     if not blob:
         raise ValueError("empty_image")
     try:
         with Image.open(io.BytesIO(blob)) as src:
+            if src.width * src.height > max_pixels:
+                raise ValueError("image_too_large")
             src.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at reduced scale
             im = src.convert("L" if channels == 1 else "RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise ValueError("image_too_large") from None
+    except UnidentifiedImageError:
         raise ValueError("undecodable_image") from None
     except (OSError, ValueError, SyntaxError) as err:
+        if str(err) == "image_too_large":
+            raise
         raise ValueError("truncated_image" if "truncat" in str(err) else "undecodable_image") from None
     return arr.reshape(size, size, channels)
 

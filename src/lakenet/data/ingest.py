@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from lakenet.data.delta_io import app_id, commit_once
-from lakenet.data.sources import row_keys
+from lakenet.data.sources import read_csv_file, row_keys
 from lakenet.errors import DataError
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 __all__ = ["IMAGE_EXTENSIONS", "IMAGE_SCHEMA", "IngestResult", "ingest"]
 
@@ -41,18 +44,29 @@ class IngestResult:
     rows_skipped: int  # already in the table (same key)
     version: int | None
     kind: str
+    files_skipped: tuple[str, ...] = ()  # image-folder entries left out, with the reason
+
+    @property
+    def warning(self) -> str | None:
+        """What a user must not miss: every row of the source was already in the table."""
+        if self.rows_written == 0 and self.rows_skipped > 0:
+            return (
+                f"nothing was written: all {self.rows_skipped} rows of the source are already in {self.table} "
+                "(same keys). If this is new data, its rows need keys of their own: a key column (--key), or a "
+                "file whose contents differ."
+            )
+        return None
 
 
-def _existing_keys(table: str, key: str) -> set[str]:
-    from deltalake import DeltaTable
-
-    if not DeltaTable.is_deltatable(table):
-        return set()
-    dt = DeltaTable(table)
-    if key not in pa.schema(dt.schema().to_arrow()).names:
+def _existing(dt: DeltaTable | None, key: str, table: str, extra: Sequence[str] = ()) -> pa.Table:
+    """The key column (and `extra` columns, where the table has them) of the table as it is now."""
+    if dt is None:
+        return pa.table({key: pa.array([], pa.string())})
+    names = pa.schema(dt.schema().to_arrow()).names
+    if key not in names:
         raise DataError(f"Table {table} has no key column {key!r}; cannot append to it by key.")
-    keys = dt.to_pyarrow_dataset().to_table(columns=[key]).column(key)
-    return set(keys.cast(pa.string()).to_pylist())
+    cols = [key, *[c for c in extra if c in names]]
+    return dt.to_pyarrow_dataset().to_table(columns=cols)
 
 
 def _image_size(blob: bytes) -> tuple[int | None, int | None]:
@@ -65,20 +79,47 @@ def _image_size(blob: bytes) -> tuple[int | None, int | None]:
         return None, None  # kept as-is: profiling and training quarantine it with a reason
 
 
-def _image_files(root: Path) -> list[tuple[str, Path]]:
-    files = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.parent != root
-    )
-    return [(f.relative_to(root).as_posix(), f) for f in files]
+def _image_files(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(relative path, file) of the images under `root`, and the entries left out with the reason. A symlink
+    is followed only when it stays inside the folder: one pointing elsewhere would pull in files the folder's
+    owner never put there."""
+    real_root = root.resolve()
+    files, skipped = [], []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or p.parent == root or not p.is_file():
+            continue
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink() or any(parent.is_symlink() for parent in p.relative_to(root).parents if str(parent) != "."):
+            target = p.resolve()
+            if not target.is_relative_to(real_root):
+                skipped.append(f"{rel}: a symlink to {target}, outside {root}")
+                continue
+        files.append((rel, p))
+    return files, skipped
 
 
-def _image_batches(files: list[tuple[str, Path]]) -> Iterator[pa.RecordBatch]:
-    rows: dict[str, list[object]] = {n: [] for n in IMAGE_SCHEMA.names}
+def _image_rows(files: list[tuple[str, Path]], present: set[str], legacy: dict[str, int]) -> tuple[list, int]:
+    """The images not in the table yet, keyed `<relative path>#<content hash>`, and how many were."""
+    todo, skipped = [], 0
     for rel, f in files:
+        blob = f.read_bytes()
+        key = f"{rel}#{hashlib.sha256(blob).hexdigest()[:12]}"
+        # Tables ingested before keys carried a content hash used the bare path: the same path and size is the
+        # same file.
+        if key in present or legacy.get(rel) == len(blob):
+            skipped += 1
+            continue
+        todo.append((key, rel, f, len(blob)))
+    return todo, skipped
+
+
+def _image_batches(todo: list) -> Iterator[pa.RecordBatch]:
+    rows: dict[str, list[object]] = {n: [] for n in IMAGE_SCHEMA.names}
+    for key, rel, f, _ in todo:
         blob = f.read_bytes()
         w, h = _image_size(blob)
         label = rel.split("/", 1)[0]
-        for name, value in zip(IMAGE_SCHEMA.names, (rel, str(f.resolve()), label, blob, len(blob), w, h), strict=True):
+        for name, value in zip(IMAGE_SCHEMA.names, (key, str(f.resolve()), label, blob, len(blob), w, h), strict=True):
             rows[name].append(value)
         if len(rows["key"]) >= _BATCH_ROWS:
             yield pa.RecordBatch.from_pydict(rows, schema=IMAGE_SCHEMA)
@@ -87,21 +128,43 @@ def _image_batches(files: list[tuple[str, Path]]) -> Iterator[pa.RecordBatch]:
         yield pa.RecordBatch.from_pydict(rows, schema=IMAGE_SCHEMA)
 
 
-def _tabular_table(src: Path, key: str) -> pa.Table:
-    if src.suffix.lower() in {".csv", ".tsv", ".txt"}:
+def _tabular_table(src: Path, key: str, delimiter: str | None) -> pa.Table:
+    if src.is_dir():
         try:
-            opts = pacsv.ParseOptions(delimiter="\t" if src.suffix.lower() == ".tsv" else ",")
-            table = pacsv.read_csv(src, parse_options=opts)
+            table = pq.read_table(src)
         except (pa.ArrowInvalid, OSError) as err:
-            raise DataError(f"Cannot parse CSV {src}: {err}") from None
+            raise DataError(f"Cannot read Parquet directory {src}: {err}") from None
+        if key not in table.column_names:
+            raise DataError(f"Parquet directory {src} has no key column {key!r}; pass --key COLUMN.")
+        return table
+    if src.suffix.lower() in {".csv", ".tsv", ".txt"}:
+        table = read_csv_file(src, delimiter)
     else:
         try:
             table = pq.read_table(src)
         except (pa.ArrowInvalid, OSError) as err:
             raise DataError(f"Cannot read Parquet {src}: {err}") from None
     if key not in table.column_names:
-        table = table.add_column(0, key, row_keys(src.name, table.num_rows))
+        table = table.add_column(0, key, row_keys(src.name, table))
     return table
+
+
+def _content_hash(src: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(src.rglob("*")) if src.is_dir() else [src]:
+        if f.is_file():
+            h.update(f.relative_to(src).as_posix().encode() if src.is_dir() else b"")
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def _last_txn(dt: DeltaTable | None) -> str | None:
+    if dt is None:
+        return None
+    last = dt.history(1)
+    return str(last[0].get("lakenet.txn")) if last else None
 
 
 def ingest(
@@ -110,11 +173,14 @@ def ingest(
     *,
     mode: Literal["append", "overwrite"] = "append",
     key: str = "key",
+    delimiter: str | None = None,
 ) -> IngestResult:
     """Write `source` (image folder with one sub-folder per class, CSV or Parquet) to the Delta table `table`.
 
     In append mode rows whose key is already in the table are skipped, so ingesting a folder again only adds
-    the new files, and a rerun adds nothing.
+    the new files, and a rerun adds nothing. Rows without a key column get one that identifies their source
+    file by name and contents. The write is one conditional commit: two ingests running at once cannot add the
+    same rows twice. A CSV's delimiter is detected unless `delimiter` is given.
     """
     from deltalake import DeltaTable
 
@@ -122,7 +188,8 @@ def ingest(
     dest = str(Path(table).resolve())
     if not src.exists():
         raise DataError(f"Source {src} does not exist; pass an image folder, a CSV or a Parquet file.")
-    existing = _existing_keys(dest, key) if mode == "append" else set()
+    counts = {"written": 0, "skipped": 0}
+    skipped_files: list[str] = []
     if src.is_dir() and not any(src.rglob("*.parquet")):
         if not any(d.is_dir() for d in src.iterdir()):
             raise DataError(
@@ -130,35 +197,75 @@ def ingest(
                 f"named after the class (e.g. {src}/cat/1.png)."
             )
         kind = "images"
-        listed = _image_files(src)
+        listed, skipped_files = _image_files(src)
         if not listed:
             raise DataError(f"Image folder {src} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
-        todo = [(rel, f) for rel, f in listed if rel not in existing]
-        skipped, written = len(listed) - len(todo), len(todo)
-        # Batches stream straight into the Delta writer: the folder is never held in memory.
-        data: pa.Table | pa.RecordBatchReader = pa.RecordBatchReader.from_batches(IMAGE_SCHEMA, _image_batches(todo))
-        stats = [(rel, f.stat().st_size, f.stat().st_mtime_ns) for rel, f in todo]
-        txn = app_id("ingest", src.resolve(), dest, mode, stats)
+
+        def prepare(dt: DeltaTable | None) -> pa.RecordBatchReader | None:
+            existing = _existing(dt, "key", dest, ["size_bytes"]) if mode == "append" else pa.table({"key": []})
+            keys = existing.column("key").cast(pa.string()).to_pylist()
+            sizes = existing.column("size_bytes").to_pylist() if "size_bytes" in existing.column_names else []
+            legacy = {k: s for k, s in zip(keys, sizes, strict=False) if "#" not in k}
+            todo, counts["skipped"] = _image_rows(listed, set(keys), legacy)
+            counts["written"] = len(todo)
+            if not todo and mode == "append":
+                return None
+            # Batches stream straight into the Delta writer: the folder is never held in memory.
+            return pa.RecordBatchReader.from_batches(IMAGE_SCHEMA, _image_batches(todo))
+
+        txn = app_id(
+            "ingest", src.resolve(), dest, mode, [(rel, f.stat().st_size, f.stat().st_mtime_ns) for rel, f in listed]
+        )
     else:
         kind = "parquet" if src.is_dir() or src.suffix.lower() in {".parquet", ".pq"} else "csv"
-        tab = pq.read_table(src) if src.is_dir() else _tabular_table(src, key)
-        if key not in tab.column_names:
-            raise DataError(f"Parquet directory {src} has no key column {key!r}; pass --key COLUMN.")
-        skipped = 0
-        if existing:
-            mask = pc.invert(pc.is_in(tab.column(key).cast(pa.string()), pa.array(sorted(existing))))
-            skipped = tab.num_rows - int(pc.sum(mask).as_py() or 0)
-            tab = tab.filter(mask)
-        written = tab.num_rows
-        data = tab
-        txn = app_id("ingest", src.resolve(), dest, mode, written, tab.column(key).to_pylist()[:1])
-    if written or mode == "overwrite":
+        tab = _tabular_table(src, key, delimiter)
+        if mode == "append":
+            _check_unique_keys(tab, key, src)
+
+        def prepare(dt: DeltaTable | None) -> pa.RecordBatchReader | None:
+            data = tab
+            if mode == "append":
+                existing = _existing(dt, key, dest).column(key).cast(pa.string())
+                mask = pc.invert(pc.is_in(tab.column(key).cast(pa.string()), existing.combine_chunks()))
+                data = tab.filter(mask)
+                if data.num_rows == 0:
+                    counts["written"], counts["skipped"] = 0, tab.num_rows
+                    return None
+            counts["written"], counts["skipped"] = data.num_rows, tab.num_rows - data.num_rows
+            return pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
+
+        # The whole source's contents: an overwrite with other data is another write, whatever its row count.
+        txn = app_id("ingest", src.resolve(), dest, mode, key, _content_hash(src))
+    existing_dt = DeltaTable(dest) if DeltaTable.is_deltatable(dest) else None
+    if mode == "overwrite" and _last_txn(existing_dt) == txn:
+        counts["skipped"] = existing_dt.to_pyarrow_dataset().count_rows() if existing_dt is not None else 0
+    elif mode == "append" and existing_dt is not None and existing_dt.transaction_version(txn) is not None:
+        prepare(existing_dt)  # this very ingest was committed before: count what is there, write nothing
+    else:
+        if mode == "overwrite":
+            # An overwrite is judged against the latest commit only: overwriting with A, then B, then A again
+            # must end with A.
+            txn = app_id(txn, existing_dt.version() if existing_dt is not None else -1)
         commit_once(
             dest,
-            data,
+            prepare,
             txn=txn,
             mode="overwrite" if mode == "overwrite" else "append",
-            metadata={"lakenet.source": str(src.resolve())},
+            metadata={"lakenet.source": str(src.resolve()), "lakenet.ingest_txn": txn},
         )
     version = DeltaTable(dest).version() if DeltaTable.is_deltatable(dest) else None
-    return IngestResult(dest, written, skipped, version, kind)
+    return IngestResult(dest, counts["written"], counts["skipped"], version, kind, tuple(skipped_files))
+
+
+def _check_unique_keys(tab: pa.Table, key: str, src: Path) -> None:
+    keys = tab.column(key)
+    if keys.null_count:
+        raise DataError(
+            f"{src}: {keys.null_count} rows have no {key!r}; every row needs a key. Fill them or pass --key."
+        )
+    dup = tab.num_rows - pc.count_distinct(keys).as_py()
+    if dup:
+        raise DataError(
+            f"{src}: {dup} rows repeat a {key!r} value of another row, so in append mode they would be skipped. "
+            f"Pass a unique --key column, or drop the {key!r} column to have keys generated."
+        )

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from lakenet.data.delta_io import local_path
 from lakenet.errors import DataError
 
-__all__ = ["Fragment", "Snapshot", "open_table", "row_keys", "table_format"]
+__all__ = [
+    "Fragment",
+    "Snapshot",
+    "open_table",
+    "read_csv_file",
+    "row_keys",
+    "sniff_delimiter",
+    "source_id",
+    "table_format",
+]
 
 # CSV has no row groups; rows are cut into slices of this size so that workers can still share the work.
 _CSV_SLICE_ROWS = 8192
@@ -60,9 +72,16 @@ class Snapshot:
             table = _read_csv(frag.path)
             table = table.slice(frag.offset, frag.num_rows)
             return table.select(cols) if cols is not None else table
-        table = pq.ParquetFile(_local(frag.path)).read_row_group(frag.index, columns=cols)
+        pf = pq.ParquetFile(_local(frag.path))
+        missing = [c for c in cols if c not in pf.schema_arrow.names] if cols is not None else []
+        table = pf.read_row_group(frag.index, columns=[c for c in cols if c not in missing] if cols else cols)
         if frag.offset or frag.num_rows != table.num_rows:
             table = table.slice(frag.offset, frag.num_rows)
+        if missing:
+            # A column added to the table after this file was written: null in its rows.
+            for c in missing:
+                table = table.append_column(self.schema.field(c), pa.nulls(table.num_rows, self.schema.field(c).type))
+            table = table.select(cols)
         return table
 
     def subdivided(self, min_fragments: int) -> Snapshot:
@@ -96,14 +115,28 @@ class Snapshot:
                 )
 
 
-def row_keys(file_name: str, num_rows: int) -> pa.Array:
-    """Keys for rows that have none: `<file name>:<row number>` — stable, and rows of files added later get
-    new keys. `lakenet ingest` and direct CSV reads use the same scheme, so a row keeps its split."""
-    return pa.array([f"{file_name}:{i}" for i in range(num_rows)], pa.string())
+def source_id(table: pa.Table) -> str:
+    """A short fingerprint of a file's contents for the keys of its rows: its columns and first rows. Two files
+    with the same name in different folders get different keys; the same file ingested twice gets the same keys;
+    a file that grew keeps the keys of the rows it had (once it has `_ID_ROWS` rows)."""
+    head = table.slice(0, _ID_ROWS)
+    blob = json.dumps([table.column_names, head.to_pylist()], default=str, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+_ID_ROWS = 64
+
+
+def row_keys(file_name: str, table: pa.Table) -> pa.Array:
+    """Keys for rows that have none: `<file name>#<contents fingerprint>:<row number>` — unique per source file,
+    stable, and rows of files added later get new keys. `lakenet ingest` and direct CSV reads use the same
+    scheme, so a row keeps its split."""
+    prefix = f"{file_name}#{source_id(table)}:"
+    return pa.array([f"{prefix}{i}" for i in range(table.num_rows)], pa.string())
 
 
 def _local(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
+    return local_path(uri)
 
 
 _csv_cache: dict[str, pa.Table] = {}
@@ -118,19 +151,55 @@ def _read_csv(path: str) -> pa.Table:
         return _read_csv_locked(path)
 
 
+def sniff_delimiter(path: str | Path) -> str:
+    """The field delimiter of a CSV file: `,` `;` tab or `|`, from its first lines (`.tsv`: tab)."""
+    import csv
+
+    if str(path).lower().endswith(".tsv"):
+        return "\t"
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        sample = f.read(64 * 1024)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def read_csv_file(path: str | Path, delimiter: str | None = None) -> pa.Table:
+    """Parse a CSV file (delimiter sniffed unless given); a DataError naming the file on failure."""
+    delim = delimiter or sniff_delimiter(path)
+    try:
+        table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delim))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(
+            f"Cannot parse CSV {path} (delimiter {delim!r}): {err}. Pass --delimiter if it is another."
+        ) from None
+    if table.num_columns == 1 and delimiter is None and table.num_rows:
+        raise DataError(
+            f"CSV {path} parsed as a single column {table.column_names[0]!r}: its delimiter could not be detected. "
+            "Pass --delimiter (e.g. --delimiter ';')."
+        )
+    return table
+
+
 def _read_csv_locked(path: str) -> pa.Table:
     if path not in _csv_cache:
-        try:
-            _csv_cache.clear()
-            table = pacsv.read_csv(path)
-            if "key" not in table.column_names:
-                # The same keys `lakenet ingest` would give these rows, so a CSV can be trained and scored
-                # directly, and its rows keep their split if it is ingested later.
-                table = table.add_column(0, "key", row_keys(Path(path).name, table.num_rows))
-            _csv_cache[path] = table
-        except (pa.ArrowInvalid, OSError) as err:
-            raise DataError(f"Cannot read CSV file {path}: {err}") from None
+        _csv_cache.clear()
+        table = read_csv_file(path)
+        if "key" not in table.column_names:
+            # The same keys `lakenet ingest` would give these rows, so a CSV can be trained and scored
+            # directly, and its rows keep their split if it is ingested later.
+            table = table.add_column(0, "key", row_keys(Path(path).name, table))
+        _csv_cache[path] = table
     return _csv_cache[path]
+
+
+def _visible_parquet(root: Path) -> list[Path]:
+    """Parquet files under `root`, skipping `_`/`.` folders and files (Delta logs, lakenet's staging, Spark's
+    `_temporary`), as Parquet readers do."""
+    return sorted(
+        f for f in root.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in f.relative_to(root).parts)
+    )
 
 
 def table_format(uri: str) -> Format:
@@ -141,7 +210,7 @@ def table_format(uri: str) -> Format:
         return "csv"
     if p.is_file() and p.suffix.lower() in {".parquet", ".pq"}:
         return "parquet"
-    if p.is_dir() and any(p.rglob("*.parquet")):
+    if p.is_dir() and _visible_parquet(p):
         return "parquet"
     if not p.exists():
         raise DataError(
@@ -183,15 +252,21 @@ def open_table(uri: str, version: int | None = None) -> Snapshot:
             raise DataError(f"Cannot open Delta table {uri} at version {version}: {err}") from None
         # file_uris() lists the files of exactly this version: a raw directory listing would include files
         # that later commits removed.
-        files = sorted(dt.file_uris())
+        # delta-rs percent-encodes the paths it lists (`t%C3%A2ble%20%C3%BC`): decode them for the filesystem.
+        files = sorted(local_path(f) if f.startswith("file://") else unquote(f) for f in dt.file_uris())
         frags, schema = _parquet_fragments(files)
+        table_schema = pa.schema(dt.schema().to_arrow())
         if not files:
-            schema = pa.schema(dt.schema().to_arrow())
+            schema = table_schema
+        else:  # columns added after the first file was written
+            for f in table_schema:
+                if f.name not in schema.names:
+                    schema = schema.append(f)
         v = dt.version()
         return Snapshot(uri, fmt, v, tuple(frags), schema, fingerprint=f"delta:{v}")
     if fmt == "parquet":
         p = Path(_local(uri))
-        files = [str(p)] if p.is_file() else sorted(str(f) for f in p.rglob("*.parquet"))
+        files = [str(p)] if p.is_file() else [str(f) for f in _visible_parquet(p)]
         frags, schema = _parquet_fragments(files)
         return Snapshot(uri, fmt, None, tuple(frags), schema, fingerprint=_files_fingerprint(files))
     table = _read_csv(_local(uri))

@@ -35,22 +35,27 @@ class ScoreJob:
     runtime: str = "torch"  # torch, or onnx (ONNX Runtime)
     featurize: str | None = None  # a FeaturizeSpec as JSON: embed rows instead of predicting
     reads: tuple[str, ...] = ()  # featurize: the columns the network reads (not copied to the output)
+    trust_modules: tuple[str, ...] = ()  # custom architectures the user allowed this bundle to import
 
     def scorer(self) -> Any:
         """The per-worker callable (arrow batch -> arrow batch): a Predictor, or a Featurizer."""
         if self.featurize is not None:
             from lakenet.inference.featurizer import Featurizer, FeaturizeSpec
 
-            return Featurizer(FeaturizeSpec(**json.loads(self.featurize)))
+            return Featurizer(FeaturizeSpec(**json.loads(self.featurize)), trust_modules=self.trust_modules)
         from lakenet.inference.predictor import Predictor
 
         return Predictor(
-            self.bundle_dir, model_name=self.model_name, model_version=self.model_version, runtime=self.runtime
+            self.bundle_dir,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            runtime=self.runtime,
+            trust_modules=self.trust_modules,
         )
 
     def scorer_key(self) -> str:
         """Identifies the scorer a worker may cache and reuse across tasks and jobs."""
-        parts = (self.bundle_dir, self.model_name, self.model_version, self.runtime, self.featurize)
+        parts = (self.bundle_dir, self.model_name, self.model_version, self.runtime, self.featurize, self.trust_modules)
         return "\x1f".join(str(x) for x in parts)
 
     def output_schema(self, pre: Preprocessor | None = None) -> pa.Schema:
@@ -117,6 +122,8 @@ class Engine(ABC):
                 counts[1] += batch.num_rows - batch.column("error").null_count
                 yield batch
 
+        # Rows are staged where no reader looks while they are scored; the commit is conditional: a run that finds
+        # this very job committed by another run meanwhile commits nothing.
         reader = pa.RecordBatchReader.from_batches(self.output_schema(job), counted())
         committed = commit_once(out_uri, reader, txn=txn, mode="append", metadata=metadata)
-        return counts[0], counts[1], committed
+        return (counts[0], counts[1], True) if committed else (0, 0, False)

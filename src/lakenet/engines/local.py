@@ -5,19 +5,23 @@ several, and a process pool for scoring with torch threads × processes ≤ core
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import multiprocessing as mp
 import os
 import socket
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from lakenet.engines.base import Engine, ScoreJob
-from lakenet.errors import LakenetError, TrainingError
+from lakenet.errors import LakenetError, ScoringError, TrainingError
 from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob, WorkerContext, train_worker
 
@@ -89,19 +93,27 @@ def _raise_worker_error(job: TrainJob, world: int) -> None:
 
 # ---- scoring pool -------------------------------------------------------------------------------------------
 _predictor: Any = None
+_init_error: LakenetError | None = None
 
 
 def _init_scorer(job: ScoreJob, threads: int) -> None:
-    global _predictor
+    global _predictor, _init_error
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
-    _predictor = job.scorer()
+    try:
+        _predictor = job.scorer()
+    except LakenetError as err:
+        _init_error = err  # raised by the first task, so the parent reports it (a raising initializer is retried)
+    except Exception as err:
+        _init_error = ScoringError(f"the scoring process could not load the model: {type(err).__name__}: {err}")
 
 
 def _score_fragment(args: tuple[ScoreJob, int]) -> bytes:
     job, fi = args
+    if _init_error is not None:
+        raise _init_error
     table = job.snapshot.read(job.snapshot.fragments[fi], list(job.columns))
     sink = pa.BufferOutputStream()
     out = None
@@ -194,7 +206,27 @@ class LocalEngine(Engine):
                     yield pred(batch)
             return
         threads = max(1, cores // procs)
-        with _pool_context().Pool(procs, initializer=_init_scorer, initargs=(job, threads)) as pool:
-            for blob in pool.imap(_score_fragment, [(job, fi) for fi in frags]):
+        # concurrent.futures, not multiprocessing.Pool: a worker killed by a signal or the OOM killer breaks the
+        # pool and fails the job at once, where Pool would replace the worker and wait forever for its task.
+        pool = ProcessPoolExecutor(procs, mp_context=_pool_context(), initializer=_init_scorer, initargs=(job, threads))
+        try:
+            todo = iter(frags)
+            window: deque[Future[bytes]] = deque(
+                pool.submit(_score_fragment, (job, fi)) for fi in itertools.islice(todo, 2 * procs)
+            )
+            while window:
+                try:
+                    blob = window.popleft().result()
+                except BrokenProcessPool:
+                    raise ScoringError(
+                        f"a scoring process died (killed by a signal, or out of memory?) while scoring "
+                        f"{job.snapshot.uri}; nothing was committed. Run again, with fewer --workers if memory is "
+                        "short."
+                    ) from None
+                nxt = next(todo, None)
+                if nxt is not None:
+                    window.append(pool.submit(_score_fragment, (job, nxt)))
                 if blob:
                     yield from pa.ipc.open_stream(blob)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

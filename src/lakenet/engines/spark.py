@@ -3,9 +3,10 @@ and the same Predictor in Arrow iterator UDFs for scoring. pyspark is imported o
 
 Training tasks read their shard of the Delta version's files directly (listed by delta-rs on the driver); the
 rank-0 task writes checkpoints and tracking. When Spark retries a failed barrier stage, every task resumes
-from the last complete checkpoint instead of step zero. Scoring tasks write Parquet files next to the output
-table and return only file metadata; the driver commits the files of the successful attempts in one Delta
-transaction tagged with the job's application id, so retries and reruns commit every row exactly once.
+from the last complete checkpoint instead of step zero. Scoring tasks write Parquet files into the run's staging
+folder inside the output table and return only file metadata; the driver commits the files of the successful
+attempts in one conditional Delta transaction tagged with the job's application id, so retries, reruns and
+concurrent runs commit every row exactly once.
 """
 
 from __future__ import annotations
@@ -153,8 +154,10 @@ def _barrier_train(
 _PREDICTORS: dict[str, Any] = {}  # per Python worker: the bundle is loaded once and reused across tasks and jobs
 
 
-def _predictor(bundle: str, name: str | None, version: str | None, runtime: str = "torch") -> Any:
-    key = f"{bundle}\x1f{name}\x1f{version}\x1f{runtime}"
+def _predictor(
+    bundle: str, name: str | None, version: str | None, runtime: str = "torch", trust: tuple[str, ...] = ()
+) -> Any:
+    key = f"{bundle}\x1f{name}\x1f{version}\x1f{runtime}\x1f{trust}"
     if key not in _PREDICTORS:
         from lakenet.inference.predictor import Predictor
 
@@ -163,13 +166,13 @@ def _predictor(bundle: str, name: str | None, version: str | None, runtime: str 
             from pyspark import SparkFiles
 
             path = SparkFiles.get(bundle)
-        _PREDICTORS[key] = Predictor(path, model_name=name, model_version=version, runtime=runtime)
+        _PREDICTORS[key] = Predictor(path, model_name=name, model_version=version, runtime=runtime, trust_modules=trust)
     return _PREDICTORS[key]
 
 
 def _scorer(job: ScoreJob) -> Any:
     if job.featurize is None:
-        return _predictor(job.bundle_dir, job.model_name, job.model_version, job.runtime)
+        return _predictor(job.bundle_dir, job.model_name, job.model_version, job.runtime, job.trust_modules)
     key = job.scorer_key()
     if key not in _PREDICTORS:
         _PREDICTORS[key] = job.scorer()
@@ -342,10 +345,7 @@ class SparkEngine(Engine):
     def predict_to_table(
         self, job: ScoreJob, out_uri: str, *, txn: str, metadata: dict[str, str], workers: int | None = None
     ) -> tuple[int, int, bool]:
-        from deltalake import CommitProperties, DeltaTable, Transaction
-        from deltalake.transaction import AddAction, RemoveAction
-
-        from lakenet.data.delta_io import already_committed
+        from lakenet.data.delta_io import Staging, already_committed, commit_staged, remove_stale_staging
 
         phases: dict[str, float] = {}
         t = time.perf_counter()
@@ -362,12 +362,10 @@ class SparkEngine(Engine):
                 f"The Spark engine scores Delta or Parquet tables; {snap.uri} is {snap.format}. "
                 f"Ingest it first: lakenet ingest {snap.uri} --table <table>"
             )
-        exists = DeltaTable.is_deltatable(out_uri)
-        if exists and already_committed(out_uri, txn):
+        if already_committed(out_uri, txn):
             return 0, 0, False
         schema = self.output_schema(job)
-        out_dir = _local(out_uri)
-        os.makedirs(out_dir, exist_ok=True)
+        remove_stale_staging(out_uri)
         lap("check_and_schema")
         spark = self.spark
         sc = spark.sparkContext
@@ -380,49 +378,34 @@ class SparkEngine(Engine):
         threads = _task_threads(slots, sc.master, int(spark.conf.get("spark.task.cpus", "1")))  # no conf copy
         task_job = dataclasses.replace(job, snapshot=dataclasses.replace(snap, fragments=()))  # each task: its own
         lap("plan")
-        sc.setJobDescription(f"lakenet predict {snap.uri} -> {out_uri}")
-        try:
-            written = (
-                sc.parallelize(groups, max(len(groups), 1))
-                .mapPartitions(_score_partitions(task_job, out_dir, threads))
-                .collect()
-            )
-        finally:
-            sc.setJobDescription(None)
-        lap("spark_job")
-        adds = [
-            AddAction(name, size, {}, mtime, True, f'{{"numRecords":{rows}}}') for name, size, rows, _, mtime in written
-        ]
-        props = CommitProperties(
-            app_transactions=[Transaction(txn, 1)], custom_metadata={"lakenet.txn": txn, **metadata}
-        )
-        committed = False
-        if not exists:
-            # A new table is created with its rows in one commit, as the local engine's writer does.
-            from deltalake import Schema
-            from deltalake.transaction import create_table_with_add_actions
-
+        with Staging(out_uri) as staging:
+            # Tasks write into this run's staging folder (where no reader looks); a killed and retried attempt's
+            # file is never returned, and goes with the folder.
+            sc.setJobDescription(f"lakenet predict {snap.uri} -> {out_uri}")
             try:
-                create_table_with_add_actions(
-                    out_uri, Schema.from_arrow(schema), adds, mode="error", commit_properties=props
+                written = (
+                    sc.parallelize(groups, max(len(groups), 1))
+                    .mapPartitions(_score_partitions(task_job, str(staging.dir), threads))
+                    .collect()
                 )
-                committed = True
-            except Exception:
-                if not DeltaTable.is_deltatable(out_uri):  # not a concurrent creator: a real error
-                    raise
-                if already_committed(out_uri, txn):  # a concurrent run of this very job won
-                    return 0, 0, False
-        if not committed:
-            actions: list[AddAction | RemoveAction] = [*adds]
-            DeltaTable(out_uri).create_write_transaction(actions, mode="append", schema=schema, commit_properties=props)
+            finally:
+                sc.setJobDescription(None)
+            lap("spark_job")
+            for name, _, rows, _, _ in written:
+                staging.adopt(name, rows)
+            committed = commit_staged(out_uri, staging, schema, txn=txn, mode="append", metadata=metadata)
         lap("commit")
         _last_phases.clear()
         _last_phases.update(phases)
+        if not committed:
+            return 0, 0, False
         return sum(w[2] for w in written), sum(w[3] for w in written), True
 
 
 def _local(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
+    from lakenet.data.delta_io import local_path
+
+    return local_path(uri)
 
 
 def _task_error(err: Exception, job: TrainJob) -> LakenetError:

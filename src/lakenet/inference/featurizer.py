@@ -49,7 +49,8 @@ def _dummy_label() -> LabelState:
 class Featurizer:
     """Embeds Arrow batches with a pretrained network."""
 
-    def __init__(self, spec: FeaturizeSpec, *, batch_size: int = 64) -> None:
+    def __init__(self, spec: FeaturizeSpec, *, batch_size: int = 64, trust_modules: tuple[str, ...] = ()) -> None:
+        """`trust_modules`: custom architectures a lakenet bundle may import (see Predictor)."""
         self.spec = spec
         self.batch_size = batch_size
         self._hf_image = False
@@ -63,7 +64,7 @@ class Featurizer:
             bundle = Bundle.load(spec.path)
             self.pre = bundle.preprocessor
             self.pre.key = spec.key
-            model = bundle.build("cpu")
+            model = bundle.build("cpu", trusted=trust_modules)
             if not hasattr(model, "features"):
                 raise ModelError(f"{spec.source}: its network ({bundle.spec.architecture}) has no features() method")
             self.model = model

@@ -6,6 +6,7 @@ with the preprocessing the model was trained with.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,11 @@ class Predictor:
         model_name: str | None = None,
         model_version: str | None = None,
         runtime: str = "torch",
+        trust_modules: Iterable[str] = (),
     ) -> None:
         """`runtime`: torch, or onnx (the model exported to ONNX and run in ONNX Runtime, on the CPU). A bundle
-        loaded from an exported .onnx file always runs in ONNX Runtime."""
+        loaded from an exported .onnx file always runs in ONNX Runtime. `trust_modules`: custom architectures
+        (`package.module:Class`) the caller allows the bundle to import; built-in ones need nothing."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.pre = self.bundle.preprocessor
         self.device = torch.device(device)
@@ -71,10 +74,12 @@ class Predictor:
             if self.device.type != "cpu":
                 raise ModelError("runtime onnx runs on the CPU here; use runtime torch for device cuda")
             where = Path(bundle) if isinstance(bundle, str | Path) else None
-            graph = bundle_onnx(self.bundle, where if where is not None and where.is_dir() else None)
+            graph = bundle_onnx(
+                self.bundle, where if where is not None and where.is_dir() else None, trusted=tuple(trust_modules)
+            )
             self._ort = OnnxModel(graph, self.pre.input_keys())
         else:
-            self.model = self.bundle.build(self.device)
+            self.model = self.bundle.build(self.device, trusted=trust_modules)
             if self.pre.image is not None and self.device.type == "cpu":
                 self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster CPU convs
         self.batch_size = batch_size

@@ -5,10 +5,12 @@ The same bundle feeds batch scoring, the MLflow pyfunc model and serving, so tra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from lakenet.errors import ModelError
 from lakenet.models.registry import build_model
 from lakenet.models.spec import ModelSpec
 
-__all__ = ["BUNDLE_FORMAT", "Bundle"]
+__all__ = ["BUNDLE_FORMAT", "Bundle", "sha256_file"]
 
 BUNDLE_FORMAT = 1
 _META = "bundle.json"
@@ -43,12 +45,20 @@ class Bundle:
     training: dict[str, Any] = field(default_factory=dict)  # history, best epoch, steps
     onnx: bytes | None = None  # an exported ONNX graph (a bundle loaded from a .onnx file has no torch weights)
 
-    def build(self, device: str | torch.device = "cpu") -> nn.Module:
-        """The network with the bundle's weights, in eval mode."""
+    def build(self, device: str | torch.device = "cpu", *, trusted: Iterable[str] = ()) -> nn.Module:
+        """The network with the bundle's weights, in eval mode. A custom architecture is built only if it is in
+        `trusted` (or LAKENET_TRUSTED_MODULES)."""
         if not self.weights and self.onnx is not None:
             raise ModelError("This model was loaded from an ONNX export: it runs in ONNX Runtime (runtime onnx) only")
-        model = build_model(self.spec)
-        missing, unexpected = model.load_state_dict(self.weights, strict=False)
+        model = build_model(self.spec, trusted=trusted)
+        try:
+            missing, unexpected = model.load_state_dict(self.weights, strict=False)
+        except RuntimeError as err:  # a tensor of the wrong shape
+            first = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err)[:300])
+            raise ModelError(
+                f"Bundle weights do not fit architecture {self.spec.architecture!r}: {first}. The weights file does "
+                "not belong to this bundle.json; re-export or re-register the model."
+            ) from None
         if missing or unexpected:
             raise ModelError(
                 f"Bundle weights do not fit architecture {self.spec.architecture!r} "
@@ -70,16 +80,24 @@ class Bundle:
         return reqs
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically: a partly written bundle is never visible at `path`."""
+        """Write atomically: a partly written bundle is never visible at `path`. bundle.json records the SHA-256
+        of the weights file, checked whenever the bundle is loaded."""
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        (tmp / _META).write_text(json.dumps(self.meta(), indent=2, default=str))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.weights.items()}, str(tmp / _WEIGHTS))
+        meta = {**self.meta(), "files": {_WEIGHTS: sha256_file(tmp / _WEIGHTS)}}
+        (tmp / _META).write_text(json.dumps(meta, indent=2, default=str))
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
         return dest
+
+    @staticmethod
+    def digest(path: str | Path) -> str:
+        """SHA-256 of a saved bundle's bundle.json, which holds the weights' own digest: one value that pins the
+        whole bundle (recorded in the registry at registration)."""
+        return sha256_file(Path(path) / _META)
 
     def meta(self) -> dict[str, Any]:
         """Everything but the weights, as JSON-able data (bundle.json)."""
@@ -99,14 +117,22 @@ class Bundle:
     def _from_meta(
         cls, meta: dict[str, Any], where: Path, weights: dict[str, torch.Tensor], onnx: bytes | None
     ) -> Bundle:
+        if not isinstance(meta, dict) or not isinstance(meta.get("format", 0), int):
+            raise ModelError(f"{where}: {_META} is not a lakenet bundle description")
         if meta.get("format", 0) > BUNDLE_FORMAT:
             raise ModelError(
                 f"Bundle {where} has format {meta['format']}, newer than this lakenet ({BUNDLE_FORMAT}); "
                 "upgrade lakenet"
             )
+        try:
+            preprocessor = Preprocessor.from_dict(meta["preprocessor"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ModelError(
+                f"{where}: the preprocessing in {_META} is damaged ({type(err).__name__}: {err})"
+            ) from None
         return cls(
-            spec=ModelSpec.from_dict(meta["spec"]),
-            preprocessor=Preprocessor.from_dict(meta["preprocessor"]),
+            spec=ModelSpec.from_dict(meta.get("spec"), where=str(where)),  # type: ignore[arg-type]
+            preprocessor=preprocessor,
             weights=weights,
             lineage=meta.get("lineage", {}),
             metrics=meta.get("metrics", {}),
@@ -117,14 +143,25 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
-        """A bundle directory, or an ONNX file written by `lakenet export --format onnx`."""
+        """A bundle directory, or an ONNX file written by `lakenet export --format onnx`. The weights must match
+        the SHA-256 that bundle.json records (bundles written before lakenet recorded it load unchecked)."""
         p = Path(path)
         if p.is_file() and p.suffix.lower() == ".onnx":
             return cls._load_onnx(p)
         if not (p / _META).is_file() or not (p / _WEIGHTS).is_file():
             raise ModelError(f"{p} is not a lakenet model bundle (expected {_META} and {_WEIGHTS})")
-        meta = json.loads((p / _META).read_text())
-        return cls._from_meta(meta, p, load_file(str(p / _WEIGHTS)), None)
+        try:
+            meta = json.loads((p / _META).read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ModelError(f"{p / _META} is not valid JSON ({err}); the bundle is damaged. Re-download it.") from None
+        expected = (meta.get("files") or {}).get(_WEIGHTS) if isinstance(meta, dict) else None
+        if expected is not None and sha256_file(p / _WEIGHTS) != expected:
+            raise ModelError(
+                f"{p / _WEIGHTS} does not match the SHA-256 recorded in its {_META}: the file was changed or damaged "
+                "after the model was saved. Do not use it; download the model again (delete this copy) or "
+                "re-register it from a trusted copy."
+            )
+        return cls._from_meta(meta, p, _load_weights(p / _WEIGHTS), None)
 
     @classmethod
     def _load_onnx(cls, p: Path) -> Bundle:
@@ -141,3 +178,23 @@ class Bundle:
                 f"train with model.backbone: {p}"
             )
         return cls._from_meta(json.loads(props["lakenet.bundle"]), p, {}, data)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(
+            f"{path} is not a readable safetensors file ({str(err).splitlines()[0][:200]}): truncated or damaged. "
+            "Download the model again or re-register it."
+        ) from None

@@ -44,7 +44,7 @@ class _Exported(nn.Module):
         return out.float().view(-1) * self.std + self.mean  # (N,)
 
 
-def export_onnx(bundle: Bundle) -> bytes:
+def export_onnx(bundle: Bundle, *, trusted: tuple[str, ...] = ()) -> bytes:
     """The bundle's model as an ONNX graph with the bundle's JSON in its metadata."""
     import onnx
 
@@ -55,7 +55,7 @@ def export_onnx(bundle: Bundle) -> bytes:
         )
     pre = bundle.preprocessor
     keys = pre.input_keys()
-    model = bundle.build("cpu")
+    model = bundle.build("cpu", trusted=trusted)
     label = pre.label
     wrapped = _Exported(model, keys, label.task == "classification", float(label.mean), float(label.std)).eval()
     example = pre.example_inputs(2, seed=0)
@@ -137,20 +137,35 @@ def _digest(bundle_dir: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def bundle_onnx(bundle: Bundle, bundle_dir: Path | None) -> bytes:
-    """The bundle's ONNX graph, exported once per bundle content and kept in a temp-dir cache (exporting a
-    ResNet takes seconds; every scoring process would pay it)."""
+def _private_cache() -> Path | None:
+    """The user's own cache folder for exported graphs (mode 0700). Not a shared temp path: another local user
+    could plant a graph there under the name the next export would look for. None if it is not private."""
+    import platformdirs
+
+    cache = Path(platformdirs.user_cache_dir("lakenet")) / "onnx"
+    try:
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = cache.stat()
+    except OSError:
+        return None
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return cache
+
+
+def bundle_onnx(bundle: Bundle, bundle_dir: Path | None, *, trusted: tuple[str, ...] = ()) -> bytes:
+    """The bundle's ONNX graph, exported once per bundle content and kept in the user's private cache (exporting
+    a ResNet takes seconds; every scoring process would pay it)."""
     if bundle.onnx is not None:
         return bundle.onnx
-    if bundle_dir is None or not (bundle_dir / "weights.safetensors").is_file():
-        return export_onnx(bundle)
-    cache = Path(tempfile.gettempdir()) / "lakenet-onnx"
+    cache = _private_cache()
+    if cache is None or bundle_dir is None or not (bundle_dir / "weights.safetensors").is_file():
+        return export_onnx(bundle, trusted=trusted)
     path = cache / f"{_digest(bundle_dir)}.onnx"
     if path.is_file():
         return path.read_bytes()
-    data = export_onnx(bundle)
+    data = export_onnx(bundle, trusted=trusted)
     try:
-        cache.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -160,11 +175,11 @@ def bundle_onnx(bundle: Bundle, bundle_dir: Path | None) -> bytes:
     return data
 
 
-def parity(bundle: Bundle, run: Any, inputs: dict[str, np.ndarray]) -> float:
+def parity(bundle: Bundle, run: Any, inputs: dict[str, np.ndarray], *, trusted: tuple[str, ...] = ()) -> float:
     """Max absolute difference between the torch model's final outputs and `run(inputs)`'s."""
     from lakenet.inference.predictor import Predictor
 
-    expected = Predictor(bundle).forward(inputs)
+    expected = Predictor(bundle, trust_modules=trusted).forward(inputs)
     got = run(inputs)
     if expected.shape != got.shape:
         raise ModelError(f"export parity: output shapes differ (torch {expected.shape}, export {got.shape})")

@@ -102,8 +102,15 @@ def build_hf_model(hf_config: dict[str, Any]) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     cfg = dict(hf_config)
-    model_type = cfg.pop("model_type")
-    config = AutoConfig.for_model(model_type, **cfg)
+    # A config can name its own modelling code (auto_map, loaded with trust_remote_code): a bundle's config is
+    # data, so only architectures transformers itself ships are built.
+    for key in ("auto_map", "trust_remote_code", "custom_pipelines"):
+        cfg.pop(key, None)
+    model_type = cfg.pop("model_type", None)
+    try:
+        config = AutoConfig.for_model(str(model_type), **cfg)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"Hugging Face config of model type {model_type!r} cannot be built: {err}") from None
     # eager attention: the same numbers with and without a padding mask, and exportable to ONNX.
     return AutoModel.from_config(config, attn_implementation="eager")
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import nn
@@ -16,7 +19,15 @@ from lakenet.models.resnet import ResNet
 from lakenet.models.spec import ModelSpec
 from lakenet.models.transfer import TransferNet
 
-__all__ = ["ARCHITECTURES", "build_model", "model_spec"]
+__all__ = [
+    "ARCHITECTURES",
+    "TRUST_ENV",
+    "build_model",
+    "check_buildable",
+    "config_trust",
+    "model_spec",
+    "trusted_modules",
+]
 
 ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {"mlp": MLP, "resnet": ResNet, "transfer": TransferNet}
 
@@ -61,8 +72,66 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
     )
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """Instantiate the network (random weights)."""
+# Options each built-in architecture accepts: name -> (type, minimum, maximum). A bundle's options are checked
+# against this before anything is built, so a model file cannot smuggle arguments in.
+OPTIONS: dict[str, dict[str, tuple[type, int, int]]] = {
+    "mlp": {},
+    "resnet": {"blocks": (int, 1, 8)},
+    "transfer": {},
+}
+
+TRUST_ENV = "LAKENET_TRUSTED_MODULES"
+
+
+def trusted_modules(extra: Iterable[str] = ()) -> frozenset[str]:
+    """The user modules (`package.module:Class`) the loading user trusts: `extra` plus the comma-separated
+    list in the LAKENET_TRUSTED_MODULES environment variable."""
+    env = os.environ.get(TRUST_ENV, "")
+    return frozenset(m.strip() for m in [*extra, *env.split(",")] if m and m.strip())
+
+
+def config_trust(cfg: Config) -> tuple[str, ...]:
+    """A training config trusts the module it names itself (the user who runs it wrote it)."""
+    return (cfg.model.module,) if cfg.model.module else ()
+
+
+def check_buildable(spec: ModelSpec, *, trusted: Iterable[str] = (), where: str = "the model") -> None:
+    """Refuse, before any import or allocation, a spec that names code the loading user has not trusted or
+    options the architecture does not take."""
+    arch = spec.architecture
+    spec.validate(where)
+    if arch in ARCHITECTURES:
+        allowed = OPTIONS[arch]
+        for k, v in spec.options.items():
+            if k not in allowed:
+                raise ModelError(
+                    f"{where}: architecture {arch!r} takes no option {k!r} (options: {', '.join(allowed) or 'none'}); "
+                    "the model file was written by another tool or changed after it was saved."
+                )
+            typ, lo, hi = allowed[k]
+            if isinstance(v, bool) or not isinstance(v, typ) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ModelError(f"{where}: option {k!r} of {arch!r} must be {typ.__name__} in [{lo}, {hi}], not {v!r}")
+        return
+    if not _MODULE.match(arch):
+        raise ModelError(
+            f"{where}: unknown architecture {arch!r}; built-in ones are {', '.join(sorted(ARCHITECTURES))}, a custom "
+            "one is named 'package.module:Class'."
+        )
+    if arch not in trusted_modules(trusted):
+        raise ModelError(
+            f"{where} is built by custom code, {arch!r}, and lakenet does not import code named by a model file "
+            f"unless you trust it. If you wrote or reviewed {arch}, pass --trust-module {arch} (Python: "
+            f"trust_modules=[{arch!r}]) or set {TRUST_ENV}={arch}."
+        )
+
+
+_MODULE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def build_model(spec: ModelSpec, *, trusted: Iterable[str] = ()) -> nn.Module:
+    """Instantiate the network (random weights): a built-in architecture by name, or a user's nn.Module class
+    that the loading user trusts (never any other callable)."""
+    check_buildable(spec, trusted=trusted)
     if spec.architecture in ARCHITECTURES:
         return ARCHITECTURES[spec.architecture](spec)
     module_name, _, cls_name = spec.architecture.partition(":")
@@ -73,6 +142,9 @@ def build_model(spec: ModelSpec) -> nn.Module:
             f"model.module {spec.architecture!r} cannot be imported ({err}). Make the package importable "
             "(pip install -e it, or add it to PYTHONPATH) or fix model.module."
         ) from None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ModelError(f"model.module {spec.architecture!r} is not a torch nn.Module class; refusing to call it")
+    _check_signature(cls, spec)
     try:
         model = cls(spec=spec, **spec.options)
     except TypeError as err:
@@ -83,3 +155,22 @@ def build_model(spec: ModelSpec) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ModelError(f"model.module {spec.architecture!r} built a {type(model).__name__}, not a torch nn.Module")
     return model
+
+
+def _check_signature(cls: type, spec: ModelSpec) -> None:
+    """Options must be named parameters of the class's constructor (or it takes **kwargs) and plain values."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for k, v in spec.options.items():
+        if not isinstance(v, int | float | str | bool):
+            raise ModelError(
+                f"model.options {k!r} of {spec.architecture!r} must be a number, string or bool, not {v!r}"
+            )
+        if not takes_any and k not in params:
+            raise ModelError(
+                f"model.options {k!r}: {spec.architecture!r} has no such constructor argument "
+                f"(arguments: {', '.join(p for p in params if p != 'spec') or 'none'})"
+            )

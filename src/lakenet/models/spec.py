@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from lakenet.errors import ModelError
 
 __all__ = ["ModelSpec"]
 
@@ -37,9 +39,58 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+    def from_dict(cls, d: dict[str, Any], where: str = "the model") -> ModelSpec:
+        """Rebuild from JSON (bundle.json): unknown or missing keys are refused, not passed on."""
+        if not isinstance(d, dict):
+            raise ModelError(f"{where}: the model spec must be a JSON object, not {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ModelError(f"{where}: unknown model spec keys {unknown}; the file was not written by this lakenet")
         d = dict(d)
-        d["category_sizes"] = tuple(d.get("category_sizes", ()))
-        d["category_dims"] = tuple(d.get("category_dims", ()))
-        d["texts"] = tuple(d.get("texts", ()))
-        return cls(**d)
+        try:
+            d["category_sizes"] = tuple(d.get("category_sizes", ()))
+            d["category_dims"] = tuple(d.get("category_dims", ()))
+            d["texts"] = tuple(d.get("texts", ()))
+            spec = cls(**d)
+        except TypeError as err:
+            raise ModelError(f"{where}: invalid model spec ({err})") from None
+        spec.validate(where)
+        return spec
+
+    def validate(self, where: str = "the model") -> None:
+        """Types and sizes within what lakenet trains (the config's own bounds): a tampered spec cannot make a
+        loader allocate without limit or pass odd values to a constructor."""
+
+        def check(name: str, value: Any, lo: float, hi: float, typ: type | tuple[type, ...] = int) -> None:
+            if isinstance(value, bool) or not isinstance(value, typ) or not isinstance(value, int | float):
+                raise ModelError(f"{where}: model spec {name} = {value!r} is not a number")
+            if not lo <= value <= hi:
+                raise ModelError(f"{where}: model spec {name} = {value!r} is outside [{lo:g}, {hi:g}]")
+
+        if not isinstance(self.architecture, str) or not self.architecture:
+            raise ModelError(f"{where}: model spec architecture must be a name, not {self.architecture!r}")
+        check("num_outputs", self.num_outputs, 1, 1_000_000)
+        check("numeric_dim", self.numeric_dim, 0, 1_000_000)
+        check("width", self.width, 1, 4096)
+        check("depth", self.depth, 1, 32)
+        check("dropout", self.dropout, 0.0, 1.0, (int, float))
+        check("image_channels", self.image_channels, 0, 4)
+        check("image_size", self.image_size, 0, 4096)
+        check("vector_dim", self.vector_dim, 0, 1_000_000)
+        if len(self.category_sizes) != len(self.category_dims):
+            raise ModelError(f"{where}: model spec has {len(self.category_sizes)} category sizes but "
+                             f"{len(self.category_dims)} embedding widths")  # fmt: skip
+        for n in self.category_sizes:
+            check("category_sizes[]", n, 1, 100_000_000)
+        for n in self.category_dims:
+            check("category_dims[]", n, 1, 4096)
+        if not isinstance(self.options, dict):
+            raise ModelError(f"{where}: model spec options must be a mapping, not {self.options!r}")
+        for t in self.texts:
+            if not isinstance(t, dict) or t.get("kind") not in ("bag", "pretrained"):
+                raise ModelError(f"{where}: model spec text entry {t!r} is not a bag or pretrained encoder")
+        if self.backbone is not None and (
+            not isinstance(self.backbone, dict) or self.backbone.get("kind") not in ("onnx", "hf")
+        ):
+            raise ModelError(f"{where}: model spec backbone {self.backbone!r} is not an ONNX or Hugging Face backbone")

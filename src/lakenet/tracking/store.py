@@ -25,6 +25,7 @@ __all__ = [
     "TrackedRun",
     "alias_version",
     "end_child_run",
+    "fail_dead_runs",
     "git_commit",
     "list_models",
     "resolve_model",
@@ -34,6 +35,7 @@ __all__ = [
     "start_run",
 ]
 
+DIGEST_TAG = "lakenet.bundle_sha256"
 _CODE_FILE = str(Path(__file__).with_name("_mlflow_model_code.py"))
 _PIP = ["torch>=2.4", "pyarrow", "deltalake", "safetensors", "pillow", "pandas<3", "pydantic>=2", "pyyaml"]
 
@@ -152,15 +154,27 @@ class TrackedRun:
         tags: dict[str, Any],
         requirements: list[str] | None = None,
     ) -> str:
-        """Log the bundle as a pyfunc model (model-from-code, no pickle), register it, point `alias` at it."""
+        """Log the bundle as a pyfunc model (model-from-code, no pickle), register it with its tags and the bundle's
+        digest, then point `alias` at it."""
         import mlflow
         from mlflow.models.signature import ModelSignature
         from mlflow.tracking import MlflowClient
         from mlflow.types.schema import Array, ColSpec, Schema
 
+        from lakenet.models.bundle import Bundle
+
         def col(c: dict[str, str]) -> ColSpec:
             return ColSpec(Array("float") if c["type"] == "vector" else c["type"], c["name"])
 
+        client = MlflowClient()
+        # Once per training run: a resumed run whose model was registered before it was killed completes that
+        # version (tags, alias) instead of registering a second one.
+        existing = client.search_model_versions(f"name='{name}' and run_id='{self.run_id}'")
+        if existing:
+            version = str(max(int(mv.version) for mv in existing))
+            digest = _registered_digest(name, version)
+            self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: digest})
+            return version
         sig = ModelSignature(inputs=Schema([col(c) for c in signature]))
         with _active(self.run_id), warnings.catch_warnings():
             # MLflow nags about a missing input example; the signature is explicit and images make poor examples.
@@ -174,13 +188,30 @@ class TrackedRun:
                 registered_model_name=name,
                 await_registration_for=60,
             )
-        client = MlflowClient()
         version = str(info.registered_model_version)
-        client.set_registered_model_alias(name, alias, version)
+        self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: Bundle.digest(bundle_dir)})
+        return version
+
+    @staticmethod
+    def _finish_registration(client: Any, name: str, version: str, alias: str, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
             if v is not None:
                 client.set_model_version_tag(name, version, k, str(v))
-        return version
+        client.set_registered_model_alias(name, alias, version)  # last: the alias moves to a complete version
+
+
+def _registered_digest(name: str, version: str) -> str:
+    """The digest of the bundle a model version holds in the artifact store (downloaded to a scratch folder)."""
+    import mlflow
+
+    from lakenet.models.bundle import Bundle
+
+    with tempfile.TemporaryDirectory(prefix="lakenet-verify-") as tmp:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
+        found = _find_bundle(Path(tmp))
+        if found is None:
+            raise ModelError(f"Model {name} version {version} has no lakenet bundle in the artifact store")
+        return Bundle.digest(found)
 
 
 @contextmanager
@@ -195,16 +226,62 @@ def _active(run_id: str) -> Iterator[None]:
         yield
 
 
+_PROCESS_TAG = "lakenet.process"
+
+
+def _process_token(pid: int | None = None) -> str | None:
+    """host:pid:start-time of a process (Linux /proc), so a reused pid is not mistaken for the same process."""
+    import socket
+
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{socket.gethostname()}:{pid}:{start}"
+
+
+def fail_dead_runs(experiment_id: str) -> list[str]:
+    """Mark FAILED the RUNNING runs of the experiment whose process (on this machine) is gone: a killed `train`
+    or `tune` cannot end its own run. Returns their ids."""
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    host = socket.gethostname()
+    failed = []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        token = run.data.tags.get(_PROCESS_TAG)
+        if not token or not token.startswith(f"{host}:"):
+            continue
+        try:
+            pid = int(token.split(":")[-2])
+        except ValueError:
+            continue
+        if _process_token(pid) == token:
+            continue  # still running
+        client.set_tag(run.info.run_id, "lakenet.failure", "its process died (killed, or the machine restarted)")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        failed.append(run.info.run_id)
+    return failed
+
+
 @contextmanager
 def start_run(
     experiment: str, run_name: str, tags: dict[str, Any] | None = None, *, run_id: str | None = None
 ) -> Iterator[TrackedRun]:
     """A run that ends FINISHED, or FAILED if the block raises; `run_id` continues an earlier run (a resumed
-    tuning study keeps one parent run)."""
+    tuning study keeps one parent run). Runs of this experiment whose process died are marked FAILED first."""
     import mlflow
 
     exp_id = _experiment_id(experiment)
+    fail_dead_runs(exp_id)
     str_tags = {k: str(v) for k, v in (tags or {}).items()}
+    token = _process_token()
+    if token:
+        str_tags[_PROCESS_TAG] = token
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id)
         mlflow.set_tags(str_tags)
@@ -292,17 +369,20 @@ def resolve_model(ref: str, *, cache_dir: Path | None = None) -> ResolvedModel:
     client = MlflowClient()
     name: str | None = None
     version: str | None = None
+    expected: str | None = None  # the bundle digest recorded at registration
     if ref.startswith("models:/"):
         body = ref[len("models:/") :]
         try:
             if "@" in body:
                 name, alias = body.split("@", 1)
-                version = str(client.get_model_version_by_alias(name, alias).version)
+                mv = client.get_model_version_by_alias(name, alias)
+                version = str(mv.version)
             else:
                 name, _, version = body.partition("/")
                 if not version:
                     raise ModelError(f"Model URI {ref!r} needs a version or an alias: models:/{name}@champion")
-                client.get_model_version(name, version)
+                mv = client.get_model_version(name, version)
+            expected = (mv.tags or {}).get(DIGEST_TAG)
         except MlflowException as err:
             known = ", ".join(m.name for m in client.search_registered_models()) or "none"
             raise ModelError(
@@ -330,7 +410,32 @@ def resolve_model(ref: str, *, cache_dir: Path | None = None) -> ResolvedModel:
         bundle = _find_bundle(cache)
         if bundle is None:
             raise ModelError(f"Model {ref!r} has no lakenet bundle; was it logged by lakenet?")
+    if expected is not None:
+        _verify_bundle(ref, bundle, expected, cache)
     return ResolvedModel(ref, bundle, name, version)
+
+
+def _verify_bundle(ref: str, bundle: Path, expected: str, cache: Path) -> None:
+    """The bundle must be the one registered: bundle.json's SHA-256 against the model version's tag (and the
+    weights against bundle.json, checked when the bundle is loaded)."""
+    from lakenet.models.bundle import Bundle, sha256_file
+
+    found = Bundle.digest(bundle)
+    if found != expected:
+        raise ModelError(
+            f"{bundle / 'bundle.json'} of {ref} does not match the SHA-256 recorded in the registry at registration "
+            f"({expected[:16]}…, found {found[:16]}…): the local copy or the artifact store was changed after the "
+            f"model was registered. Delete {cache} to download it again; if the error stays, the stored model was "
+            "tampered with: re-register it from a trusted copy."
+        )
+    weights = bundle / "weights.safetensors"
+    recorded = (json.loads((bundle / "bundle.json").read_text()).get("files") or {}).get(weights.name)
+    if recorded is not None and weights.is_file() and sha256_file(weights) != recorded:
+        raise ModelError(
+            f"{weights} of {ref} does not match the SHA-256 recorded at registration: the file was changed or "
+            f"damaged. Delete {cache} to download it again; if the error stays, re-register the model from a "
+            "trusted copy."
+        )
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from lakenet.evaluation.metrics import (
     regression_metrics_from_sums,
     regression_sums,
 )
-from lakenet.models.registry import build_model
+from lakenet.models.registry import build_model, config_trust
 from lakenet.models.spec import ModelSpec
 from lakenet.training.callbacks import Callback
 from lakenet.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -203,7 +203,7 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
     classification = pre.label.task == "classification"
 
     torch.manual_seed(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_model(spec)
+    model = build_model(spec, trusted=config_trust(cfg))
     init = load_file(job.init_weights) if job.init_weights and not job.resume else None
     apply_pretrained(model, init, job.frozen)
     del init

@@ -13,7 +13,7 @@ from lakenet.config.schema import Config, TextFeature
 from lakenet.data.encoders import Preprocessor
 from lakenet.errors import ConfigError, ModelError
 from lakenet.models.backbone import ResolvedBackbone
-from lakenet.models.registry import build_model
+from lakenet.models.registry import build_model, config_trust
 from lakenet.models.spec import ModelSpec
 
 __all__ = ["PretrainedInit", "apply_pretrained", "frozen_subtrees", "plan_pretrained"]
@@ -63,7 +63,7 @@ def plan_pretrained(
     pretrained_texts = [t for t in pre.texts if t.kind == "pretrained"]
     if backbone is None and not pretrained_texts:
         return None
-    model = build_model(spec)
+    model = build_model(spec, trusted=config_trust(cfg))
     state = model.state_dict()
     params = [n for n, _ in model.named_parameters()]
     weights: dict[str, torch.Tensor] = {}
