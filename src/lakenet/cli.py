@@ -23,8 +23,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Config utilities.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-out = Console()
-err = Console(stderr=True)
+# Not on a terminal (logs, pipes, CI), lines are not wrapped at 80 columns: a message stays one greppable line.
+out = Console(soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 ConfigArg = Annotated[Path, typer.Argument(help="The job's YAML config file.")]
 RuntimeOpt = Annotated[

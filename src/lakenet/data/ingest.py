@@ -160,11 +160,12 @@ def _content_hash(src: Path) -> str:
     return h.hexdigest()
 
 
-def _last_txn(dt: DeltaTable | None) -> str | None:
+def _last(dt: DeltaTable | None, key: str) -> str | None:
+    """A custom metadata value of the table's latest commit."""
     if dt is None:
         return None
     last = dt.history(1)
-    return str(last[0].get("lakenet.txn")) if last else None
+    return str(last[0].get(key)) if last else None
 
 
 def ingest(
@@ -237,21 +238,22 @@ def ingest(
         # The whole source's contents: an overwrite with other data is another write, whatever its row count.
         txn = app_id("ingest", src.resolve(), dest, mode, key, _content_hash(src))
     existing_dt = DeltaTable(dest) if DeltaTable.is_deltatable(dest) else None
-    if mode == "overwrite" and _last_txn(existing_dt) == txn:
+    if mode == "overwrite" and _last(existing_dt, "lakenet.ingest_content") == txn:
         counts["skipped"] = existing_dt.to_pyarrow_dataset().count_rows() if existing_dt is not None else 0
     elif mode == "append" and existing_dt is not None and existing_dt.transaction_version(txn) is not None:
         prepare(existing_dt)  # this very ingest was committed before: count what is there, write nothing
     else:
-        if mode == "overwrite":
-            # An overwrite is judged against the latest commit only: overwriting with A, then B, then A again
-            # must end with A.
-            txn = app_id(txn, existing_dt.version() if existing_dt is not None else -1)
+        # An overwrite is judged against the latest commit only: overwriting with A, then B, then A again must
+        # end with A.
+        commit_txn = (
+            app_id(txn, existing_dt.version() if existing_dt is not None else -1) if mode == "overwrite" else txn
+        )
         commit_once(
             dest,
             prepare,
-            txn=txn,
+            txn=commit_txn,
             mode="overwrite" if mode == "overwrite" else "append",
-            metadata={"lakenet.source": str(src.resolve()), "lakenet.ingest_txn": txn},
+            metadata={"lakenet.source": str(src.resolve()), "lakenet.ingest_content": txn},
         )
     version = DeltaTable(dest).version() if DeltaTable.is_deltatable(dest) else None
     return IngestResult(dest, counts["written"], counts["skipped"], version, kind, tuple(skipped_files))

@@ -44,6 +44,7 @@ class Bundle:
     profile: dict[str, Any] = field(default_factory=dict)  # training data profile summary
     training: dict[str, Any] = field(default_factory=dict)  # history, best epoch, steps
     onnx: bytes | None = None  # an exported ONNX graph (a bundle loaded from a .onnx file has no torch weights)
+    source: Path | None = None  # where it was loaded from (for messages)
 
     def build(self, device: str | torch.device = "cpu", *, trusted: Iterable[str] = ()) -> nn.Module:
         """The network with the bundle's weights, in eval mode. A custom architecture is built only if it is in
@@ -55,8 +56,9 @@ class Bundle:
             missing, unexpected = model.load_state_dict(self.weights, strict=False)
         except RuntimeError as err:  # a tensor of the wrong shape
             first = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err)[:300])
+            where = self.source / _WEIGHTS if self.source is not None else "The bundle's weights"
             raise ModelError(
-                f"Bundle weights do not fit architecture {self.spec.architecture!r}: {first}. The weights file does "
+                f"{where} does not fit architecture {self.spec.architecture!r}: {first}. The weights file does "
                 "not belong to this bundle.json; re-export or re-register the model."
             ) from None
         if missing or unexpected:
@@ -139,6 +141,7 @@ class Bundle:
             profile=meta.get("profile", {}),
             training=meta.get("training", {}),
             onnx=onnx,
+            source=where,
         )
 
     @classmethod

@@ -44,13 +44,21 @@ def setup_tracking(cfg: TrackingConfig | None = None, *, workdir: Path | None = 
     """MLFLOW_TRACKING_URI wins, then tracking.uri, then a sqlite file in the working directory."""
     import mlflow
 
+    global _set_by_us
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.uri if cfg else None)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: the value we set last is not the user's choice,
+    # or every later call in this process (another workdir) would use the first call's store.
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = (env if env != _set_by_us else None) or (cfg.uri if cfg else None)
     if not uri:
         uri = f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _set_by_us = os.environ.get("MLFLOW_TRACKING_URI")
     return uri
+
+
+_set_by_us: str | None = None
 
 
 def _experiment_id(name: str) -> str:

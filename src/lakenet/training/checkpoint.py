@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lakenet.errors import TrainingError
+
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 _NAME = re.compile(r"^step-(\d{9})$")
@@ -74,9 +76,22 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 def load_checkpoint(
     path: str | Path,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, dict[str, Any]]:
+    from safetensors import SafetensorError
+
     p = Path(path)
-    model = load_file(str(p / "model.safetensors"))
-    best = load_file(str(p / "best.safetensors")) if (p / "best.safetensors").is_file() else None
-    # weights_only: the state file can only hold tensors and primitives, so loading it runs no code.
-    state = torch.load(p / "state.pt", weights_only=True, map_location="cpu")
+    fix = "The checkpoint is damaged or was not written by lakenet; delete it (or train with --restart) to start over."
+    try:
+        model = load_file(str(p / "model.safetensors"))
+        best = load_file(str(p / "best.safetensors")) if (p / "best.safetensors").is_file() else None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise TrainingError(f"Checkpoint {p}: weights unreadable ({str(err).splitlines()[0][:200]}). {fix}") from None
+    try:
+        # weights_only: the state file can only hold tensors and primitives, so loading it runs no code (a
+        # pickle naming anything else is refused by torch's restricted unpickler).
+        state = torch.load(p / "state.pt", weights_only=True, map_location="cpu")
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise TrainingError(f"Checkpoint {p / 'state.pt'} cannot be loaded safely ({first}). {fix}") from None
+    if not isinstance(state, dict):
+        raise TrainingError(f"Checkpoint {p / 'state.pt'} holds a {type(state).__name__}, not loop state. {fix}")
     return model, best, state
