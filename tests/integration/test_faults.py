@@ -75,7 +75,7 @@ def _race(command: list[str], cwd: Path, gate: Path, n: int = 2) -> list[subproc
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for _ in range(n)
     ]
     results = []

@@ -149,6 +149,45 @@ def test_a_request_whose_deadline_passed_in_the_queue_is_not_scored() -> None:
     run(main())
 
 
+def test_a_request_that_times_out_in_the_queue_frees_its_rows_at_once_and_is_never_scored() -> None:
+    async def main() -> None:
+        model = Model(hold=True)
+        b = MicroBatcher(model, max_batch_size=4, max_queue_rows=3)
+        await b.start()
+        first = b.submit(rows(0.0))
+        await wait_until_entered(model)
+        late = b.submit(rows(1.0, 2.0, 3.0))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(late, 0.01)  # the server's deadline
+        await asyncio.sleep(0)
+        assert b.queued_rows == 0
+        kept = b.submit(rows(4.0, 5.0, 6.0))  # room at once: the timed-out rows no longer count
+        model.release.set()
+        await first
+        assert (await kept)[1] == [("a", 8.0), ("a", 10.0), ("a", 12.0)]
+        assert model.batches == [1, 3]  # the late request never reached the model
+        await b.close()
+
+    run(main())
+
+
+def test_a_batch_holds_at_most_max_batch_cost() -> None:
+    async def main() -> None:
+        model = Model(hold=True)
+        b = MicroBatcher(model, max_batch_size=8, max_batch_cost=10)
+        await b.start()
+        first = b.submit(rows(0.0))
+        await wait_until_entered(model)
+        queued = [b.submit(rows(1.0), cost=6), b.submit(rows(2.0), cost=4), b.submit(rows(3.0), cost=1)]
+        costly = b.submit(rows(4.0), cost=25)  # more than the limit: alone
+        model.release.set()
+        await asyncio.gather(first, *queued, costly)
+        assert model.batches == [1, 2, 1, 1]
+        await b.close()
+
+    run(main())
+
+
 def test_a_failing_request_does_not_fail_its_batch_mates() -> None:
     async def main() -> None:
         model = Model(hold=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import inspect
+import io
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +15,16 @@ import pytest
 import lakenet
 from lakenet.errors import ConfigError
 from lakenet.serving.metrics import Histogram, ServeMetrics
-from lakenet.serving.schema import B64_PATTERN, InvalidRequest, RequestSchema, decode_base64, response_rows
+from lakenet.serving.schema import (
+    B64_PATTERN,
+    ROW_ERRORS,
+    InvalidRequest,
+    RequestSchema,
+    TooLarge,
+    decode_base64,
+    response_rows,
+    row_error,
+)
 from lakenet.serving.settings import ServeSettings, is_loopback, make_settings, read_token_file
 
 SIGNATURE = [
@@ -48,6 +59,16 @@ def test_refuses_to_expose_without_a_token(host: str) -> None:
 def test_loopback_detection() -> None:
     assert all(is_loopback(h) for h in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
     assert not any(is_loopback(h) for h in ["0.0.0.0", "::", "10.0.0.1", "localhost.example.com"])
+
+
+def test_abuse_limits_are_on_by_default() -> None:
+    s = ServeSettings()
+    assert s.body_timeout_s == 5.0 and s.max_connections == 1000
+    assert (s.max_image_pixels, s.max_request_pixels) == (16 * 2**20, 64 * 2**20)
+    with pytest.raises(ConfigError, match=r"max_image_pixels \(10\) must not exceed max_request_pixels \(5\)"):
+        make_settings(max_image_pixels=10, max_request_pixels=5)
+    with pytest.raises(ConfigError, match="body_timeout_s: Input should be greater than 0"):
+        make_settings(body_timeout_s=0)
 
 
 def test_bad_settings_name_the_setting() -> None:
@@ -162,6 +183,38 @@ def test_form_errors_name_the_field(schema: RequestSchema) -> None:
         schema.from_form({"od280/od315": ["1", "2"], "region": ["n"], "image": [b"a", b"b"]})
     with pytest.raises(InvalidRequest, match="at most 3 rows"):
         schema.from_form({"od280/od315": ["1"] * 4, "region": ["n"] * 4, "image": [b"a"] * 4})
+
+
+def png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (width, height)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_pixels_are_limited_from_the_headers(schema: RequestSchema) -> None:
+    rows = [{"od280/od315": 1, "region": "n", "image": b64(im)} for im in (png(10, 10), b"junk", png(30, 20))]
+    table = schema.from_json(json.dumps({"rows": rows}).encode())
+    assert schema.image_pixels(table, max_image=600, max_request=700, form=False) == 700  # junk counts 0
+    with pytest.raises(InvalidRequest) as err:
+        schema.image_pixels(table, max_image=599, max_request=10_000, form=False)
+    assert loc_of(err) == [["body", "rows", 2, "image"]]
+    assert err.value.errors[0]["type"] == "image_too_large" and "600 pixels" in err.value.errors[0]["msg"]
+    with pytest.raises(InvalidRequest) as err:
+        schema.image_pixels(table, max_image=599, max_request=10_000, form=True)
+    assert loc_of(err) == [["body", "image", 2]]
+    with pytest.raises(TooLarge, match=r"700 pixels in all.*at most 699"):
+        schema.image_pixels(table, max_image=600, max_request=699, form=False)
+
+
+def test_row_errors_name_the_row_and_column() -> None:
+    assert row_error(3, "image", "undecodable_image", form=False)["loc"] == ["body", "rows", 3, "image"]
+    assert row_error(3, "image", "undecodable_image", form=True)["loc"] == ["body", "image", 3]
+    err = row_error(1, None, "something_new", form=False)
+    assert err == {"loc": ["body", "rows", 1], "msg": err["msg"], "type": "something_new"}
+    assert "something_new" in err["msg"]
+    assert set(ROW_ERRORS) >= {"empty_image", "undecodable_image", "truncated_image", "image_too_large"}
 
 
 def test_openapi_models_use_the_column_names(schema: RequestSchema) -> None:

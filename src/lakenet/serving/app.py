@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -23,12 +24,20 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakenet.inference.predictor import Predictor
 from lakenet.serving.batcher import Draining, MicroBatcher, Overloaded
 from lakenet.serving.metrics import CONTENT_TYPE, ServeMetrics
-from lakenet.serving.schema import InvalidRequest, RequestSchema, response_model, response_rows
+from lakenet.serving.schema import (
+    InvalidRequest,
+    RequestSchema,
+    TooLarge,
+    response_model,
+    response_rows,
+    row_error,
+)
 from lakenet.serving.settings import ServeSettings
 
 __all__ = ["Refresh", "Scorer", "create_app", "warm_up"]
@@ -63,6 +72,39 @@ class Scorer:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}
 
+    def error_column(self, table: pa.Table, row: int, reason: str) -> str | None:
+        """The input column that made `row` fail with `reason` (the Predictor reports the reason only), or None
+        when it cannot be told: the one column of that kind, or among several the first whose value is unusable."""
+        pre = self.predictor.pre
+        if reason.endswith("_image"):
+            return pre.image.column if pre.image is not None else None
+
+        def value(column: str) -> Any:
+            return table.column(column)[row].as_py()
+
+        if reason.endswith("_text"):
+            found = [(t.column, value(t.column) is None) for t in pre.texts]
+        elif "vector" in reason:
+            found = [(v.column, _bad_vector(value(v.column), v.dim)) for v in pre.vectors]
+        elif reason.endswith("_numeric"):
+            found = [(n.column, _bad_number(value(n.column), n.mean, n.std)) for n in pre.numeric]
+        else:
+            return None
+        if len(found) == 1:
+            return found[0][0]
+        return next((column for column, bad in found if bad), None)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _bad_vector(value: list[float] | None, dim: int) -> bool:
+    return value is None or len(value) != dim or not all(math.isfinite(x) for x in value)
+
+
+def _bad_number(value: float | None, mean: float, std: float) -> bool:
+    return value is None or not math.isfinite(value) or abs((value - mean) / std) > _FLOAT32_MAX
+
 
 def warm_up(predictor: Predictor) -> None:
     """One forward pass on zeros, so the first real request does not pay for lazy kernel set-up."""
@@ -76,9 +118,13 @@ def _json_response(status: int, payload: Any, headers: dict[str, str] | None = N
 
 
 class _Gate:
-    """Outermost ASGI middleware: request metrics, the bearer token, the concurrency limit of /v1/predict (503),
-    and the body size limit (413 from the declared content-length at once, or as soon as a streamed body passes
-    the limit)."""
+    """Outermost ASGI middleware: request metrics, the bearer token, and the limits on reading a body: its size
+    (413 from the declared content-length at once, or as soon as a streamed body passes the limit), its time (408
+    when it is not complete `body_timeout_s` after the request head, and the connection is closed), and the body
+    bytes all requests hold together (503).
+
+    The concurrency limit of /v1/predict is not here but in the route, once the body is read: counted before, a
+    client sending its body slowly would hold a slot for as long as it liked."""
 
     def __init__(
         self,
@@ -87,14 +133,16 @@ class _Gate:
         token: str | None,
         max_body_bytes: int,
         metrics: ServeMetrics,
-        max_inflight: int,
+        body_timeout_s: float,
+        max_held_bytes: int,
     ) -> None:
         self.app = app
-        self.max_inflight = max_inflight
-        self.predicting = 0  # /v1/predict requests in flight
         self.token = token.encode() if token is not None else None
         self.max_body = max_body_bytes
         self.metrics = metrics
+        self.body_timeout_s = body_timeout_s
+        self.max_held = max_held_bytes
+        self.held = 0  # body bytes received by the requests in progress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,7 +162,7 @@ class _Gate:
                 status = message["status"]
             await send(message)
 
-        counted = False
+        held = [0]
         try:
             headers = dict(scope["headers"])
             if self.token is not None and path not in OPEN_PATHS and not self._authorised(headers):
@@ -133,20 +181,10 @@ class _Gate:
                 if int(declared) > self.max_body:
                     await _send_simple(send_wrapper, 413, {"detail": self._too_large()})
                     return
-            if path == PREDICT:
-                counted = True
-                self.predicting += 1
-                if self.predicting > self.max_inflight:
-                    # Refused before the body is read: under overload the event loop itself is the bottleneck,
-                    # and every request it takes on lengthens every admitted request's wait.
-                    m.shed.inc("busy")
-                    busy = {"detail": "Overloaded: too many requests in flight; retry later"}
-                    await _send_simple(send_wrapper, 503, busy, [(b"retry-after", b"1")])
-                    return
-            await self.app(scope, self._counting(receive), send_wrapper)
+            deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+            await self.app(scope, self._reading(receive, deadline, held), send_wrapper)
         finally:
-            if counted:
-                self.predicting -= 1
+            self.held -= held[0]
             m.inflight.inc(by=-1)
             m.requests.inc(route, str(status))
             if route == PREDICT:
@@ -161,19 +199,46 @@ class _Gate:
     def _too_large(self) -> str:
         return f"Request body larger than the server's limit of {self.max_body} bytes"
 
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
+    def _reading(self, receive: Receive, deadline: float, held: list[int]) -> Receive:
+        """`receive`, with the body's size, time and memory limits; `held[0]`: the body bytes received so far."""
+        complete = False
 
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+        async def reading() -> Message:
+            nonlocal complete
+            if complete:  # later calls only wait for a disconnect: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                self.metrics.shed.inc("body_timeout")
+                # Connection: close, as the rest of the body may still come: read as a next request, it would be
+                # garbage, and waiting for it would let the client hold the connection on.
+                raise HTTPException(
+                    408,
+                    f"The request body was not complete {self.body_timeout_s:g} s after its head; send the whole "
+                    "request at once (the server's body timeout)",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
+                n = len(message.get("body", b""))
+                if held[0] + n > self.max_body:
                     raise HTTPException(413, self._too_large())
+                if self.held + n > self.max_held:
+                    # Slow clients hold no slot (their bytes trickle in); many fast large bodies at once would
+                    # hold up to max_connections × max_body_bytes without this.
+                    self.metrics.shed.inc("body_bytes")
+                    raise HTTPException(
+                        503,
+                        "Overloaded: too many request bytes held at once; retry later",
+                        headers={"Retry-After": "1", "Connection": "close"},
+                    )
+                held[0] += n
+                self.held += n
+                complete = not message.get("more_body", False)
             return message
 
-        return counted
+        return reading
 
 
 async def _send_simple(
@@ -194,7 +259,8 @@ def _predict_operation() -> dict[str, Any]:
     return {
         "summary": "Score rows",
         "description": "Rows in, one prediction per row out, scored with the model's training-time "
-        "preprocessing. Rows that cannot be scored (e.g. an undecodable image) come back with `error` set.",
+        "preprocessing. Rows that cannot be scored (e.g. an undecodable image) come back with `error` set; when "
+        "no row of the request can be scored, the answer is 422 with one error per row instead.",
         "operationId": "predict",
         "requestBody": {
             "required": True,
@@ -224,14 +290,20 @@ def _error_responses(schema_ref: str) -> dict[int | str, dict[str, Any]]:
         },
         400: plain("Malformed body (e.g. a broken multipart message)."),
         401: plain("Missing or wrong bearer token."),
-        413: plain("The body is larger than the server's limit."),
+        408: plain("The body was not sent in time; the connection is closed."),
+        413: plain("The body is larger than the server's limit, or its images have more pixels than it decodes."),
         415: plain("Content-Type is neither application/json nor multipart/form-data."),
         422: {
-            "description": "A field is missing or invalid; each error's `loc` names it.",
+            "description": "A field is missing or invalid (e.g. an image with more pixels than the server decodes), "
+            "or no row could be scored (e.g. every image undecodable); each error's `loc` names the field, or the "
+            "row and its column, and `type` says why.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ValidationErrors"}}},
         },
         500: plain("The model failed on this request (the server log has the traceback)."),
-        503: plain("Overloaded (too many requests in flight or rows waiting) or shutting down: retry later.", retry),
+        503: plain(
+            "Overloaded (too many requests in flight, rows waiting or body bytes held) or shutting down: retry later.",
+            retry,
+        ),
         504: plain("The request's deadline passed before it was scored."),
     }
 
@@ -246,10 +318,13 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
         max_batch_size=settings.max_batch_size,
         max_batch_delay_ms=settings.max_batch_delay_ms,
         max_queue_rows=settings.max_queue_rows,
+        # a batch decodes at most one request's worth of pixels, so a request whose deadline passes behind it
+        # is dropped soon, not after many requests' large images
+        max_batch_cost=settings.max_request_pixels,
         metrics=metrics,
     )
     metrics.set_model(scorer.name or "bundle", scorer.version or "")
-    state: dict[str, Any] = {"draining": False}
+    state: dict[str, Any] = {"draining": False, "predicting": 0}  # predicting: requests past the body read
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -258,9 +333,10 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
         metrics.ready.set(1)
         served = f"{scorer.name} version {scorer.version}" if scorer.name else "a model bundle"
         following = f", following the alias every {settings.poll_interval_s:g} s" if refresh is not None else ""
-        log.info("serving %s: batches of ≤ %d rows, %g ms delay, queue ≤ %d rows, ≤ %d requests in flight, %s%s",
+        log.info("serving %s: batches of ≤ %d rows, %g ms delay, queue ≤ %d rows, ≤ %d requests in flight, "
+                 "bodies within %g s, %s%s",
                  served, settings.max_batch_size, settings.max_batch_delay_ms, settings.max_queue_rows,
-                 settings.max_inflight_requests,
+                 settings.max_inflight_requests, settings.body_timeout_s,
                  "token required" if settings.token is not None else "no token (loopback only)", following)  # fmt: skip
         try:
             yield
@@ -313,7 +389,8 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
         token=token,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
-        max_inflight=settings.max_inflight_requests,
+        body_timeout_s=settings.body_timeout_s,
+        max_held_bytes=settings.max_inflight_requests * settings.max_body_bytes,
     )
     app.state.batcher = batcher
     app.state.metrics = metrics
@@ -324,41 +401,79 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
         here: the body is validated against the bundle's schema below); documented in _install_openapi."""
         t0: float = request.scope["state"]["t0"]
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        form = ctype == "multipart/form-data"
         try:
             batcher.admit(1)  # a full queue refuses before the body is read: shedding must cost next to nothing
-            if ctype == "application/json" or ctype.endswith("+json"):
-                table = schema.from_json(await request.body())
-            elif ctype == "multipart/form-data":
-                table = schema.from_form(await _read_form(request, schema, settings))
-            else:
+            if not form and ctype != "application/json" and not ctype.endswith("+json"):
                 return _json_response(415, {"detail": "Send application/json or multipart/form-data"})
-            future = batcher.submit(table)
+            body = await request.body()  # within the _Gate's time and size limits
+        except Overloaded as err:
+            return _queue_full(err)
+        except Draining:
+            return _draining()
+        except ClientDisconnect:  # gone before its body was complete: nobody to answer
+            return Response(status_code=499)
+        if state["predicting"] >= settings.max_inflight_requests:
+            # Refused before parsing: under overload the event loop itself is the bottleneck, and every request it
+            # takes on lengthens every admitted request's wait.
+            metrics.shed.inc("busy")
+            return _json_response(
+                503, {"detail": "Overloaded: too many requests in flight; retry later"}, {"Retry-After": "1"}
+            )
+        state["predicting"] += 1
+        try:
+            return await _predict(request, body, form, t0)
+        finally:
+            state["predicting"] -= 1
+
+    async def _predict(request: Request, body: bytes, form: bool, t0: float) -> Response:
+        try:
+            table = schema.from_form(await _read_form(request, schema, settings)) if form else schema.from_json(body)
+            # From the image headers, before anything is decoded: a few huge images would otherwise hold the
+            # inference thread for seconds, and their decoded pixels the memory.
+            pixels = schema.image_pixels(
+                table, max_image=settings.max_image_pixels, max_request=settings.max_request_pixels, form=form
+            )
+            future = batcher.submit(table, cost=pixels)
         except InvalidRequest as err:
             return _json_response(422, {"detail": err.errors})
+        except TooLarge as err:
+            return _json_response(413, {"detail": str(err)})
         except Overloaded as err:
-            metrics.shed.inc("queue_full")
-            return _json_response(
-                503,
-                {"detail": "Overloaded: too many rows waiting for the model; retry later"},
-                {"Retry-After": str(err.retry_after_s)},
-            )
+            return _queue_full(err)
         except Draining:
-            metrics.shed.inc("draining")
-            return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
+            return _draining()
         try:
             used, rows = await asyncio.wait_for(future, deadline - (time.perf_counter() - t0))
         except TimeoutError:
             metrics.shed.inc("deadline")
             return _json_response(504, {"detail": f"Not scored within the {deadline:g} s deadline"})
         except Draining:  # the drain timed out before this request's batch ran
-            return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
+            return _draining()
         except Exception:
             log.exception("scoring a request failed")
             return _json_response(500, {"detail": "The model failed on this request; the server log says why"})
         ok = sum(1 for r in rows if r["error"] is None)
         metrics.rows.inc("ok", by=ok)
         metrics.rows.inc("error", by=len(rows) - ok)
+        if rows and not ok:
+            # Nothing usable came out: an error status, so a client that checks only the status sees it.
+            errors = [row_error(i, used.error_column(table, i, r["error"]), r["error"], form=form)
+                      for i, r in enumerate(rows)]  # fmt: skip
+            return _json_response(422, {"detail": errors})
         return Response(json.dumps({"model": used.describe(), "predictions": rows}), media_type="application/json")
+
+    def _queue_full(err: Overloaded) -> Response:
+        metrics.shed.inc("queue_full")
+        return _json_response(
+            503,
+            {"detail": "Overloaded: too many rows waiting for the model; retry later"},
+            {"Retry-After": str(err.retry_after_s)},
+        )
+
+    def _draining() -> Response:
+        metrics.shed.inc("draining")
+        return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
 
     app.add_route(PREDICT, predict, methods=["POST"], include_in_schema=False)
 
@@ -387,7 +502,9 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
              responses={503: {"description": "Not ready (starting or shutting down)."}})  # fmt: skip
     async def readyz() -> Response:
         if batcher.running and not state["draining"]:
-            return _json_response(200, {"status": "ready", "model": batcher.model.describe()})
+            # With a token, the probes are the only routes open to anyone: they must not tell what is served.
+            shown = {"model": batcher.model.describe()} if token is None else {}
+            return _json_response(200, {"status": "ready", **shown})
         return _json_response(503, {"status": "not ready"})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
@@ -407,8 +524,13 @@ def _load_next(refresh: Refresh) -> Scorer | None:
     return Scorer(predictor)
 
 
+_FORM_PARTS = 1000  # Starlette's default limit on fields (and on files) per form
+
+
 async def _read_form(request: Request, schema: RequestSchema, settings: ServeSettings) -> dict[str, list[str | bytes]]:
-    limit = schema.max_rows * len(schema.columns)
+    # Fields the model does not take are ignored, as unknown keys of a JSON row are (the documented form allows
+    # them): the limit leaves room for them. The body's size bounds the parsing work anyway.
+    limit = max(_FORM_PARTS, schema.max_rows * len(schema.columns))
     form = await request.form(max_files=limit, max_fields=limit, max_part_size=settings.max_body_bytes)
     try:
         fields: dict[str, list[str | bytes]] = {}

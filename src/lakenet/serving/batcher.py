@@ -3,7 +3,8 @@
 
 With `max_batch_delay_ms=0` (the default) a lone request is scored at once; requests that arrive while the model
 is busy wait and go together in the next batch, so batches grow with the load and cost nothing when idle.
-A full queue refuses new work at once (load shedding) instead of queueing without bound.
+A full queue refuses new work at once (load shedding) instead of queueing without bound. A request whose deadline
+passes while it waits (its future cancelled) leaves the queue at once and is never scored.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class Draining(Exception):
 class _Item(Generic[M]):
     table: pa.Table
     future: asyncio.Future[tuple[M, Sequence[Any]]]
+    cost: float = 0.0
     enqueued: float = field(default_factory=time.monotonic)
+    queued: bool = True  # still in the queue (not taken into a batch, not dropped)
 
     @property
     def rows(self) -> int:
@@ -66,12 +69,15 @@ class MicroBatcher(Generic[M]):
         max_batch_size: int = 32,
         max_batch_delay_ms: float = 0.0,
         max_queue_rows: int = 256,
+        max_batch_cost: float | None = None,
         metrics: ServeMetrics | None = None,
     ) -> None:
+        """`max_batch_cost`: most total `cost` (see `submit`) per batch; a request costing more goes alone."""
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_batch_delay = max_batch_delay_ms / 1000.0
         self.max_queue_rows = max_queue_rows
+        self.max_batch_cost = max_batch_cost
         self.metrics = metrics
         self._pending: deque[_Item[M]] = deque()
         self._queued_rows = 0
@@ -121,8 +127,9 @@ class MicroBatcher(Generic[M]):
         self.model = model
 
     # ---- submitting ----------------------------------------------------------------------------------------------
-    def submit(self, table: pa.Table) -> asyncio.Future[tuple[M, Sequence[Any]]]:
-        """Queue a table; the future gives (model that scored it, one result per row).
+    def submit(self, table: pa.Table, *, cost: float = 0.0) -> asyncio.Future[tuple[M, Sequence[Any]]]:
+        """Queue a table; the future gives (model that scored it, one result per row). `cost`: the work the
+        request brings beyond its rows (the server passes its images' pixels), bounded per batch by max_batch_cost.
 
         Raises Overloaded when the queue cannot take `table.num_rows` more rows, Draining when shutting down.
         Cancelling the future (a deadline) drops the request if its batch has not started yet.
@@ -130,12 +137,23 @@ class MicroBatcher(Generic[M]):
         n = int(table.num_rows)
         self.admit(n)
         assert self._wakeup is not None
-        item: _Item[M] = _Item(table, asyncio.get_running_loop().create_future())
+        item: _Item[M] = _Item(table, asyncio.get_running_loop().create_future(), cost)
+        item.future.add_done_callback(lambda f: self._forget(item) if f.cancelled() else None)
         self._pending.append(item)
         self._queued_rows += n
         self._observe_queue()
         self._wakeup.set()
         return item.future
+
+    def _forget(self, item: _Item[M]) -> None:
+        """A queued request was cancelled: its rows stop counting against the queue now, not when a batch would
+        have reached it, so a burst of timed-out requests does not keep refusing new ones."""
+        if not item.queued:
+            return
+        item.queued = False
+        self._pending.remove(item)
+        self._queued_rows -= item.rows
+        self._observe_queue()
 
     def admit(self, rows: int) -> None:
         """Raise Overloaded if `rows` more rows would overflow the queue now, Draining when shutting down."""
@@ -183,21 +201,25 @@ class MicroBatcher(Generic[M]):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
 
     def _take(self) -> list[_Item[M]]:
-        """Up to max_batch_size rows of live requests, oldest first (a larger request goes alone)."""
+        """Up to max_batch_size rows (and max_batch_cost) of live requests, oldest first (a larger request goes
+        alone)."""
         batch: list[_Item[M]] = []
-        rows = 0
+        rows, cost = 0, 0.0
+        limit = self.max_batch_cost
         while self._pending:
             item = self._pending[0]
-            if item.future.done():  # its deadline passed while queued: do not score it
-                self._pending.popleft()
-                self._queued_rows -= item.rows
-                continue
-            if batch and rows + item.rows > self.max_batch_size:
+            dead = item.future.done()  # its deadline passed while queued (cancelled, _forget not run yet)
+            full = rows + item.rows > self.max_batch_size or (limit is not None and cost + item.cost > limit)
+            if batch and full and not dead:
                 break
             self._pending.popleft()
             self._queued_rows -= item.rows
+            item.queued = False
+            if dead:
+                continue
             batch.append(item)
             rows += item.rows
+            cost += item.cost
         self._observe_queue()
         return batch
 
@@ -234,6 +256,7 @@ class MicroBatcher(Generic[M]):
     def _fail_pending(self, err: Exception) -> None:
         while self._pending:
             item = self._pending.popleft()
+            item.queued = False
             _resolve(item, exception=err)
         self._queued_rows = 0
         self._observe_queue()

@@ -124,7 +124,9 @@ class ServeMetrics:
         self.shed = Counter(
             "lakenet_rejected_requests_total",
             "Requests refused before scoring: busy (503: too many in flight), queue_full (503: too many rows "
-            "waiting), deadline (504), draining (503).",
+            "waiting), body_bytes (503: too many request bytes held at once), body_timeout (408: the body was not "
+            "sent in time), head_timeout (408: the request head was not sent in time), connections (503: too many "
+            "open connections), deadline (504), draining (503).",
             ("reason",),
         )
         self.model = Gauge("lakenet_model_info", "The model being served (value 1).", ("name", "version"))

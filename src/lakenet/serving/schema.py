@@ -12,6 +12,7 @@ import base64
 import binascii
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -21,9 +22,21 @@ import numpy as np
 import pyarrow as pa
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from lakenet.data.encoders import image_pixels
 from lakenet.errors import ModelError
 
-__all__ = ["B64_PATTERN", "InvalidRequest", "RequestSchema", "decode_base64", "response_model", "response_rows"]
+__all__ = [
+    "B64_PATTERN",
+    "ROW_ERRORS",
+    "InvalidRequest",
+    "RequestSchema",
+    "TooLarge",
+    "decode_base64",
+    "response_model",
+    "response_rows",
+    "row_error",
+    "row_loc",
+]
 
 _ARROW = {
     "numeric": pa.float64(),
@@ -49,8 +62,20 @@ class InvalidRequest(Exception):
         self.errors = errors
 
 
+class TooLarge(Exception):
+    """The request would cost more than the server allows (e.g. its images' pixels in all): answered 413."""
+
+
 def _error(loc: Sequence[str | int], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": ["body", *loc], "msg": msg, "type": kind}
+
+
+def row_loc(row: int, column: str | None, *, form: bool) -> list[str | int]:
+    """Where a row's value is in the request, as 422 errors name it: rows.<row>.<column> in JSON, <column>.<row>
+    in a form (its fields repeat per row); the row alone when the column is unknown."""
+    if form:
+        return ["body", column, row] if column is not None else ["body", row]
+    return ["body", "rows", row, column] if column is not None else ["body", "rows", row]
 
 
 def decode_base64(value: str) -> bytes:
@@ -227,6 +252,40 @@ class RequestSchema:
             errors.append(_error(loc, "Input should be a finite number", "finite_number"))
         return num
 
+    def image_pixels(self, table: pa.Table, *, max_image: int, max_request: int, form: bool) -> int:
+        """The pixels of every image in `table`, from the image headers (nothing is decoded). Raises InvalidRequest
+        naming each image over `max_image` pixels, then TooLarge when they add up to more than `max_request`.
+        An unreadable header counts 0: the model reports such a row as undecodable."""
+        from PIL import Image
+
+        errors: list[dict[str, Any]] = []
+        total = 0
+        images = [(c.name, table.column(c.name).to_pylist()) for c in self.columns if c.feature == "image"]
+        with warnings.catch_warnings():
+            # Pillow warns of a "decompression bomb" when it opens a header above its own limit; the limits here
+            # refuse such images, so the warning says nothing new.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            sizes = [(name, i, image_pixels(b) or 0) for name, blobs in images for i, b in enumerate(blobs) if b]
+        for name, i, pixels in sizes:
+            if pixels > max_image:
+                errors.append(
+                    {
+                        "loc": row_loc(i, name, form=form),
+                        "msg": f"The image has {pixels} pixels; this server decodes at most {max_image} pixels per "
+                        "image. Resize it (the model sees it much smaller) and send it again",
+                        "type": "image_too_large",
+                    }
+                )
+            total += pixels
+        if errors:
+            raise InvalidRequest(errors)
+        if total > max_request:
+            raise TooLarge(
+                f"The request's images have {total} pixels in all; this server decodes at most {max_request} pixels "
+                "per request. Send fewer or smaller images per request"
+            )
+        return total
+
     # ---- documentation -------------------------------------------------------------------------------------------
     def form_schema(self) -> dict[str, Any]:
         """The multipart/form-data body: one part per input column (repeat all of them for several rows)."""
@@ -282,6 +341,31 @@ def response_rows(out: pa.RecordBatch, *, classification: bool) -> list[dict[str
         else {**_NON_FINITE_CLASS}
         for p, c, pr, e in zip(pred, conf, probs, err, strict=True)
     ]
+
+
+# Why a row could not be scored (the `error` the model reports), as a 422 message: what was wrong and the fix.
+ROW_ERRORS = {
+    "empty_image": "The image is empty (0 bytes); send the image file's bytes",
+    "undecodable_image": "This is not an image the server can read; send a PNG, JPEG, GIF, BMP, TIFF or WebP file",
+    "truncated_image": "The image file is cut short; send the whole file",
+    "image_too_large": "The image has more pixels than the model decodes; resize it and send it again",
+    "missing_text": "The text is null; send a string",
+    "missing_vector": "The vector is null; send a list of numbers",
+    "wrong_vector_length": "The vector does not have the length the model was trained on; send that many numbers",
+    "non_finite_vector": "The vector holds a number too large for the model; send the values seen in training",
+    "not_numeric": "This is not a number; send a number",
+    "missing_numeric": "The number is missing; send a number",
+    "non_finite_numeric": "The number is too large for the model (it overflows float32 once standardised); send "
+    "values in the range seen in training",
+    "non_finite_output": "The model's output for this row is not a finite number (an input far outside the range "
+    "seen in training?); send values in that range",
+}
+
+
+def row_error(row: int, column: str | None, reason: str, *, form: bool) -> dict[str, Any]:
+    """A 422 error for a row the model could not score, in the format of the other 422 errors."""
+    msg = ROW_ERRORS.get(reason, f"The row could not be scored ({reason}); check its values")
+    return {"loc": row_loc(row, column, form=form), "msg": msg, "type": reason}
 
 
 _NON_FINITE_VALUE = {"prediction": None, "error": "non_finite_output"}

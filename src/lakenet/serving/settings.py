@@ -58,12 +58,43 @@ class ServeSettings(BaseModel):
     max_inflight_requests: int = Field(
         64,
         ge=1,
-        description="Concurrent /v1/predict requests (being read, waiting or scored); more get 503 + Retry-After "
-        "before their body is read. At least the number of clients you expect at once; it bounds latency under "
-        "overload and memory (× max_body_bytes).",
+        description="Concurrent /v1/predict requests whose body has been read (being parsed, waiting or scored); "
+        "more get 503 + Retry-After before they are parsed. Clients still sending their body do not count (a slow "
+        "client cannot take a slot; body_timeout_s bounds them). At least the number of clients you expect at once; "
+        "it bounds latency under overload. Request bodies held in memory, read or being read, are bounded by "
+        "max_inflight_requests × max_body_bytes in all (beyond that: 503).",
     )
     max_request_rows: int = Field(256, ge=1, description="Most rows in one request (more: 422).")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body (larger: 413).")
+    body_timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=3600.0,
+        description="Seconds a client may take to send a request's head, and then its body; slower: 408 and the "
+        "connection is closed (a new connection that sends nothing is closed after it too). Bounds how long a slow "
+        "or stalled client holds a connection; allow for your slowest clients' uploads (max_body_bytes / their "
+        "bandwidth).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Open client connections; one opened beyond them is answered 503 and closed. Bounds the file "
+        "descriptors clients can hold (`lakenet serve` raises the process's open-file limit to max_connections + "
+        "256 where the hard limit allows, else warns). Idle keep-alive connections count too.",
+    )
+    max_image_pixels: int = Field(
+        16 * 2**20,
+        ge=1,
+        description="Most pixels (width × height, read from the image header) one input image may have; more: 422 "
+        "naming the row, before anything is decoded.",
+    )
+    max_request_pixels: int = Field(
+        64 * 2**20,
+        ge=1,
+        description="Most pixels all the images of one request may have together; more: 413, before anything is "
+        "decoded. Bounds the decoding work (and memory) one request can cause.",
+    )
     request_timeout_s: float = Field(
         10.0, gt=0.0, description="Deadline per request from arrival to response (later: 504)."
     )
@@ -87,6 +118,11 @@ class ServeSettings(BaseModel):
             raise ValueError(
                 f"max_request_rows ({self.max_request_rows}) must not exceed max_queue_rows ({self.max_queue_rows}): "
                 "such a request could never be admitted"
+            )
+        if self.max_image_pixels > self.max_request_pixels:
+            raise ValueError(
+                f"max_image_pixels ({self.max_image_pixels}) must not exceed max_request_pixels "
+                f"({self.max_request_pixels}): such an image could never be sent; raise max_request_pixels"
             )
         token = self.token.get_secret_value() if self.token is not None else None
         if token is not None and (len(token) < MIN_TOKEN_LENGTH or token != token.strip()):
