@@ -131,11 +131,49 @@ def test_exactly_once_when_a_scoring_task_dies(trained: dict[str, Any], wd: Path
         bundle.spec, architecture="tests.spark.killer:KillOnFirstForward", options={"marker": str(marker)}
     )
     killer = bundle.save(wd / "killer_bundle")
-    res = lakenet.predict(str(killer), str(digits_table), str(wd / "scored_kill"), engine="spark", workers=2)
+    res = lakenet.predict(
+        str(killer),
+        str(digits_table),
+        str(wd / "scored_kill"),
+        engine="spark",
+        workers=2,
+        trust_modules=["tests.spark.killer:KillOnFirstForward"],
+    )
     assert marker.exists() and res.committed  # a task died, was retried, and the job still committed once
     table = DeltaTable(res.table).to_pyarrow_table()
     assert table.num_rows == 243 and len(table.column("key").unique()) == 243
     assert len(DeltaTable(res.table).history()) == 1  # one commit creates the table with every row
+
+
+def test_spark_scoring_on_a_path_with_spaces_and_accents(trained: dict[str, Any], wd: Path, digits_table: Path) -> None:
+    odd = wd / "dàta lake" / "dïgits tâble"
+    shutil.copytree(digits_table, odd)  # a Delta table's paths are relative: the copy is the same table
+    res = lakenet.predict(trained["spark"].model_uri, str(odd), str(wd / "dàta lake" / "scöred"), engine="spark")
+    assert res.committed and res.rows == 243 and res.bad_rows == 3
+
+
+def test_a_spark_job_killed_before_its_commit_leaves_nothing_visible(
+    trained: dict[str, Any], wd: Path, digits_table: Path
+) -> None:
+    """A driver killed (SIGKILL) once its tasks wrote their files, before the commit: no table, no rows a Parquet
+    reader of the folder would see; the next run commits every row once and removes the dead run's files."""
+    import signal
+
+    import pyarrow.dataset as ds
+
+    out = wd / "scored_killed_driver"
+    args = ["predict", "--model", trained["spark"].model_uri, "--table", str(digits_table), "--out", str(out),
+            "--engine", "spark", "--master", "local[2]", "--workdir", str(wd)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-m", "tests.fault_harness", str(wd / "gate-spark"), "1", "kill", "--",
+                             *args], cwd=wd, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (out / "_delta_log").exists()
+    assert ds.dataset(str(out), format="parquet").count_rows() == 0  # its files are in the hidden staging folder
+    res = lakenet.predict(trained["spark"].model_uri, str(digits_table), str(out), engine="spark")
+    assert res.committed and DeltaTable(str(out)).to_pyarrow_table().num_rows == 243
+    assert not (out / "_lakenet_staging").exists()
+    assert {f.name for f in out.glob("*.parquet")} == {Path(f).name for f in DeltaTable(str(out)).file_uris()}
 
 
 def test_model_as_sql_function(spark: Any, trained: dict[str, Any], digits_table: Path) -> None:
