@@ -321,6 +321,19 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (larger: 413).")] = 16.0,
     timeout: Annotated[float, typer.Option(help="Seconds a request may take before it gets 504.")] = 10.0,
     drain_timeout: Annotated[float, typer.Option(help="Seconds to finish in-flight requests on shutdown.")] = 30.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a client may take to send a request's head, then its body (slower: 408, closed)."),
+    ] = 5.0,
+    max_connections: Annotated[int, typer.Option(help="Open connections; one beyond them gets 503 and is closed.")] = (
+        1000
+    ),
+    max_image_mpx: Annotated[
+        float, typer.Option(help="Most pixels per image, in units of 2**20 (more: 422, read from the header).")
+    ] = 16.0,
+    max_request_mpx: Annotated[
+        float, typer.Option(help="Most pixels of all images in one request, in units of 2**20 (more: 413).")
+    ] = 64.0,
     follow_alias: Annotated[
         bool, typer.Option("--follow-alias", help="Switch to the version the alias points to when it moves.")
     ] = False,
@@ -340,6 +353,8 @@ def serve(
         max_batch_delay_ms=max_batch_delay_ms, max_queue_rows=max_queue_rows, max_inflight_requests=max_inflight,
         max_request_rows=max_request_rows,
         max_body_bytes=int(max_body_mb * 2**20), request_timeout_s=timeout, drain_timeout_s=drain_timeout,
+        body_timeout_s=body_timeout, max_connections=max_connections,
+        max_image_pixels=int(max_image_mpx * 2**20), max_request_pixels=int(max_request_mpx * 2**20),
         follow_alias=follow_alias, poll_interval_s=poll_interval, device=device, torch_threads=threads,
         runtime=runtime, trust_modules=trust_module or (), access_log=access_log,
         workdir=workdir,

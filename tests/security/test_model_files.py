@@ -232,7 +232,7 @@ def test_damaged_weights_are_one_clean_error(trained: dict[str, Any], tmp_path: 
     cases["truncated"] = (truncated, "not a readable safetensors file")
     wider = _copy(trained["bundle"], tmp_path / "wider")
     _edit_meta(wider, lambda m: m["spec"].update(width=16))
-    cases["shape"] = (wider, "do not fit")
+    cases["shape"] = (wider, "does not fit")
     pickled = _copy(trained["bundle"], tmp_path / "pickled")
     torch.save({"w": torch.zeros(2)}, pickled / "weights.safetensors")
     _edit_meta(pickled, lambda m: m.pop("files"))
