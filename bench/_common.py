@@ -42,7 +42,7 @@ from lakenet.data.scan import ScanResult, scan_table
 from lakenet.data.sources import Snapshot, open_table
 from lakenet.data.split import TRAIN, assign_splits
 from lakenet.engines.local import LocalEngine, cpu_count
-from lakenet.models.registry import build_model, model_spec
+from lakenet.models.registry import build_model, config_trust, model_spec
 from lakenet.models.spec import ModelSpec
 from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob
@@ -420,7 +420,7 @@ def flops_per_sample(spec: ModelSpec, inputs: dict[str, torch.Tensor], target: t
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    model = build_model(spec).train()
+    model = build_model(spec, trusted=(spec.architecture,)).train()  # the benchmark's own modules
     n = min(32, len(target))
     xb = {k: v[:n] for k, v in inputs.items()}
     with FlopCounterMode(display=False) as fwd:
@@ -485,7 +485,7 @@ class PlainLoop:
         t = prep.cfg.trainer
         self.dev = torch.device("cuda:0" if device == "cuda" else "cpu")
         torch.manual_seed(t.seed)
-        self.model = build_model(prep.spec).to(self.dev)
+        self.model = build_model(prep.spec, trusted=config_trust(prep.cfg)).to(self.dev)
         decay = [p for p in self.model.parameters() if p.ndim > 1]
         no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
         self.optimizer = torch.optim.AdamW(

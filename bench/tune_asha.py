@@ -27,6 +27,7 @@ import shutil
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,10 @@ def run_study(raw: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
     import lakenet
 
+    # A fresh folder per study (not the same one emptied): this process's MLflow client keeps its sqlite
+    # connection to the store it opened, and a store deleted under it turns read-only.
     shutil.rmtree(workdir, ignore_errors=True)
+    workdir = workdir.with_name(f"{workdir.name}-{uuid.uuid4().hex[:8]}")
     workdir.mkdir(parents=True)
     t0, c0 = time.perf_counter(), cpu_seconds()
     res = lakenet.tune(raw, register=False, quiet=True, workdir=workdir)

@@ -289,3 +289,22 @@ def _yaml(cfg: dict[str, Any], where: Path) -> Path:
     path = where / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def test_the_onnx_export_cache_is_private(
+    trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exported graphs are cached in the user's own cache folder (0700), not a shared temporary path where
+    another local user could plant a graph under the name the next export looks for."""
+    from lakenet.models.bundle import Bundle
+    from lakenet.models.export import bundle_onnx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bundle = Bundle.load(trained["bundle"])
+    graph = bundle_onnx(bundle, trained["bundle"])
+    cache = tmp_path / "cache" / "lakenet" / "onnx"
+    (cached,) = cache.glob("*.onnx")
+    assert cache.stat().st_mode & 0o077 == 0 and cached.read_bytes() == graph
+    cache.chmod(0o777)  # now others could write there: it is not trusted any more
+    cached.write_bytes(b"planted")
+    assert bundle_onnx(bundle, trained["bundle"]) == graph

@@ -44,21 +44,22 @@ def setup_tracking(cfg: TrackingConfig | None = None, *, workdir: Path | None = 
     """MLFLOW_TRACKING_URI wins, then tracking.uri, then a sqlite file in the working directory."""
     import mlflow
 
-    global _set_by_us
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: the value we set last is not the user's choice,
-    # or every later call in this process (another workdir) would use the first call's store.
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    uri = (env if env != _set_by_us else None) or (cfg.uri if cfg else None)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.uri if cfg else None)
     if not uri:
         uri = f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
+    # mlflow.set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: a later call in this process (another
+    # workdir) would take that for the user's choice, and so would every child process. Keep the environment as
+    # the user set it; lakenet hands URIs to its own workers explicitly.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    _set_by_us = os.environ.get("MLFLOW_TRACKING_URI")
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     return uri
-
-
-_set_by_us: str | None = None
 
 
 def _experiment_id(name: str) -> str:
