@@ -45,14 +45,18 @@ def test_numeric_standardised_with_training_statistics() -> None:
     assert x.mean == pytest.approx(2.0) and x.std == pytest.approx(np.std([1, 2, 3]))
     enc = pre.encode(pa.table({"key": ["k"], "x": [4.0], "city": ["a"]}), with_label=False)
     assert enc.inputs["numeric"][0, 0] == pytest.approx((4.0 - 2.0) / np.std([1, 2, 3]))
+    assert x.fill == pytest.approx(2.0) and x.indicator  # training saw a missing x: median fill + indicator input
+    assert enc.inputs["numeric"].shape == (1, 2) and enc.inputs["numeric"][0, 1] == 0.0
 
 
 def test_category_vocabulary_has_unknown_bucket() -> None:
     pre = fitted()
     (city,) = pre.categories
     assert city.vocab == ["a"]  # 'b' seen once < min_count 2
-    enc = pre.encode(pa.table({"key": list("abcd"), "x": [1.0] * 4, "city": ["a", "b", "zzz", None]}), with_label=False)
-    assert enc.inputs["category"][:, 0].tolist() == [1, 0, 0, 0]
+    rows = {"key": list("abcde"), "x": [1.0] * 5, "city": ["a", "b", "zzz", None, "  "]}
+    enc = pre.encode(pa.table(rows), with_label=False)
+    # unknown values share index 0; missing (null or blank) values have a bucket of their own, the last
+    assert enc.inputs["category"][:, 0].tolist() == [1, 0, 0, 2, 2] and city.size == 3
 
 
 def test_bad_numeric_and_label_rows_are_reported() -> None:
@@ -67,16 +71,17 @@ def test_bad_numeric_and_label_rows_are_reported() -> None:
     )
     enc = pre.encode(table, with_label=True)
     reasons = {table.column("key")[b.index].as_py(): (b.reason, b.column) for b in enc.bad}
+    # missing is data (a filled value, an unlabelled row); present but unusable values are bad
     assert reasons == {
-        "nan": ("missing_numeric", "x"),
         "inf": ("non_finite_numeric", "x"),
         "text": ("not_numeric", "x"),
-        "nolabel": ("missing_label", "y"),
         "newlabel": ("unknown_label", "y"),
         "huge": ("non_finite_numeric", "x"),  # finite, but overflows float32 once standardised
     }
-    assert enc.valid.tolist() == [True, False, False, False, False, False, False]
-    assert enc.inputs["numeric"].shape == (1, 1) and enc.target is not None and enc.target.tolist() == [1]
+    assert enc.valid.tolist() == [True, True, False, False, False, False, False]
+    assert enc.unlabelled is not None and enc.unlabelled.tolist() == [False] * 4 + [True, False, False]
+    assert enc.inputs["numeric"][:, 1].tolist() == [0.0, 1.0]  # the indicator says which value was filled
+    assert enc.target is not None and enc.target.tolist() == [1, 0]
 
 
 def test_decode_image_reasons_and_shapes() -> None:
@@ -159,7 +164,7 @@ def test_pretrained_tokenizer_pads_and_truncates() -> None:
         pa.table({"t": ["short", "a much longer sentence that goes past eight tokens", None]}), with_label=False
     )
     ids, mask = enc.inputs["text.t"], enc.inputs["text.t.mask"]
-    assert ids.shape == mask.shape == (2, 8) and mask[0].sum() == 3 and mask[1].sum() == 8  # [CLS] short [SEP]
-    assert [b.reason for b in enc.bad] == ["missing_text"]
+    assert ids.shape == mask.shape == (3, 8) and mask[0].sum() == 3 and mask[1].sum() == 8  # [CLS] short [SEP]
+    assert enc.bad == [] and mask[2].sum() == 2  # a missing text is empty text: [CLS] [SEP]
     again = Preprocessor.from_dict(pre.to_dict()).encode(pa.table({"t": ["short"]}), with_label=False)
     assert again.inputs["text.t"][0].tolist() == ids[0].tolist()

@@ -10,9 +10,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 __all__ = [
     "CURRENT_VERSION",
     "BackboneConfig",
+    "BooleanFeature",
     "CategoryFeature",
     "Config",
     "DataConfig",
+    "DatetimeFeature",
     "EarlyStoppingConfig",
     "EngineConfig",
     "FeatureSpec",
@@ -93,11 +95,55 @@ class DataConfig(_Strict):
     )
 
 
+class ConstantFill(_Strict):
+    """Fill missing values with this constant (and, for numbers, flag them with an indicator input)."""
+
+    constant: float | int | str | bool = Field(..., description="The value a missing cell is read as.")
+
+
+Missing = Annotated[
+    Literal["impute", "quarantine"] | ConstantFill,
+    Field(
+        description="What a missing (null or blank) value becomes: impute (the rule learned on the training split, "
+        "stored in the model: median + indicator for numbers, a 'missing' category, empty text), {constant: v}, or "
+        "quarantine (the row is set aside as bad)."
+    ),
+]
+RawMissing = Annotated[
+    Literal["zeros", "quarantine"],
+    Field(description="What a missing image or vector becomes: zeros (with an indicator input), or quarantine."),
+]
+
+
 class NumericFeature(_Strict):
     """A numeric column, standardised with the training split's mean and standard deviation."""
 
     type: Literal["numeric"] = Field("numeric", description="Feature type.")
     column: str | None = Field(None, description="Source column; default: the feature's name.")
+    missing: Missing = "impute"
+
+
+class BooleanFeature(_Strict):
+    """A yes/no column (booleans, 0/1, true/false, yes/no, y/n, t/f), fed to the model as 0 or 1."""
+
+    type: Literal["boolean"] = Field("boolean", description="Feature type.")
+    column: str | None = Field(None, description="Source column; default: the feature's name.")
+    missing: Missing = "impute"
+
+
+class DatetimeFeature(_Strict):
+    """A date or time (Arrow dates and timestamps, or ISO 8601 strings), encoded as cyclical hour of day, day of
+    week and month of year, plus the time elapsed since a reference date learned on the training split."""
+
+    type: Literal["datetime"] = Field("datetime", description="Feature type.")
+    column: str | None = Field(None, description="Source column; default: the feature's name.")
+    missing: Missing = "impute"
+    timezone: str = Field(
+        "UTC",
+        min_length=1,
+        description="Hour, weekday and month are read in this IANA time zone (e.g. Europe/Berlin): values that carry "
+        "an offset or zone are converted to it; values without one are taken as local times there.",
+    )
 
 
 class CategoryFeature(_Strict):
@@ -112,6 +158,14 @@ class CategoryFeature(_Strict):
     embedding_dim: int | None = Field(
         None, ge=1, le=512, description="Embedding width; default: min(32, 1.6 * categories ** 0.56)."
     )
+    buckets: int | None = Field(
+        None,
+        ge=2,
+        le=2**22,
+        description="Hash values into this many buckets instead of learning a vocabulary (for columns with very many "
+        "distinct values: new values need no retraining); null = a vocabulary.",
+    )
+    missing: Missing = "impute"
 
 
 class ImageFeature(_Strict):
@@ -121,14 +175,24 @@ class ImageFeature(_Strict):
     column: str | None = Field(None, description="Source column holding the image bytes; default: the name.")
     size: int = Field(32, ge=4, le=1024, description="Images are resized to size × size pixels.")
     channels: Literal[1, 3] = Field(1, description="1 = greyscale, 3 = RGB.")
+    missing: RawMissing = Field(
+        "quarantine",
+        description="A row without an image: quarantine (default: an image model has little else to go on), or "
+        "zeros (a blank image plus an indicator input).",
+    )
 
 
 class VectorFeature(_Strict):
     """A fixed-length list of numbers per row (an embedding written by `lakenet featurize`, or your own),
-    fed to the model as is. Rows with a missing, wrong-length or non-finite vector are quarantined."""
+    fed to the model as is. Rows with a wrong-length or non-finite vector are quarantined."""
 
     type: Literal["vector"] = Field("vector", description="Feature type.")
     column: str | None = Field(None, description="Source column (a list of numbers); default: the feature's name.")
+    missing: RawMissing = Field(
+        "quarantine",
+        description="A row without a vector: quarantine (default: a missing embedding usually means its featurizer "
+        "failed on that row, as `lakenet featurize` marks it), or zeros plus an indicator input.",
+    )
 
 
 class TextFeature(_Strict):
@@ -153,12 +217,16 @@ class TextFeature(_Strict):
         2**16, ge=16, le=2**22, description="bag: hash buckets for words and bigrams (the vocabulary size)."
     )
     embedding_dim: int = Field(64, ge=1, le=1024, description="bag: width of the learned token embeddings.")
+    missing: Missing = "impute"
 
 
 FeatureSpec = Annotated[
-    NumericFeature | CategoryFeature | ImageFeature | VectorFeature | TextFeature, Field(discriminator="type")
+    NumericFeature | CategoryFeature | BooleanFeature | DatetimeFeature | ImageFeature | VectorFeature | TextFeature,
+    Field(discriminator="type"),
 ]
-InputFeature = NumericFeature | CategoryFeature | ImageFeature | VectorFeature | TextFeature
+InputFeature = (
+    NumericFeature | CategoryFeature | BooleanFeature | DatetimeFeature | ImageFeature | VectorFeature | TextFeature
+)
 
 
 class LabelSpec(_Strict):

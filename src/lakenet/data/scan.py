@@ -11,7 +11,7 @@ import hashlib
 import io
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,21 +19,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakenet.config.schema import CategoryFeature, Config, ImageFeature, NumericFeature, TextFeature, VectorFeature
-from lakenet.data.encoders import (
-    ImageState,
-    LabelState,
-    NumericState,
-    Preprocessor,
-    StatsAccumulator,
-    TextState,
-    VectorState,
-)
-from lakenet.data.sources import Snapshot
+from lakenet.config.schema import Config, ImageFeature, VectorFeature
+from lakenet.data.codecs import Moments, blank_to_null, codec_for
+from lakenet.data.encoders import LabelState, Preprocessor, StatsAccumulator
+from lakenet.data.sources import Fragment, Snapshot
 from lakenet.data.split import SPLIT_NAMES, TRAIN, assign_splits
 from lakenet.errors import DataError
 
-__all__ = ["QUARANTINE_SCHEMA", "ScanResult", "check_schema", "scan_table"]
+__all__ = ["QUARANTINE_SCHEMA", "ScanPartial", "ScanResult", "check_schema", "scan_fragment", "scan_table"]
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -86,44 +79,7 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
     schema = snap.schema
     for name, spec in feats.inputs.items():
         col = feats.column_of(name)
-        t = schema.field(col).type
-        if isinstance(spec, ImageFeature) and not _is_binary(t):
-            raise DataError(
-                f"Column {col!r} (feature {name!r}) has type {t}, but an image feature needs encoded image "
-                f"bytes (binary). Ingest the images with `lakenet ingest <folder> --table ...`, or change "
-                f"features.{name}.type."
-            )
-        if isinstance(spec, NumericFeature) and not (
-            pa.types.is_integer(t)
-            or pa.types.is_floating(t)
-            or pa.types.is_boolean(t)
-            or pa.types.is_decimal(t)
-            or pa.types.is_string(t)
-            or pa.types.is_large_string(t)
-        ):
-            raise DataError(
-                f"Column {col!r} (feature {name!r}) has type {t}, which is not numeric. "
-                f"Set features.{name}.type to category or image, or pick another column."
-            )
-        if isinstance(spec, VectorFeature) and not (
-            (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
-            and (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type))
-        ):
-            raise DataError(
-                f"Column {col!r} (feature {name!r}) has type {t}, but a vector feature needs a list of numbers per "
-                f"row (an embedding, as `lakenet featurize` writes). Change features.{name}.type or pick another "
-                "column."
-            )
-        if isinstance(spec, TextFeature) and not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-            raise DataError(
-                f"Column {col!r} (feature {name!r}) has type {t}, but a text feature needs strings. Set "
-                f"features.{name}.type to numeric or category, or pick another column."
-            )
-        if isinstance(spec, CategoryFeature) and not _is_scalar(t):
-            raise DataError(
-                f"Column {col!r} (feature {name!r}) has type {t}; a category feature needs scalar values. "
-                f"Set features.{name}.type: image for image bytes."
-            )
+        codec_for(spec.type).check(name, col, schema.field(col).type)
     lt = schema.field(feats.label.column).type
     if not _is_scalar(lt):
         raise DataError(
@@ -160,30 +116,14 @@ def vector_dims(cfg: Config, snap: Snapshot) -> dict[str, int]:
 
 
 def _probe_preprocessor(cfg: Config, dims: dict[str, int]) -> Preprocessor:
-    """Neutral state: encodes every row to find unusable ones before any statistics exist (text is only
-    checked for presence, so no tokenizer is loaded)."""
+    """Neutral state: encodes every row to find unusable ones before any statistics exist."""
     feats = cfg.features
-    vectors = [VectorState(n, feats.column_of(n), dims[n]) for n, s in feats.inputs.items() if n in dims]
-    texts = [
-        TextState(n, feats.column_of(n), "bag", 1, buckets=16)
-        for n, s in feats.inputs.items()
-        if isinstance(s, TextFeature)
+    hints = {"vector_dims": dims}
+    features = [
+        codec_for(spec.type).probe(name, feats.column_of(name), spec, hints) for name, spec in feats.inputs.items()
     ]
-    numeric = [
-        NumericState(n, feats.column_of(n), 0.0, 1.0) for n, s in feats.inputs.items() if isinstance(s, NumericFeature)
-    ]
-    image = next(
-        (
-            ImageState(n, feats.column_of(n), s.size, s.channels, [0.0] * s.channels, [1.0] * s.channels)
-            for n, s in feats.inputs.items()
-            if isinstance(s, ImageFeature)
-        ),
-        None,
-    )
     label = LabelState(feats.label.column, feats.label.task, classes=None)
-    return Preprocessor(
-        key=cfg.data.key, numeric=numeric, categories=[], image=image, label=label, vectors=vectors, texts=texts
-    )
+    return Preprocessor(key=cfg.data.key, label=label, features=features)
 
 
 def _row_hashes(table: pa.Table, columns: list[str]) -> list[bytes]:
@@ -236,44 +176,56 @@ def _header(blob: bytes | None) -> tuple[int, int, str] | None:
 
 
 class _ColumnStats:
+    """Per-column profile figures over every row; mergeable."""
+
     def __init__(self, name: str, dtype: pa.DataType) -> None:
         self.name, self.dtype = name, dtype
-        self.nulls = 0
+        self.nulls = 0  # null, or blank text
         self.min: Any = None
         self.max: Any = None
-        self.sum = 0.0
-        self.n = 0
+        self.moments = Moments()
         self.distinct: set[Any] | None = None if _is_binary(dtype) or pa.types.is_nested(dtype) else set()
 
     def update(self, col: pa.ChunkedArray) -> None:
+        col = blank_to_null(col)
         self.nulls += col.null_count
         if self.distinct is None:
             return
         if len(col) - col.null_count > 0:
             mm = pc.min_max(col)
-            lo, hi = mm["min"].as_py(), mm["max"].as_py()
-            self.min = lo if self.min is None or (lo is not None and lo < self.min) else self.min
-            self.max = hi if self.max is None or (hi is not None and hi > self.max) else self.max
+            self._extend(mm["min"].as_py(), mm["max"].as_py())
         if pa.types.is_integer(self.dtype) or pa.types.is_floating(self.dtype):
-            vals = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            vals = vals[np.isfinite(vals)]
-            self.sum += float(vals.sum())
-            self.n += len(vals)
+            self.moments.update(col.cast(pa.float64()).to_numpy(zero_copy_only=False))
         if len(self.distinct) <= _DISTINCT_CAP:
             self.distinct.update(pc.unique(col).to_pylist())
 
-    def to_dict(self) -> dict[str, Any]:
+    def _extend(self, lo: Any, hi: Any) -> None:
+        if lo is not None and (self.min is None or lo < self.min):
+            self.min = lo
+        if hi is not None and (self.max is None or hi > self.max):
+            self.max = hi
+
+    def merge(self, other: _ColumnStats) -> None:
+        self.nulls += other.nulls
+        self._extend(other.min, other.max)
+        self.moments.merge(other.moments)
+        if self.distinct is not None and other.distinct is not None and len(self.distinct) <= _DISTINCT_CAP:
+            self.distinct.update(other.distinct)
+
+    def to_dict(self, rows: int) -> dict[str, Any]:
         distinct: int | str | None = None
         if self.distinct is not None:
-            distinct = len(self.distinct) if len(self.distinct) <= _DISTINCT_CAP else f">{_DISTINCT_CAP}"
+            known = len(self.distinct - {None})
+            distinct = known if len(self.distinct) <= _DISTINCT_CAP else f">{_DISTINCT_CAP}"
         return {
             "name": self.name,
             "type": str(self.dtype),
             "nulls": self.nulls,
+            "missing_rate": self.nulls / rows if rows else 0.0,
             "min": _jsonable(self.min),
             "max": _jsonable(self.max),
             "distinct": distinct,
-            "mean": self.sum / self.n if self.n else None,
+            "mean": self.moments.mean if self.moments.n else None,
         }
 
 
@@ -285,134 +237,234 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def scan_table(cfg: Config, snap: Snapshot) -> ScanResult:
-    """Check the schema, profile every column, find bad rows and learn preprocessing state from training rows."""
-    check_schema(cfg, snap)
-    feats = cfg.features
-    dims = vector_dims(cfg, snap)
-    probe = _probe_preprocessor(cfg, dims)
-    stats = StatsAccumulator(cfg, dims)
-    key_col, label_col = cfg.data.key, feats.label.column
-    image_col = probe.image.column if probe.image else None
-    source_col = "path" if "path" in snap.schema.names else None
-    feature_cols = [feats.column_of(n) for n in feats.inputs]
-    read_cols = list(dict.fromkeys([key_col, *feature_cols, label_col] + ([source_col] if source_col else [])))
+class _Plan:
+    """What every fragment's scan needs to know (built once on the driver, shipped to workers)."""
 
-    col_stats = {f.name: _ColumnStats(f.name, f.type) for f in snap.schema if f.name in read_cols}
-    label_by_split: list[Counter[str]] = [Counter(), Counter(), Counter()]
+    def __init__(self, cfg: Config, snap: Snapshot) -> None:
+        check_schema(cfg, snap)
+        feats = cfg.features
+        self.cfg = cfg
+        self.uri, self.version = snap.uri, snap.version
+        self.dims = vector_dims(cfg, snap)
+        self.key_col, self.label_col = cfg.data.key, feats.label.column
+        image = next((n for n, f in feats.inputs.items() if isinstance(f, ImageFeature)), None)
+        self.image_col = feats.column_of(image) if image else None
+        self.source_col = "path" if "path" in snap.schema.names else None
+        self.feature_cols = [feats.column_of(n) for n in feats.inputs]
+        extra = [self.source_col] if self.source_col else []
+        self.read_cols: list[str] = list(dict.fromkeys([self.key_col, *self.feature_cols, self.label_col, *extra]))
+        self.schema = snap.schema
+
+
+@dataclass
+class ScanPartial:
+    """What a scan learned from some fragments; partials from several workers `merge`."""
+
+    columns: dict[str, _ColumnStats]
+    stats: StatsAccumulator
+    counts: dict[int, np.ndarray]  # fragment index -> usable rows per split
+    bad: dict[str, list[Any]]
+    label_by_split: list[Counter[str]]
+    label_moments: Moments
+    label_range: list[float]  # [min, max] of a regression label
+    heldout: list[tuple[int, str, str, int, str]]  # classification: frag, key, label, split, source
+    seen: dict[bytes, tuple[str, int]]
+    dup_rows: int = 0
+    leak_rows: int = 0
+    dup_examples: list[list[str]] = field(default_factory=list)
+    leak_examples: list[dict[str, list[str]]] = field(default_factory=list)
+    dup_groups: set[bytes] = field(default_factory=set)
+    sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
+    modes: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    unlabelled: Counter[str] = field(default_factory=Counter)  # by split
+
+    @classmethod
+    def empty(cls, plan: _Plan) -> ScanPartial:
+        return cls(
+            columns={f.name: _ColumnStats(f.name, f.type) for f in plan.schema if f.name in plan.read_cols},
+            stats=StatsAccumulator(plan.cfg, plan.dims),
+            counts={},
+            bad={n: [] for n in QUARANTINE_SCHEMA.names},
+            label_by_split=[Counter(), Counter(), Counter()],
+            label_moments=Moments(),
+            label_range=[math.inf, -math.inf],
+            heldout=[],
+            seen={},
+        )
+
+    def _note_content(self, h: bytes, key: str, split: int) -> None:
+        prev = self.seen.get(h)
+        if prev is None:
+            self.seen[h] = (key, split)
+            return
+        self.dup_rows += 1
+        self.dup_groups.add(h)
+        if len(self.dup_examples) < _EXAMPLES:
+            self.dup_examples.append([prev[0], key])
+        if prev[1] != split:
+            self.leak_rows += 1
+            if len(self.leak_examples) < _EXAMPLES:
+                self.leak_examples.append(
+                    {"keys": [prev[0], key], "splits": [SPLIT_NAMES[prev[1]], SPLIT_NAMES[split]]}
+                )
+
+    def merge(self, other: ScanPartial) -> ScanPartial:
+        for name, cs in self.columns.items():
+            cs.merge(other.columns[name])
+        self.stats.merge(other.stats)
+        self.counts.update(other.counts)
+        for k in self.bad:
+            self.bad[k].extend(other.bad[k])
+        for mine, theirs in zip(self.label_by_split, other.label_by_split, strict=True):
+            mine.update(theirs)
+        self.label_moments.merge(other.label_moments)
+        self.label_range = [
+            min(self.label_range[0], other.label_range[0]),
+            max(self.label_range[1], other.label_range[1]),
+        ]
+        self.heldout.extend(other.heldout)
+        self.dup_rows += other.dup_rows
+        self.leak_rows += other.leak_rows
+        self.dup_groups |= other.dup_groups
+        self.dup_examples = (self.dup_examples + other.dup_examples)[:_EXAMPLES]
+        self.leak_examples = (self.leak_examples + other.leak_examples)[:_EXAMPLES]
+        for h, (key, split) in other.seen.items():
+            self._note_content(h, key, split)
+        self.sizes.update(other.sizes)
+        self.modes.update(other.modes)
+        for cls, thumbs in other.samples.items():
+            if cls in self.samples or len(self.samples) < _MAX_SAMPLE_CLASSES:
+                bucket = self.samples.setdefault(cls, [])
+                bucket.extend(thumbs[: _SAMPLES_PER_CLASS - len(bucket)])
+        self.unlabelled.update(other.unlabelled)
+        return self
+
+
+def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> ScanPartial:
+    """Everything one fragment contributes: profile figures, bad rows, usable rows per split and training
+    statistics. A pure function of the fragment, so it runs wherever the fragment is read."""
+    cfg = plan.cfg
+    part = ScanPartial.empty(plan)
+    probe = _probe_preprocessor(cfg, plan.dims)
+    for name, cs in part.columns.items():
+        cs.update(table.column(name))
+    key_arr = table.column(plan.key_col)
+    keys = key_arr.cast(pa.string()).to_pylist()
+    splits = assign_splits(key_arr, cfg.data.split)
+    hashes = pd.util.hash_array(np.asarray(keys, dtype=object), categorize=False)
+    sources = (
+        table.column(plan.source_col).to_pylist() if plan.source_col else [f"{frag.path}#{frag.index}"] * len(keys)
+    )
+    enc = probe.encode(table, with_label=True)
+    for b in enc.bad:
+        row = (
+            keys[b.index],
+            b.reason,
+            b.column,
+            SPLIT_NAMES[splits[b.index]],
+            sources[b.index],
+            plan.uri,
+            plan.version,
+        )
+        for field_name, value in zip(QUARANTINE_SCHEMA.names, row, strict=True):
+            part.bad[field_name].append(value)
+    good = enc.valid  # usable and labelled
+    unlabelled = enc.unlabelled if enc.unlabelled is not None else np.zeros(len(keys), dtype=bool)
+    for s in range(3):
+        part.unlabelled[SPLIT_NAMES[s]] += int((unlabelled & (splits == s)).sum())
+    # content hashes: duplicates and the same content across splits (leakage)
+    if plan.image_col:
+        blobs = table.column(plan.image_col).to_pylist()
+        content = [hashlib.blake2b(b or b"", digest_size=12).digest() for b in blobs]
+    else:
+        content = _row_hashes(table, list(dict.fromkeys(plan.feature_cols)))
+    for i in np.flatnonzero(good).tolist():
+        part._note_content(content[i], keys[i], int(splits[i]))
+    label = cfg.features.label
+    labels = table.column(plan.label_col)
+    label_strs = labels.cast(pa.string()).to_pylist()
+    if label.task == "regression":
+        vals = labels.cast(pa.float64()).to_numpy(zero_copy_only=False)[good]
+        vals = vals[np.isfinite(vals)]
+        part.label_moments.update(vals)
+        if len(vals):
+            part.label_range = [float(vals.min()), float(vals.max())]
+    counts = np.zeros(3, dtype=np.int64)
+    for s in range(3):
+        mask = good & (splits == s)
+        counts[s] = int(mask.sum())
+        if label.task == "classification":
+            part.label_by_split[s].update(v for v, m in zip(label_strs, mask, strict=True) if m)
+    part.counts[fi] = counts
+    if label.task == "classification":
+        part.heldout.extend(
+            (fi, keys[i], label_strs[i], int(splits[i]), sources[i]) for i in np.flatnonzero(good & (splits != TRAIN))
+        )
+    if plan.image_col:
+        blobs = table.column(plan.image_col).to_pylist()
+        for i in np.flatnonzero(good).tolist():
+            head = _header(blobs[i])
+            if head:
+                part.sizes[(head[0], head[1])] += 1
+                part.modes[head[2]] += 1
+            cls = label_strs[i] or ""
+            if splits[i] == TRAIN and (cls in part.samples or len(part.samples) < _MAX_SAMPLE_CLASSES):
+                bucket = part.samples.setdefault(cls, [])
+                if len(bucket) < _SAMPLES_PER_CLASS and (thumb := _thumbnail(blobs[i])):
+                    bucket.append(thumb)
+    train_rows = np.flatnonzero(good & (splits == TRAIN))
+    if len(train_rows):
+        part.stats.update(table.take(pa.array(train_rows)), hashes[train_rows])
+    return part
+
+
+def scan_table(cfg: Config, snap: Snapshot, *, map_fragments: Any = None) -> ScanResult:
+    """Check the schema, profile every column, find bad rows and learn preprocessing state from training rows.
+
+    `map_fragments(fn, snapshot, columns)`: how to run `fn(fi, fragment, table) -> ScanPartial` over the
+    fragments and return the partials (an engine's; default: in this process, one fragment at a time)."""
+    plan = _Plan(cfg, snap)
+    if map_fragments is None:
+        partials: Any = (
+            scan_fragment(plan, fi, frag, t) for fi, (frag, t) in enumerate(snap.iter_tables(plan.read_cols))
+        )
+    else:
+        partials = map_fragments(lambda fi, frag, t: scan_fragment(plan, fi, frag, t), snap, plan.read_cols)
+    total = ScanPartial.empty(plan)
+    for part in partials:
+        total.merge(part)
+    return _finish(plan, snap, total)
+
+
+def _finish(plan: _Plan, snap: Snapshot, part: ScanPartial) -> ScanResult:
+    cfg = plan.cfg
+    preprocessor = part.stats.finish()
     counts = np.zeros((len(snap.fragments), 3), dtype=np.int64)
-    bad: dict[str, list[Any]] = {n: [] for n in QUARANTINE_SCHEMA.names}
-    heldout_labels: list[tuple[int, str, str, int, str]] = []  # frag, key, label, split, source
-    seen: dict[bytes, tuple[str, int]] = {}
-    dup_rows, leak_rows = 0, 0
-    dup_examples: list[list[str]] = []
-    leak_examples: list[dict[str, list[str]]] = []
-    dup_groups: set[bytes] = set()
-    sizes: Counter[tuple[int, int]] = Counter()
-    modes: Counter[str] = Counter()
-    samples: dict[str, list[str]] = {}
-    label_values: list[float] = []
-
-    for fi, (frag, table) in enumerate(snap.iter_tables(read_cols)):
-        for name, cs in col_stats.items():
-            cs.update(table.column(name))
-        keys = table.column(key_col).cast(pa.string()).to_pylist()
-        splits = assign_splits(table.column(key_col), cfg.data.split)
-        sources = table.column(source_col).to_pylist() if source_col else [f"{frag.path}#{frag.index}"] * len(keys)
-        enc = probe.encode(table, with_label=True)
-        for b in enc.bad:
-            for field_name, value in zip(
-                QUARANTINE_SCHEMA.names,
-                (
-                    keys[b.index],
-                    b.reason,
-                    b.column,
-                    SPLIT_NAMES[splits[b.index]],
-                    sources[b.index],
-                    snap.uri,
-                    snap.version,
-                ),
-                strict=True,
-            ):
-                bad[field_name].append(value)
-        good = enc.valid
-        # content hashes: duplicates and the same content across splits (leakage)
-        if image_col:
-            blobs = table.column(image_col).to_pylist()
-            hashes = [hashlib.blake2b(b or b"", digest_size=12).digest() for b in blobs]
-        else:
-            hashes = _row_hashes(table, list(dict.fromkeys(feature_cols)))
-        for i, h in enumerate(hashes):
-            if not good[i]:
-                continue
-            prev = seen.get(h)
-            if prev is None:
-                seen[h] = (keys[i], int(splits[i]))
-                continue
-            dup_rows += 1
-            dup_groups.add(h)
-            if len(dup_examples) < _EXAMPLES:
-                dup_examples.append([prev[0], keys[i]])
-            if prev[1] != splits[i]:
-                leak_rows += 1
-                if len(leak_examples) < _EXAMPLES:
-                    leak_examples.append(
-                        {"keys": [prev[0], keys[i]], "splits": [SPLIT_NAMES[prev[1]], SPLIT_NAMES[splits[i]]]}
-                    )
-        labels = table.column(label_col)
-        label_strs = labels.cast(pa.string()).to_pylist()
-        if feats.label.task == "regression":
-            vals = labels.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            label_values.extend(vals[good & np.isfinite(vals)].tolist())
-        for s in range(3):
-            mask = good & (splits == s)
-            counts[fi, s] = int(mask.sum())
-            if feats.label.task == "classification":
-                label_by_split[s].update(v for v, m in zip(label_strs, mask, strict=True) if m)
-        if feats.label.task == "classification":
-            heldout_labels.extend(
-                (fi, keys[i], label_strs[i], int(splits[i]), sources[i])
-                for i in np.flatnonzero(good & (splits != TRAIN))
-            )
-        if image_col:
-            blobs = table.column(image_col).to_pylist()
-            for i in np.flatnonzero(good).tolist():
-                head = _header(blobs[i])
-                if head:
-                    sizes[(head[0], head[1])] += 1
-                    modes[head[2]] += 1
-                cls = label_strs[i] or ""
-                if splits[i] == TRAIN and (cls in samples or len(samples) < _MAX_SAMPLE_CLASSES):
-                    bucket = samples.setdefault(cls, [])
-                    if len(bucket) < _SAMPLES_PER_CLASS and (thumb := _thumbnail(blobs[i])):
-                        bucket.append(thumb)
-        train_rows = np.flatnonzero(good & (splits == TRAIN))
-        if len(train_rows):
-            stats.update(table.take(pa.array(train_rows)))
-
-    preprocessor = stats.finish()
+    for fi, c in part.counts.items():
+        counts[fi] = c
+    bad = part.bad
     # Labels in validation/test that training never saw cannot be scored: quarantine them too.
     known = set(preprocessor.label.classes or [])
-    for fi, key, label, split, source in heldout_labels:
+    for fi, key, label, split, source in part.heldout:
         if label not in known:
             counts[fi, split] -= 1
-            label_by_split[split][label] -= 1
-            for field_name, value in zip(
-                QUARANTINE_SCHEMA.names,
-                (key, "unknown_label", label_col, SPLIT_NAMES[split], source, snap.uri, snap.version),
-                strict=True,
-            ):
+            part.label_by_split[split][label] -= 1
+            row = (key, "unknown_label", plan.label_col, SPLIT_NAMES[split], source, snap.uri, snap.version)
+            for field_name, value in zip(QUARANTINE_SCHEMA.names, row, strict=True):
                 bad[field_name].append(value)
     bad_table = pa.table(bad, schema=QUARANTINE_SCHEMA)
     rows = snap.num_rows
     by_reason = Counter(bad["reason"])
     profile = {
         "table": {"uri": snap.uri, "version": snap.version, "rows": rows, "format": snap.format},
-        "columns": [cs.to_dict() for cs in col_stats.values()],
+        "columns": [cs.to_dict(rows) for cs in part.columns.values()],
         "splits": {name: int(counts[:, i].sum()) for i, name in enumerate(SPLIT_NAMES)},
-        "label": _label_profile(cfg, label_by_split, label_values),
-        "duplicates": {"rows": dup_rows, "groups": len(dup_groups), "examples": dup_examples},
-        "leakage": {"rows": leak_rows, "examples": leak_examples},
+        "unlabelled": {"total": sum(part.unlabelled.values()), "by_split": dict(part.unlabelled)},
+        "missing": _missing_profile(cfg, part, rows),
+        "label": _label_profile(cfg, part.label_by_split, part.label_moments, part.label_range),
+        "duplicates": {"rows": part.dup_rows, "groups": len(part.dup_groups), "examples": part.dup_examples},
+        "leakage": {"rows": part.leak_rows, "examples": part.leak_examples},
         "bad_rows": {
             "total": bad_table.num_rows,
             "fraction": bad_table.num_rows / rows if rows else 0.0,
@@ -420,20 +472,42 @@ def scan_table(cfg: Config, snap: Snapshot) -> ScanResult:
             "examples": bad_table.slice(0, _EXAMPLES).select(["key", "reason", "column", "source"]).to_pylist(),
         },
     }
-    if image_col:
+    if plan.image_col:
         profile["images"] = {
-            "column": image_col,
-            "count": int(sum(sizes.values())) + int(sum(v for k, v in by_reason.items() if "image" in k)),
-            "undecodable": int(sum(v for k, v in by_reason.items() if "image" in k)),
-            "sizes": [[w, h, c] for (w, h), c in sizes.most_common(20)],
-            "modes": dict(modes),
-            "samples": samples,
+            "column": plan.image_col,
+            "count": int(sum(part.sizes.values())) + int(sum(v for k, v in by_reason.items() if "image" in k)),
+            "undecodable": int(sum(v for k, v in by_reason.items() if "image" in k and k != "missing_image")),
+            "sizes": [[w, h, c] for (w, h), c in part.sizes.most_common(20)],
+            "modes": dict(part.modes),
+            "samples": part.samples,
         }
     profile["warnings"] = _warnings(profile, cfg)
     return ScanResult(preprocessor, profile, bad_table, counts)
 
 
-def _label_profile(cfg: Config, by_split: list[Counter[str]], values: list[float]) -> dict[str, Any]:
+def _missing_profile(cfg: Config, part: ScanPartial, rows: int) -> dict[str, Any]:
+    """Per input feature: missing values over the whole table and what is done about them."""
+    from lakenet.data.codecs.base import missing_rule
+
+    feats = cfg.features
+    out: dict[str, Any] = {}
+    for name, spec in feats.inputs.items():
+        col = feats.column_of(name)
+        n = part.columns[col].nulls if col in part.columns else 0
+        rule, constant = missing_rule(spec)
+        done = {
+            "impute": "filled by the rule learned on the training split (stored in the model)",
+            "constant": f"read as {constant!r}",
+            "zeros": "read as zeros, with an indicator input",
+            "quarantine": "rows quarantined",
+        }[rule]
+        out[name] = {"column": col, "missing": n, "rate": n / rows if rows else 0.0, "rule": rule, "action": done}
+    return out
+
+
+def _label_profile(
+    cfg: Config, by_split: list[Counter[str]], moments: Moments, value_range: list[float]
+) -> dict[str, Any]:
     lab = cfg.features.label
     out: dict[str, Any] = {"column": lab.column, "task": lab.task}
     if lab.task == "classification":
@@ -444,13 +518,13 @@ def _label_profile(cfg: Config, by_split: list[Counter[str]], values: list[float
         out["by_split"] = {
             SPLIT_NAMES[i]: {k: v for k, v in sorted(c.items()) if v > 0} for i, c in enumerate(by_split)
         }
-    elif values:
-        arr = np.asarray(values)
+    elif moments.n:
+        mean, _ = moments.mean_std()
         out["stats"] = {
-            "min": float(arr.min()),
-            "max": float(arr.max()),
-            "mean": float(arr.mean()),
-            "std": float(arr.std()),
+            "min": value_range[0],
+            "max": value_range[1],
+            "mean": mean,
+            "std": float(np.sqrt(moments.m2 / moments.n)),
         }
     return out
 

@@ -67,8 +67,10 @@ def _from_lakenet(spec: dict[str, Any], pre: dict[str, Any] | None, weights: dic
     if spec.get("backbone") is not None:  # a lakenet model that itself sits on an external backbone
         fixed["backbone"] = spec["backbone"]
     image = None
-    if pre is not None and pre.get("image"):
-        im = pre["image"]
+    im = None
+    if pre is not None:  # the preprocessing's JSON: a list of features, or (before codecs) one key per type
+        im = pre.get("image") or next((f for f in pre.get("features", []) if f.get("type") == "image"), None)
+    if im:
         image = {"size": im["size"], "channels": im["channels"], "mean": im["mean"], "std": im["std"]}
     return fixed, keep, image
 

@@ -60,8 +60,8 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
     return ModelSpec(
         architecture=fixed.pop("architecture", arch),
         num_outputs=pre.num_outputs,
-        numeric_dim=len(pre.numeric),
-        category_sizes=tuple(len(c.vocab) + 1 for c in pre.categories),
+        numeric_dim=pre.numeric_width,
+        category_sizes=pre.category_sizes,
         category_dims=tuple(c.embedding_dim for c in pre.categories),
         image_channels=pre.image.channels if pre.image else 0,
         image_size=pre.image.size if pre.image else 0,

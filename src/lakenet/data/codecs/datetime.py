@@ -1,0 +1,199 @@
+"""Dates and times: Arrow dates and timestamps, or ISO 8601 strings. Encoded as hour of day, day of week and
+month of year on circles (sin, cos: 23:00 is next to 00:00), read in the feature's time zone, plus the time
+elapsed since a reference learned on the training split (standardised). A missing value is read as the training
+median and flagged; a present value that is not a date is quarantined. Nothing depends on the current time."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from lakenet.data.codecs.base import Codec, Mark, Moments, Sample, Stats, indicator, missing_rule, strings
+from lakenet.errors import DataError
+
+__all__ = ["DatetimeCodec", "DatetimeState", "parse_datetimes"]
+
+_OFFSET = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$", re.IGNORECASE)
+_DAY = 86400.0
+_PARTS = 6  # sin/cos of hour, weekday, month
+
+
+@dataclass(frozen=True)
+class DatetimeState:
+    name: str
+    column: str
+    timezone: str = "UTC"
+    reference: float = 0.0  # epoch seconds: elapsed time is measured from here (the training median)
+    elapsed_mean: float = 0.0  # days since the reference, over the training split
+    elapsed_std: float = 1.0
+    missing: str = "impute"  # impute | constant | quarantine
+    fill: float | None = None  # epoch seconds a missing value is read as
+    indicator: bool = False
+
+
+def _check_zone(tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DataError(f"Unknown time zone {tz!r}; use an IANA name such as UTC or Europe/Berlin.") from None
+
+
+def parse_datetimes(col: pa.ChunkedArray | pa.Array, tz: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """(times as a tz-aware Series in `tz`, missing mask, present-but-not-a-date mask). Values with an offset or
+    zone are converted to `tz`; values without one are local times in `tz`."""
+    t = col.type
+    n = len(col)
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        series = pd.to_datetime(pd.Series(col.to_pandas()))
+        missing = series.isna().to_numpy()
+        if getattr(t, "tz", None):
+            series = series.dt.tz_convert(tz)
+        else:
+            series = series.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
+        bad = series.isna().to_numpy() & ~missing  # a local time that does not exist there (DST)
+        return series, missing, bad
+    values = strings(col)
+    missing = np.array([v is None for v in values], dtype=bool)
+    out = pd.Series(pd.NaT, index=range(n), dtype=f"datetime64[ns, {tz}]")
+    aware = [i for i, v in enumerate(values) if v is not None and _OFFSET.search(v.strip())]
+    naive = [i for i, v in enumerate(values) if v is not None and not _OFFSET.search(v.strip())]
+    if aware:
+        parsed = pd.to_datetime(pd.Series([values[i] for i in aware]), format="ISO8601", utc=True, errors="coerce")
+        out.iloc[aware] = parsed.dt.tz_convert(tz).to_numpy()
+    if naive:
+        parsed = pd.to_datetime(pd.Series([values[i] for i in naive]), format="ISO8601", errors="coerce")
+        if getattr(parsed.dt, "tz", None) is not None:
+            parsed = parsed.dt.tz_convert(tz)
+        else:
+            parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
+        out.iloc[naive] = parsed.to_numpy()
+    bad = out.isna().to_numpy() & ~missing
+    return out, missing, bad
+
+
+def _epoch_seconds(times: pd.Series) -> np.ndarray:
+    """Seconds since 1970-01-01 UTC (NaN where missing)."""
+    ns = times.dt.tz_convert("UTC").dt.tz_localize(None).astype("int64").to_numpy().astype(np.float64)
+    return np.where(times.isna().to_numpy(), np.nan, ns / 1e9)
+
+
+def _cyclical(times: pd.Series) -> np.ndarray:
+    """(N, 6): sin/cos of hour of day, day of week, month of year, at local time (0 where missing)."""
+    hour = (times.dt.hour + times.dt.minute / 60.0).to_numpy(dtype=np.float64, na_value=0.0)
+    dow = times.dt.dayofweek.to_numpy(dtype=np.float64, na_value=0.0)
+    month = (times.dt.month - 1 + (times.dt.day - 1) / times.dt.days_in_month).to_numpy(dtype=np.float64, na_value=0.0)
+    angles = np.stack([hour / 24.0, dow / 7.0, month / 12.0], 1) * 2 * np.pi
+    return np.concatenate([np.sin(angles), np.cos(angles)], 1)
+
+
+class DatetimeStats(Stats):
+    def __init__(self, name: str, column: str, spec: Any) -> None:
+        self.name, self.column, self.spec = name, column, spec
+        self.sample, self.moments = Sample(), Moments()
+        self.missing = 0
+
+    def update(self, col: pa.ChunkedArray | pa.Array, hashes: np.ndarray) -> None:
+        times, missing, _ = parse_datetimes(col, self.spec.timezone)
+        secs = _epoch_seconds(times)
+        self.missing += int(missing.sum())
+        self.sample.update(hashes, secs)
+        self.moments.update(secs / _DAY)
+
+    def merge(self, other: DatetimeStats) -> None:
+        self.missing += other.missing
+        self.sample.merge(other.sample)
+        self.moments.merge(other.moments)
+
+    def finish(self) -> DatetimeState:
+        rule, constant = missing_rule(self.spec)
+        reference = self.sample.median(0.0)
+        mean_days, std_days = self.moments.mean_std()
+        fill = reference
+        if rule == "constant":
+            parsed, _, bad = parse_datetimes(pa.array([str(constant)]), self.spec.timezone)
+            if bad.any():
+                raise DataError(f"features.{self.name}.missing.constant {constant!r} is not an ISO 8601 date")
+            fill = float(_epoch_seconds(parsed)[0])
+        return DatetimeState(
+            self.name,
+            self.column,
+            self.spec.timezone,
+            reference,
+            mean_days - reference / _DAY,
+            std_days,
+            rule,
+            fill,
+            rule != "quarantine" and self.missing > 0,
+        )
+
+
+class DatetimeCodec(Codec[DatetimeState]):
+    type = "datetime"
+    state_class = DatetimeState
+
+    @classmethod
+    def check(cls, name: str, column: str, dtype: pa.DataType) -> None:
+        ok = (
+            pa.types.is_timestamp(dtype)
+            or pa.types.is_date(dtype)
+            or pa.types.is_string(dtype)
+            or pa.types.is_large_string(dtype)
+            or pa.types.is_null(dtype)
+        )
+        if not ok:
+            raise DataError(
+                f"Column {column!r} (feature {name!r}) has type {dtype}; a datetime feature needs dates, timestamps "
+                f"or ISO 8601 strings. For epoch numbers use type: numeric, or convert the column."
+            )
+
+    @classmethod
+    def stats(cls, name: str, column: str, spec: Any, hints: dict[str, Any]) -> DatetimeStats:
+        _check_zone(spec.timezone)
+        return DatetimeStats(name, column, spec)
+
+    @classmethod
+    def probe(cls, name: str, column: str, spec: Any, hints: dict[str, Any]) -> DatetimeCodec:
+        _check_zone(spec.timezone)
+        rule, _ = missing_rule(spec)
+        return cls(DatetimeState(name, column, spec.timezone, missing=rule))
+
+    def numeric_width(self) -> int:
+        return _PARTS + 1 + int(self.state.indicator)
+
+    @property
+    def logical_type(self) -> str:
+        return "datetime"
+
+    def encode(self, col: pa.ChunkedArray | pa.Array, mark: Mark) -> dict[str, np.ndarray]:
+        s = self.state
+        times, missing, bad = parse_datetimes(col, s.timezone)
+        mark(bad, "not_a_datetime", s.column)
+        if s.missing == "quarantine":
+            mark(missing, "missing_datetime", s.column)
+        fill = s.fill if s.fill is not None else s.reference
+        if missing.any():
+            filler = pd.Timestamp(fill, unit="s", tz="UTC").tz_convert(s.timezone)
+            times = times.where(~pd.Series(missing, index=times.index), filler)
+        secs = np.nan_to_num(_epoch_seconds(times), nan=fill)
+        elapsed = ((secs - s.reference) / _DAY - s.elapsed_mean) / s.elapsed_std
+        cols = [_cyclical(times), elapsed.reshape(-1, 1)]
+        if s.indicator:
+            cols.append(indicator(missing))
+        return {"numeric": np.hstack(cols).astype(np.float32)}
+
+    def example(self, n: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        width = self.numeric_width()
+        if rng is None:
+            return {"numeric": np.zeros((n, width), np.float32)}
+        angles = rng.uniform(0, 2 * np.pi, (n, 3))
+        cols = [np.sin(angles), np.cos(angles), rng.standard_normal((n, 1))]
+        if self.state.indicator:
+            cols.append(np.zeros((n, 1)))
+        return {"numeric": np.hstack(cols).astype(np.float32)}
