@@ -122,7 +122,6 @@ def loc_of(err: pytest.ExceptionInfo[InvalidRequest]) -> list[list[str | int]]:
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
-        (b'{"rows": [{"region": "n", "image": ""}]}', ["body", "rows", 0, "od280/od315"]),
         (b'{"rows": [{"od280/od315": "3", "region": "n", "image": ""}]}', ["body", "rows", 0, "od280/od315"]),
         (b'{"rows": [{"od280/od315": 1, "region": "n", "image": "***"}]}', ["body", "rows", 0, "image"]),
         (b'{"rows": []}', ["body", "rows"]),
@@ -135,6 +134,16 @@ def test_invalid_json_names_the_field(schema: RequestSchema, body: bytes, loc: l
     with pytest.raises(InvalidRequest) as err:
         schema.from_json(body)
     assert loc in loc_of(err)
+
+
+def test_absent_and_null_fields_are_missing_values(schema: RequestSchema) -> None:
+    """Missing is data: the model's learned rule fills it (the Predictor), so the request is not refused."""
+    table = schema.from_json(b'{"rows": [{"region": "n"}, {"od280/od315": null, "region": null, "image": null}]}')
+    assert table.to_pydict() == {"od280/od315": [None, None], "region": ["n", None], "image": [None, None]} or (
+        table.column("region").to_pylist() == ["n", None] and table.column("image").to_pylist() == [None, None]
+    )
+    form = schema.from_form({"region": ["n", "s"], "od280/od315": ["", "2"]})
+    assert form.column("image").to_pylist() == [None, None] and form.column("od280/od315").to_pylist()[1] == 2.0
 
 
 def test_numbers_are_accepted_as_categories(schema: RequestSchema) -> None:
@@ -173,8 +182,7 @@ def test_form_fields_repeat_for_several_rows(schema: RequestSchema) -> None:
 def test_form_errors_name_the_field(schema: RequestSchema) -> None:
     with pytest.raises(InvalidRequest) as err:
         schema.from_form({"od280/od315": ["x", "inf"], "image": ["%%%", b"b"]})
-    assert {tuple(loc) for loc in loc_of(err)} == {
-        ("body", "region"),
+    assert {tuple(loc) for loc in loc_of(err)} == {  # an absent field is a missing value, not an error
         ("body", "od280/od315", 0),
         ("body", "od280/od315", 1),
         ("body", "image", 0),
@@ -220,11 +228,11 @@ def test_row_errors_name_the_row_and_column() -> None:
 def test_openapi_models_use_the_column_names(schema: RequestSchema) -> None:
     row = schema.row_model.model_json_schema()
     assert list(row["properties"]) == ["od280/od315", "region", "image"]
-    assert row["required"] == ["od280/od315", "region", "image"]
+    assert "required" not in row  # missing is data: null or absent fields are filled by the model's rule
     assert row["properties"]["image"]["contentEncoding"] == "base64"
     form = schema.form_schema()
     assert form["properties"]["image"]["format"] == "binary"
-    assert form["required"] == ["od280/od315", "region", "image"]
+    assert "required" not in form
 
 
 # ---- responses -----------------------------------------------------------------------------------------------

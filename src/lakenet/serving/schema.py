@@ -41,6 +41,8 @@ __all__ = [
 _ARROW = {
     "numeric": pa.float64(),
     "category": pa.string(),
+    "boolean": pa.bool_(),
+    "datetime": pa.string(),
     "image": pa.binary(),
     "text": pa.string(),
     "vector": pa.list_(pa.float64()),
@@ -103,40 +105,53 @@ class Column:
         return _ARROW[self.feature]
 
 
+_MISSING = " Null or absent: filled by the model's missing-value rule (or an error row where it quarantines them)."
+
+
 def _field(col: Column) -> tuple[Any, Any]:
+    """A row model field for an input column: every field may be null or absent (missing is data)."""
     desc = f"Input column {col.name!r}"
     if col.feature == "numeric":
-        return Annotated[float, Field(alias=col.name, strict=True, allow_inf_nan=False, description=desc)], ...
-    if col.feature == "category":
         return (
             Annotated[
-                str | None,
-                Field(
-                    alias=col.name,
-                    coerce_numbers_to_str=True,
-                    description=desc + " (a category; unseen values and null go to the unknown bucket)",
-                ),
+                float | None, Field(alias=col.name, strict=True, allow_inf_nan=False, description=desc + "." + _MISSING)
             ],
-            ...,
+            None,
         )
+    if col.feature == "category":
+        desc += " (a category; unseen values go to the unknown bucket)."
+        return Annotated[
+            str | None, Field(alias=col.name, coerce_numbers_to_str=True, description=desc + _MISSING)
+        ], None
+    if col.feature == "boolean":
+        desc += " (true/false, 1/0, yes/no)."
+        return Annotated[bool | None, Field(alias=col.name, description=desc + _MISSING)], None
+    if col.feature == "datetime":
+        desc += " (an ISO 8601 date or time, e.g. 2026-03-01T14:05:00+01:00)."
+        return Annotated[str | None, Field(alias=col.name, description=desc + _MISSING)], None
     if col.feature == "text":
-        return Annotated[str | None, Field(alias=col.name, description=desc + " (text; null is an error row)")], ...
+        return Annotated[str | None, Field(alias=col.name, description=desc + " (text)." + _MISSING)], None
     if col.feature == "vector":
         return (
             Annotated[
-                list[Annotated[float, Field(strict=False, allow_inf_nan=False)]],
-                Field(alias=col.name, description=desc + " (a list of numbers: an embedding)"),
+                list[Annotated[float, Field(strict=False, allow_inf_nan=False)]] | None,
+                Field(alias=col.name, description=desc + " (a list of numbers: an embedding)." + _MISSING),
             ],
-            ...,
+            None,
         )
     schema: dict[str, Any] = {"contentEncoding": "base64", "contentMediaType": "image/*", "pattern": B64_PATTERN}
     return (
         Annotated[
-            str,
-            Field(alias=col.name, strict=True, description=desc + ": the image file, base64", json_schema_extra=schema),
-            AfterValidator(decode_base64),
+            str | None,
+            Field(
+                alias=col.name,
+                strict=True,
+                description=desc + ": the image file, base64." + _MISSING,
+                json_schema_extra=schema,
+            ),
+            AfterValidator(lambda v: None if v is None else decode_base64(v)),
         ],
-        ...,
+        None,
     )
 
 
@@ -147,10 +162,7 @@ class RequestSchema:
         self.columns = [Column(c["name"], c["feature"], f"f{i}") for i, c in enumerate(signature)]
         unknown = [c.feature for c in self.columns if c.feature not in _ARROW]
         if unknown:
-            raise ModelError(
-                f"This lakenet can serve numeric, category, image, text and vector inputs, not {unknown}; "
-                "upgrade lakenet."
-            )
+            raise ModelError(f"This lakenet can serve {', '.join(_ARROW)} inputs, not {unknown}; upgrade lakenet.")
         self.max_rows = max_rows
         self._numeric = [c for c in self.columns if c.feature == "numeric"]
         self.schema = pa.schema([pa.field(c.name, c.arrow_type) for c in self.columns])
@@ -200,10 +212,8 @@ class RequestSchema:
         columns: dict[str, list[Any]] = {}
         for c in self.columns:
             values = fields.get(c.name, [])
-            if not values:
-                errors.append(_error([c.name], "Field required", "missing"))
-                continue
-            columns[c.name] = [self._form_value(c, v, i, errors) for i, v in enumerate(values)]
+            if values:  # an absent field is a missing value in every row (filled after the row count is known)
+                columns[c.name] = [self._form_value(c, v, i, errors) for i, v in enumerate(values)]
         counts = {name: len(v) for name, v in columns.items()}
         if not errors and len(set(counts.values())) > 1:
             errors.append(
@@ -213,12 +223,14 @@ class RequestSchema:
                     "row_count_mismatch",
                 )
             )
-        n = max(counts.values(), default=0)
+        n = max(counts.values(), default=1)  # no field the model reads: one row of missing values
         if not errors and n > self.max_rows:
             errors.append(_error([], f"at most {self.max_rows} rows per request, got {n}", "too_long"))
         if errors:
             raise InvalidRequest(errors)
-        return pa.table({c.name: pa.array(columns[c.name], c.arrow_type) for c in self.columns}, schema=self.schema)
+        return pa.table(
+            {c.name: pa.array(columns.get(c.name, [None] * n), c.arrow_type) for c in self.columns}, schema=self.schema
+        )
 
     @staticmethod
     def _form_value(c: Column, v: str | bytes, i: int, errors: list[dict[str, Any]]) -> Any:
@@ -232,8 +244,18 @@ class RequestSchema:
                 errors.append(_error(loc, f"{err}, or upload it as a file part", "base64_decode"))
                 return None
         text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-        if c.feature in ("category", "text"):
+        if c.feature in ("category", "text", "datetime"):
             return text
+        if not text.strip():  # an empty form value is a missing value
+            return None
+        if c.feature == "boolean":
+            low = text.strip().lower()
+            if low in ("true", "1", "yes", "y", "t", "on"):
+                return True
+            if low in ("false", "0", "no", "n", "f", "off"):
+                return False
+            errors.append(_error(loc, "Input should be a valid boolean", "bool_parsing"))
+            return None
         if c.feature == "vector":
             try:
                 values = [float(x) for x in text.strip().strip("[]").split(",") if x.strip()]
@@ -295,6 +317,10 @@ class RequestSchema:
                 props[c.name] = {"type": "number", "description": f"Input column {c.name!r}"}
             elif c.feature == "category":
                 props[c.name] = {"type": "string", "description": f"Input column {c.name!r} (a category)"}
+            elif c.feature == "boolean":
+                props[c.name] = {"type": "boolean", "description": f"Input column {c.name!r} (true or false)"}
+            elif c.feature == "datetime":
+                props[c.name] = {"type": "string", "description": f"Input column {c.name!r} (an ISO 8601 date)"}
             elif c.feature == "text":
                 props[c.name] = {"type": "string", "description": f"Input column {c.name!r} (text)"}
             elif c.feature == "vector":
@@ -313,9 +339,8 @@ class RequestSchema:
             "title": "PredictForm",
             "type": "object",
             "description": "One part per input column (image files as file parts); repeat every field, in the "
-            "same order, to send several rows.",
+            "same order, to send several rows. An absent field or an empty value is a missing value.",
             "properties": props,
-            "required": [c.name for c in self.columns],
         }
 
 
@@ -349,16 +374,22 @@ ROW_ERRORS = {
     "undecodable_image": "This is not an image the server can read; send a PNG, JPEG, GIF, BMP, TIFF or WebP file",
     "truncated_image": "The image file is cut short; send the whole file",
     "image_too_large": "The image has more pixels than the model decodes; resize it and send it again",
-    "missing_text": "The text is null; send a string",
-    "missing_vector": "The vector is null; send a list of numbers",
+    "missing_text": "The text is missing and this model sets such rows aside; send a string",
+    "missing_vector": "The vector is missing and this model sets such rows aside; send a list of numbers",
     "wrong_vector_length": "The vector does not have the length the model was trained on; send that many numbers",
     "non_finite_vector": "The vector holds a number too large for the model; send the values seen in training",
     "not_numeric": "This is not a number; send a number",
-    "missing_numeric": "The number is missing; send a number",
+    "missing_numeric": "The number is missing and this model sets such rows aside; send a number",
     "non_finite_numeric": "The number is too large for the model (it overflows float32 once standardised); send "
     "values in the range seen in training",
     "non_finite_output": "The model's output for this row is not a finite number (an input far outside the range "
     "seen in training?); send values in that range",
+    "missing_image": "The image is missing and this model sets rows without one aside; send the image",
+    "missing_category": "The value is missing and this model sets such rows aside; send a value",
+    "missing_boolean": "The value is missing and this model sets such rows aside; send true or false",
+    "missing_datetime": "The date is missing and this model sets such rows aside; send an ISO 8601 date",
+    "not_boolean": "This is not a yes/no value; send true or false",
+    "not_a_datetime": "This is not a date the model can read; send an ISO 8601 date such as 2026-03-01T14:05:00Z",
 }
 
 
