@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -11,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import yaml
 
 from lakenet._version import __version__
@@ -99,90 +97,14 @@ def _reports_dir(cfg: Config, workdir: Path) -> Path:
 
 
 # ---- ingest / init ------------------------------------------------------------------------------------------
-_METADATA_COLUMNS = {"path", "size_bytes", "width", "height"}
+def init_config(
+    table: str, *, label: str, name: str | None = None, key: str | None = None, config_dir: str | Path | None = None
+) -> str:
+    """A short starting YAML config for `table`: the label's task, the row key, and every column's type or why it
+    is left out (as comments), with `features: {include: auto}`. `data.table` is relative to `config_dir`."""
+    from lakenet.starter import init_config as starter
 
-
-def init_config(table: str, *, label: str, name: str | None = None, key: str = "key") -> str:
-    """A starting YAML config inferred from the table's schema (and a peek at its first rows)."""
-    from lakenet.data.encoders import decode_image  # noqa: F401  (Pillow present)
-
-    snap = open_table(table)
-    schema = snap.schema
-    if label not in schema.names:
-        raise DataError(f"Column {label!r} not in table {table} (columns: {', '.join(schema.names)}). Pass --label.")
-    sample = snap.read(snap.fragments[0]) if snap.fragments else pa.table({n: [] for n in schema.names})
-    features: dict[str, Any] = {}
-    lt = schema.field(label).type
-    distinct = len(set(sample.column(label).to_pylist()))
-    task = "regression" if pa.types.is_floating(lt) or (pa.types.is_integer(lt) and distinct > 20) else "classification"
-    features["label"] = {"column": label, "task": task}
-    for f in schema:
-        derived = "image" in schema.names or "embedding" in schema.names  # ingest's file facts, featurize's error
-        if f.name in {label, key} or (derived and f.name in {*_METADATA_COLUMNS, "error"}):
-            continue
-        t = f.type
-        spec: dict[str, Any]
-        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            spec = {"type": "image", **_image_defaults(sample.column(f.name).to_pylist()[:32])}
-        elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-            spec = {"type": "numeric"}
-        elif (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and (
-            pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)
-        ):
-            spec = {"type": "vector"}
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            spec = {"type": "text"} if _looks_like_text(sample.column(f.name).to_pylist()) else {"type": "category"}
-        elif pa.types.is_boolean(t):
-            spec = {"type": "category"}
-        else:
-            continue
-        # Feature names are identifiers; a column like "od280/od315" keeps its name in `column`.
-        fname = re.sub(r"[^A-Za-z0-9_.-]", "_", f.name).lstrip("_.-") or "feature"
-        if fname != f.name:
-            spec["column"] = f.name
-        features[fname] = spec
-    if len(features) == 1:
-        raise DataError(f"Table {table} has no usable feature columns besides the label {label!r}.")
-    model_name = name or "".join(c if c.isalnum() or c in "_-." else "_" for c in Path(table).name) or "model"
-    raw = {
-        "version": 1,
-        "data": {"table": str(Path(table).resolve()), "key": key},
-        "features": features,
-        "model": {"architecture": "auto"},
-        "trainer": {"epochs": 20, "batch_size": 64, "learning_rate": 0.001},
-        "engine": {"type": "local", "workers": 1},
-        "registry": {"name": model_name, "alias": "champion"},
-    }
-    load_config(raw)  # what we print must validate
-    header = f"# lakenet config for {table}, inferred by `lakenet init`. Every key: `lakenet config schema`.\n"
-    return header + yaml.safe_dump(raw, sort_keys=False)
-
-
-def _looks_like_text(values: list[str | None]) -> bool:
-    """Free text rather than a category: several words per value, and mostly distinct values."""
-    present = [v for v in values if v]
-    if len(present) < 5:
-        return False
-    words = sorted(len(v.split()) for v in present)[len(present) // 2]
-    return words >= 4 and len(set(present)) >= 0.5 * len(present)
-
-
-def _image_defaults(blobs: list[bytes | None]) -> dict[str, int]:
-    import io
-
-    from PIL import Image
-
-    sizes, channels = [], 1
-    for b in blobs:
-        try:
-            with Image.open(io.BytesIO(b or b"")) as im:
-                sizes.append(max(im.size))
-                if im.mode not in {"L", "1", "I", "I;16", "F", "LA"}:
-                    channels = 3
-        except (OSError, ValueError, SyntaxError):
-            continue
-    typical = sorted(sizes)[len(sizes) // 2] if sizes else 32
-    return {"size": int(min(max(typical, 8), 64)), "channels": channels}
+    return starter(table, label=label, name=name, key=key, config_dir=config_dir)
 
 
 # ---- profile ------------------------------------------------------------------------------------------------
@@ -292,7 +214,9 @@ def _fit(
         _refuse_to_drop_checkpoint(cfg, ckpt_dir, job_state)
     if trained is not None:
         pinned = trained.table_version
+    requested = config_hash(cfg)  # the config as written: what --resume compares
     plan, quarantine = _scan(cfg, pinned, wd)
+    cfg = plan.config  # features: {include: auto} resolved for this table version
     snap, result, spec = plan.snapshot, plan.scan, plan.spec
     enforce_bad_fraction(result, cfg.data.max_bad_fraction, quarantine)
     reports = _reports_dir(cfg, wd)
@@ -305,13 +229,13 @@ def _fit(
         if ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
         ckpt_dir.mkdir(parents=True)
-        job_state = {"config_hash": config_hash(cfg), "table_version": snap.version, "state": "running"}
+        job_state = {"config_hash": requested, "table_version": snap.version, "state": "running"}
         _write_job_state(ckpt_dir, job_state)
     lineage = {
         "lakenet.table": snap.uri,
         "lakenet.table_version": snap.version,
         "lakenet.table_fingerprint": snap.fingerprint,
-        "lakenet.config_hash": config_hash(cfg),
+        "lakenet.config_hash": requested,
         "lakenet.version": __version__,
         "lakenet.git_commit": git_commit(Path(cfg.data.table).parent),
         "lakenet.engine": cfg.engine.type,
@@ -460,7 +384,7 @@ def tune(
     version = study.user_attrs.get("table_version")
     plan, quarantine = _scan(cfg, version, wd)
     enforce_bad_fraction(plan.scan, cfg.data.max_bad_fraction, quarantine)
-    base = cfg.to_yaml_dict()
+    base = plan.config.to_yaml_dict()  # features resolved: every trial trains on the same ones
     base["data"]["version"] = plan.snapshot.version
     engine = get_engine(cfg.engine, spark=spark)
     _check_shared_stores(cfg, engine, url, tracking_uri)

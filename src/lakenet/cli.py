@@ -81,12 +81,22 @@ def init(
     table: Annotated[str, typer.Option("--table", help="Table to infer the config from.")],
     label: Annotated[str, typer.Option("--label", help="Column to predict.")],
     name: Annotated[str | None, typer.Option(help="Registered model name (default: table name).")] = None,
-    key: Annotated[str, typer.Option(help="Key column.")] = "key",
+    key: Annotated[
+        str | None, typer.Option(help="Key column (default: a unique identifier column, else the 'key' column).")
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the config to this file (data.table relative to it).")
+    ] = None,
 ) -> None:
-    """Print a starting YAML config inferred from the table's schema."""
+    """Print (or write) a short starting config inferred from the table: every decision is a comment."""
     from lakenet import api
 
-    sys.stdout.write(api.init_config(table, label=label, name=name, key=key))
+    text = api.init_config(table, label=label, name=name, key=key, config_dir=out_file.parent if out_file else None)
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    out_file.write_text(text, encoding="utf-8")
+    out.print(f"[green]wrote[/] {out_file}")
 
 
 @app.command()

@@ -199,7 +199,7 @@ def test_every_command_works_on_a_path_with_spaces_and_accents(env: dict[str, An
     home = tmp_path / "dàta lake ü"
     table = str(home / "wîne tâble")
     assert lakenet.ingest(env["csv"], table).rows_written == 178
-    raw = yaml.safe_load(lakenet.init_config(table, label="cultivar", name="odd"))
+    raw = yaml.safe_load(lakenet.init_config(table, label="cultivar", name="odd", config_dir=home))
     raw["trainer"].update(epochs=2)
     cfg = home / "cönfig.yaml"
     cfg.write_text(yaml.safe_dump(raw))

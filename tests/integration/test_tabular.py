@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,18 @@ def test_wine_classification_from_init_config(wine_csv: Path, workdir: Path) -> 
     import yaml
     from deltalake import DeltaTable
 
-    raw = yaml.safe_load(lakenet.init_config(str(wine_csv), label="cultivar"))
-    assert raw["features"]["label"] == {"column": "cultivar", "task": "classification"}
-    assert raw["features"]["region"] == {"type": "category"} and raw["features"]["proline"] == {"type": "numeric"}
+    text = lakenet.init_config(str(wine_csv), label="cultivar")
+    raw = yaml.safe_load(text)
+    assert raw["features"] == {"label": {"column": "cultivar", "task": "classification"}, "include": "auto"}
+    assert re.search(r"# region +category: 2 categories", text) and re.search(r"# proline +numeric", text)
     assert raw["data"]["key"] == "key"  # CSV rows are keyed file:row, as `lakenet ingest` keys them
     raw["trainer"].update(epochs=30, batch_size=16, learning_rate=0.01)
     raw["data"]["split"] = {"train": 0.7, "val": 0.15, "test": 0.15}
     fit = lakenet.fit(raw, progress=False)
     assert fit.metrics["test_accuracy"] >= 0.85
     assert fit.metrics["test_macro_f1"] >= 0.8
+    resolved = lakenet.models()[0]["versions"][0]["lineage"]["features"]  # include: auto, as it was resolved
+    assert "region:category" in resolved and "proline:numeric" in resolved
     # ingesting the CSV gives the same keys, so the rows keep their split once they live in Delta
     table = lakenet.ingest(wine_csv, workdir / "wine").table
     keys = DeltaTable(table).to_pyarrow_table(columns=["key"]).column("key").to_pylist()

@@ -238,18 +238,45 @@ class LabelSpec(_Strict):
     )
 
 
+_RESERVED = {"label", "include", "exclude"}
+
+
 class Features(BaseModel):
-    """Input features by name, plus the reserved entry `label`. Every other key is an input feature."""
+    """Input features by name, plus the reserved entries `label`, `include` and `exclude`. Every other key is an
+    input feature: a mapping, or just its type (`amount: numeric`)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     __pydantic_extra__: dict[str, FeatureSpec] = Field(init=False)
 
-    label: LabelSpec = Field(..., description="The target column and the task.")
+    label: LabelSpec = Field(..., description="The target column and the task (or just the column's name).")
+    include: Literal["auto"] | None = Field(
+        None,
+        description="auto: every other column of the table is a feature, its type inferred at train time exactly as "
+        "`lakenet init` infers it (identifiers, constants and empty columns left out); features listed here "
+        "override the inferred type. The resolved list is recorded with the model.",
+    )
+    exclude: list[str] = Field(default_factory=list, description="Columns left out of include: auto.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """`label: is_fraud` and `amount: numeric` are the one-line forms of the mappings."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        if isinstance(out.get("label"), str):
+            out["label"] = {"column": out["label"]}
+        for k, v in data.items():
+            if k not in _RESERVED and isinstance(v, str):
+                out[k] = {"type": v}
+        return out
 
     @model_validator(mode="after")
     def _has_inputs(self) -> Features:
-        if not self.inputs:
-            raise ValueError("no input features: add at least one entry besides 'label', e.g. image: {type: image}")
+        if not self.inputs and self.include != "auto":
+            raise ValueError(
+                "no input features: add at least one entry besides 'label', e.g. image: {type: image}, or include: auto"
+            )
         for name in self.inputs:
             if not _NAME.match(name):
                 raise ValueError(f"feature name {name!r} must be letters, digits, '_', '.' or '-'")

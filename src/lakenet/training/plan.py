@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lakenet.config.schema import Config, ImageFeature
+from lakenet.data.infer import Inference, resolve_features
 from lakenet.data.scan import ScanResult, scan_table
 from lakenet.data.sources import Snapshot, open_table
 from lakenet.errors import ConfigError
@@ -33,6 +34,7 @@ class TrainPlan:
     backbone: ResolvedBackbone | None = None
     pretrained: PretrainedInit | None = None
     lineage: dict[str, Any] = field(default_factory=dict)  # lakenet.* tags: backbone, embedding provenance
+    inference: Inference | None = None  # features: {include: auto}: what was inferred, and what was left out
 
     def job(
         self,
@@ -131,8 +133,9 @@ def plan_training(
     """Open the table at `version` (default: the config's, else the latest), cut it into at least
     `min_fragments` pieces (default: 4 per training worker) and scan it: profile, bad rows, preprocessor; and
     resolve the pretrained backbone and text encoders, if any."""
-    backbone = _backbone(cfg, workdir)
     snap = open_table(cfg.data.table, version if version is not None else cfg.data.version)
+    cfg, inference = resolve_features(cfg, snap)
+    backbone = _backbone(cfg, workdir)
     # Enough fragments for every worker to get a share, even of a table stored as one big row group.
     snap = snap.subdivided(min_fragments if min_fragments is not None else 4 * cfg.engine.workers)
     result = scan_table(cfg, snap)
@@ -147,4 +150,6 @@ def plan_training(
     pretrained = plan_pretrained(cfg, spec, result.preprocessor, backbone)
     lineage = {f"lakenet.{k}": v for k, v in (backbone.lineage if backbone else {}).items()}
     lineage.update(_embedding_lineage(snap))
-    return TrainPlan(cfg, snap, result, spec, backbone, pretrained, lineage)
+    if inference is not None:
+        lineage["lakenet.features"] = ",".join(f"{n}:{f.type}" for n, f in cfg.features.inputs.items())
+    return TrainPlan(cfg, snap, result, spec, backbone, pretrained, lineage, inference)

@@ -61,21 +61,23 @@ def parse_datetimes(col: pa.ChunkedArray | pa.Array, tz: str) -> tuple[pd.Series
         return series, missing, bad
     values = strings(col)
     missing = np.array([v is None for v in values], dtype=bool)
-    out = pd.Series(pd.NaT, index=range(n), dtype=f"datetime64[ns, {tz}]")
+    utc_ns = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)  # the NaT sentinel
     aware = [i for i, v in enumerate(values) if v is not None and _OFFSET.search(v.strip())]
     naive = [i for i, v in enumerate(values) if v is not None and not _OFFSET.search(v.strip())]
     if aware:
         parsed = pd.to_datetime(pd.Series([values[i] for i in aware]), format="ISO8601", utc=True, errors="coerce")
-        out.iloc[aware] = parsed.dt.tz_convert(tz).to_numpy()
+        utc_ns[aware] = _as_utc_ns(parsed)
     if naive:
         parsed = pd.to_datetime(pd.Series([values[i] for i in naive]), format="ISO8601", errors="coerce")
-        if getattr(parsed.dt, "tz", None) is not None:
-            parsed = parsed.dt.tz_convert(tz)
-        else:
-            parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
-        out.iloc[naive] = parsed.to_numpy()
+        utc_ns[naive] = _as_utc_ns(parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward"))
+    out = pd.Series(utc_ns.view("datetime64[ns]")).dt.tz_localize("UTC").dt.tz_convert(tz)
     bad = out.isna().to_numpy() & ~missing
     return out, missing, bad
+
+
+def _as_utc_ns(times: pd.Series) -> np.ndarray:
+    """Nanoseconds since the epoch (UTC) of tz-aware times; NaT stays the NaT sentinel."""
+    return times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
 def _epoch_seconds(times: pd.Series) -> np.ndarray:

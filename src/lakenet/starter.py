@@ -1,0 +1,164 @@
+"""`lakenet init`: a short starting config for a table, every decision stated as a comment.
+
+The config uses `features: {include: auto}`: the types written in the comments are inferred again, the same way,
+at train time (and the resolved list is recorded with the model); a user overrides one by listing it
+(`amount: numeric`). The file stays on one screen whatever the table's width.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lakenet.config.loader import load_config
+from lakenet.data.infer import Inference, feature_name, infer_features
+from lakenet.data.sources import open_table
+from lakenet.errors import DataError
+
+__all__ = ["init_config"]
+
+_EPOCHS = 20
+_IMBALANCED = 0.2  # the rarest class below this share: say so (class weights and the threshold handle it)
+
+
+def _size_model(inf: Inference) -> dict[str, Any]:
+    """Small data, small network: the width and depth from the rows and the input kind."""
+    feats = inf.features
+    rows = inf.rows
+    if any(s["type"] == "image" for s in feats.values()):
+        size = next(s["size"] for s in feats.values() if s["type"] == "image")
+        return {"architecture": "auto", "width": 16 if rows < 5000 and size <= 16 else 32, "depth": 2}
+    width = 32 if rows < 2000 else 64 if rows < 200_000 else 128
+    return {"architecture": "auto", "width": width, "depth": 2}
+
+
+def _cost(cfg: Any, inf: Inference) -> str:
+    """Rows × epochs × FLOPs per row (forward and backward), measured on the model this config builds."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lakenet.data.encoders import LabelState, Preprocessor
+    from lakenet.data.scan import _probe_preprocessor, vector_dims
+    from lakenet.models.registry import build_model, model_spec
+
+    try:
+        snap = open_table(cfg.data.table, cfg.data.version)
+        from lakenet.data.infer import resolve_features
+
+        resolved, _ = resolve_features(cfg, snap)
+        probe = _probe_preprocessor(resolved, vector_dims(resolved, snap))
+        classes = list(inf.label.classes) or ["a", "b"]
+        label = LabelState(inf.label.column, inf.label.task, classes if inf.label.task == "classification" else None)
+        pre = Preprocessor(key=resolved.data.key, label=label, features=probe.features)
+        spec = model_spec(resolved, pre)
+        model = build_model(spec).train()
+        inputs = {k: torch.from_numpy(v) for k, v in pre.example_inputs(2, seed=0).items()}
+        with FlopCounterMode(display=False) as counter:
+            out = model(inputs)
+            out.float().sum().backward()
+        per_row = counter.get_total_flops() / 2
+    except Exception as err:  # an estimate only: a failure here must not stop init
+        return f"# expected cost: not estimated ({type(err).__name__}: {err})"
+    train_rows = inf.rows * cfg.data.split.train
+    total = per_row * train_rows * cfg.trainer.epochs
+    seconds = total / 2e9  # small networks reach ~2 GFLOP/s on one CPU core, with the data pipeline
+    return (
+        f"# expected cost: {cfg.trainer.epochs} epochs × {train_rows:,.0f} training rows × {_si(per_row)}FLOP per row "
+        f"(forward + backward) ≈ {_si(total)}FLOP, about {_duration(seconds)} on a laptop core"
+    )
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g} "
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _label_comment(inf: Inference) -> str:
+    lab = inf.label
+    text = lab.reason
+    if lab.task == "classification" and lab.classes:
+        total = sum(lab.classes.values())
+        rarest = min(lab.classes, key=lambda c: (lab.classes[c], c))
+        if lab.minority_share is not None and lab.minority_share < _IMBALANCED:
+            text += (
+                f"; imbalanced: {rarest!r} is {lab.minority_share:.1%} of {total:,} rows (class weights, a metric that "
+                "suits rare classes for early stopping, and for two classes a decision threshold chosen on validation)"
+            )
+    return text
+
+
+def init_config(
+    table: str, *, label: str, name: str | None = None, key: str | None = None, config_dir: str | Path | None = None
+) -> str:
+    """A starting YAML config for `table`, inferred from its rows; `data.table` is written relative to
+    `config_dir` (where the file will be saved; default: the current directory)."""
+    snap = open_table(table)
+    inf = infer_features(snap, label=label, key=key)
+    if not inf.features:
+        reasons = "; ".join(f"{d.column}: {d.reason}" for d in inf.left_out)
+        raise DataError(f"Table {table} has no usable feature column besides the label {label!r} ({reasons}).")
+    base = Path(config_dir).resolve() if config_dir is not None else Path.cwd()
+    where = table if "://" in table else os.path.relpath(Path(table).resolve(), base)
+    model_name = name or "".join(c if c.isalnum() or c in "_-." else "_" for c in Path(table).name) or "model"
+    identifiers = [d.column for d in inf.left_out if "identifier" in d.reason and d.column != inf.key]
+    features: dict[str, Any] = {"label": {"column": label, "task": inf.label.task}, "include": "auto"}
+    if identifiers:
+        features["exclude"] = identifiers
+    # Image tables get their one feature written out: its size is a decision worth seeing and editing.
+    for d in inf.decisions:
+        if d.spec is not None and d.type == "image":
+            spec = dict(d.spec)
+            if feature_name(d.column) != d.column:
+                spec["column"] = d.column
+            features[feature_name(d.column)] = spec
+    raw: dict[str, Any] = {
+        "version": 1,
+        "data": {"table": where, "key": inf.key},
+        "features": features,
+        "model": _size_model(inf),
+        "trainer": {"epochs": _EPOCHS},
+        "registry": {"name": model_name, "alias": "champion"},
+    }
+    absolute = table if "://" in table else str(Path(table).resolve())
+    cfg = load_config({**raw, "data": {**raw["data"], "table": absolute}})  # what we print must validate
+    lines = [
+        f"# lakenet config for {table}, inferred by `lakenet init` from {inf.sampled:,} of {inf.rows:,} rows.",
+        "# Types below are inferred again, the same way, at train time; override one by listing it under features",
+        "# (e.g. `amount: numeric`). Every key: `lakenet config schema`.",
+        _cost(cfg, inf),
+    ]
+    body = yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=200)
+    out = lines + _annotate(body, inf)
+    return "\n".join(out) + "\n"
+
+
+def _annotate(body: str, inf: Inference) -> list[str]:
+    """The YAML with the key, label and every column's decision as comments."""
+    out = []
+    for line in body.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("data:"):
+            line += f"  # key: {inf.key_reason}"
+        elif stripped.startswith("label:"):
+            line += f"  # {_label_comment(inf)}"
+        out.append(line)
+        if stripped.startswith("include:"):
+            width = max(len(d.column) for d in inf.decisions)
+            for d in inf.decisions:
+                what = d.type or "left out"
+                why = d.reason.removeprefix("left out: ")
+                out.append(f"  # {d.column:<{width}}  {what}: {why}")
+    return out
