@@ -74,6 +74,8 @@ class FitResult:
     bundle_dir: Path
     history: list[dict[str, float]] = field(default_factory=list)
     already_registered: bool = False  # `resume` of a run that had finished: nothing was trained or registered
+    alias_refused: str | None = None  # why the alias stayed where it was (another task or input signature)
+    baseline: str | None = None  # the deep model against HistGradientBoosting, in one sentence
 
 
 @dataclass(frozen=True)
@@ -260,10 +262,7 @@ def _fit(
                 job = plan.job(output_dir=out_dir, checkpoint_dir=ckpt_dir, resume=resume, refit=refit)
                 cbs: list[Callback] = [MlflowMetrics(run.run_id, run.tracking_uri), *callbacks]
                 if progress:
-                    cbs.insert(
-                        0,
-                        ConsoleProgress(cfg.trainer.early_stopping.metric if cfg.trainer.early_stopping else None),
-                    )
+                    cbs.insert(0, ConsoleProgress(job.watch))
                 workers = cfg.engine.workers
                 get_engine(cfg.engine, spark=spark).train(job, workers=workers, device=device, callbacks=cbs)
             outcome = json.loads((out_dir / "result.json").read_text())
@@ -272,7 +271,12 @@ def _fit(
             if trained is None:
                 shutil.rmtree(out_dir, ignore_errors=True)
         history = outcome["history"]
-        last_val = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+        # The figures of the weights that were kept (the best epoch when early stopping restored it).
+        best = outcome.get("best_epoch", -1)
+        kept = (
+            history[best] if cfg.trainer.early_stopping and 0 <= best < len(history) else history[-1] if history else {}
+        )
+        kept_val = {k: v for k, v in kept.items() if k.startswith("val_")}
         bundle = Bundle(
             spec=spec,
             preprocessor=pre,
@@ -287,12 +291,18 @@ def _fit(
                 **({"pretrained": plan.pretrained.report} if plan.pretrained else {}),
             },
         )
+        threshold = _choose_threshold(cfg, snap, bundle, trust)
         bundle_dir = bundle.save(wd / ".lakenet" / "bundles" / run.run_id)
         report = evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split)
-        metrics = {**last_val, **report["metrics"]}
+        metrics = {**kept_val, **report["metrics"], **threshold}
+        baseline = _baseline(cfg, plan, report) if trained is None or refit else {}
+        report["baseline"] = baseline
+        metrics.update({f"baseline_{k}": v for k, v in baseline.get("metrics", {}).items()})
         bundle.metrics = metrics
         bundle.save(bundle_dir)
-        run.log_metrics(report["metrics"])
+        run.log_metrics({k: v for k, v in metrics.items() if not k.startswith("val_")})
+        if baseline.get("summary"):
+            run.set_tags({"lakenet.baseline": baseline["summary"]})
         eval_paths = _write_evaluation(report, history, reports, model={"name": cfg.registry.name})
         for p in eval_paths.values():
             run.log_artifact(p, "reports")
@@ -303,12 +313,23 @@ def _fit(
             alias=cfg.registry.alias,
             signature=bundle.signature(),
             requirements=bundle.requirements(),
-            tags={**lineage, "lakenet.metrics": json.dumps(report["metrics"]), "lakenet.run_id": run.run_id},
+            tags={
+                **lineage,
+                "lakenet.metrics": json.dumps({k: v for k, v in metrics.items() if not k.startswith("val_")}),
+                "lakenet.run_id": run.run_id,
+                "lakenet.task": pre.label.task,
+                "lakenet.signature": json.dumps(bundle.signature()),
+                **({"lakenet.baseline": baseline["summary"]} if baseline.get("summary") else {}),
+            },
+            allow_incompatible=cfg.registry.allow_incompatible,
         )
         if trained is None:
             _write_job_state(ckpt_dir, {**job_state, "run_id": run.run_id, "state": "registered", "version": version})
+    refused = run.alias_refused
     return FitResult(
-        model_uri=f"models:/{cfg.registry.name}@{cfg.registry.alias}",
+        model_uri=f"models:/{cfg.registry.name}/{version}"
+        if refused
+        else f"models:/{cfg.registry.name}@{cfg.registry.alias}",
         name=cfg.registry.name,
         version=version,
         run_id=run.run_id,
@@ -316,6 +337,8 @@ def _fit(
         reports={"profile": profile_html_path, **eval_paths},
         bundle_dir=bundle_dir,
         history=history,
+        alias_refused=refused,
+        baseline=baseline.get("summary") or baseline.get("skipped"),
     )
 
 
@@ -598,6 +621,44 @@ def _best_config(base: dict[str, Any], best: Any, summary: dict[str, Any], path:
     )
     _atomic_write(path, header + yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def _choose_threshold(cfg: Config, snap: Any, bundle: Any, trust: tuple[str, ...]) -> dict[str, float]:
+    """Two classes: the decision threshold on the rarer class's probability, chosen on the validation split to
+    maximise its F1 (or as configured), stored in the bundle so predict and serve use it. Its figures."""
+    from dataclasses import replace
+
+    from lakenet.data.split import VAL
+    from lakenet.evaluation.evaluate import evaluate_split
+    from lakenet.evaluation.metrics import best_f1_threshold
+    from lakenet.inference.predictor import Predictor
+
+    label = bundle.preprocessor.label
+    setting = cfg.trainer.threshold
+    if label.task != "classification" or len(label.classes or []) != 2 or setting == "none":
+        return {}
+    if isinstance(setting, float):
+        value, f1 = setting, None
+    else:
+        if cfg.data.split.val == 0:
+            return {}
+        val = evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split, split=VAL, prefix="val",
+                             scores=True)  # fmt: skip
+        found = best_f1_threshold(val["scores"]["truth"], val["scores"]["p"]) if "scores" in val else None
+        if found is None:
+            return {}
+        value, f1 = found
+    bundle.preprocessor.label = replace(label, threshold=float(value))
+    return {"threshold": float(value), **({"val_f1_at_threshold": f1} if f1 is not None else {})}
+
+
+def _baseline(cfg: Config, plan: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """scikit-learn's HistGradientBoosting on the same split, compared with the deep model (trainer.baseline)."""
+    if cfg.trainer.baseline == "none":
+        return {}
+    from lakenet.evaluation.baseline import fit_baseline
+
+    return fit_baseline(cfg, plan.snapshot, plan.scan.preprocessor, report["metrics"])
 
 
 def _job_state(ckpt_dir: Path) -> dict[str, Any]:

@@ -132,7 +132,11 @@ def train(
                   f"(run {res.run_id}); nothing trained or registered")  # fmt: skip
         return
     out.print(f"[green]registered[/] {res.model_uri} → version {res.version} (run {res.run_id})")
+    if res.alias_refused:
+        err.print(f"[bold yellow]warning:[/] the alias was not moved: {res.alias_refused}", highlight=False)
     _print_metrics(res.metrics)
+    if res.baseline:
+        out.print(f"baseline: {res.baseline}")
     for name, path in res.reports.items():
         if str(path).endswith(".html"):
             out.print(f"{name} report: {path}")

@@ -371,12 +371,25 @@ class EarlyStoppingConfig(_Strict):
     """Stop when the validation metric has not improved for `patience` epochs; the best weights are kept."""
 
     metric: str = Field(
-        "val_loss",
-        pattern=r"^val_\w+$",
-        description="Validation metric to watch, e.g. val_loss, val_accuracy.",
+        "auto",
+        pattern=r"^(auto|val_\w+)$",
+        description="Validation metric to watch, e.g. val_loss, val_accuracy, val_pr_auc. auto: val_loss, except "
+        "for a rare class: val_pr_auc (two classes) or val_balanced_accuracy (more).",
     )
     patience: int = Field(5, ge=1, description="Epochs without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
+    min_epochs: int | Literal["auto"] = Field(
+        "auto",
+        description="Epochs always trained, and before which no weights are kept as best (a lucky first epoch on a "
+        "small validation split is noise). auto: a quarter of the epochs, half when the validation split has fewer "
+        "than 200 rows.",
+    )
+
+    @model_validator(mode="after")
+    def _min_epochs(self) -> EarlyStoppingConfig:
+        if isinstance(self.min_epochs, int) and self.min_epochs < 1:
+            raise ValueError("trainer.early_stopping.min_epochs must be ≥ 1 or auto")
+        return self
 
 
 class TrainerConfig(_Strict):
@@ -406,6 +419,30 @@ class TrainerConfig(_Strict):
     )
     seed: int = Field(0, ge=0, description="Seed for weights, data order and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
+    class_weights: Literal["auto", "none"] | dict[str, float] = Field(
+        "auto",
+        description="Weights of the classes in the loss. auto: inversely proportional to their frequency in the "
+        "training split when the rarest class is under a third of the commonest, else none; or {class: weight}.",
+    )
+    threshold: Literal["auto", "none"] | float = Field(
+        "auto",
+        description="Two classes: the probability of the rarer class from which it is predicted. auto: the one that "
+        "maximises its F1 on the validation split (stored with the model, used by predict and serve); none: the most "
+        "probable class; or a number in (0, 1).",
+    )
+    baseline: Literal["auto", "none"] = Field(
+        "auto",
+        description="auto: also fit scikit-learn's HistGradientBoosting on the same split (tabular features only) "
+        "and report it next to the deep model; none: skip it.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainerConfig:
+        if isinstance(self.threshold, float) and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"trainer.threshold must be auto, none or a number in (0, 1), not {self.threshold}")
+        if isinstance(self.class_weights, dict) and any(w <= 0 for w in self.class_weights.values()):
+            raise ValueError("trainer.class_weights: every weight must be > 0")
+        return self
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
@@ -588,6 +625,11 @@ class RegistryConfig(_Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Registered model name in MLflow.")
     alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="Alias pointed at the new version.")
+    allow_incompatible: bool = Field(
+        False,
+        description="Move the alias even when the new version's task or input signature differs from the version it "
+        "points to now (clients of the alias would break); otherwise such a version is registered without the alias.",
+    )
 
 
 class TrackingConfig(_Strict):

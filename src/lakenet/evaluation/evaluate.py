@@ -14,6 +14,7 @@ from lakenet.config.schema import SplitConfig
 from lakenet.data.sources import Snapshot
 from lakenet.data.split import TEST, assign_splits
 from lakenet.evaluation.metrics import (
+    average_precision,
     classification_metrics,
     confusion_matrix,
     per_class_metrics,
@@ -47,9 +48,16 @@ def _thumb(blob: bytes | None) -> str | None:
 
 
 def evaluate_split(
-    snap: Snapshot, predictor: Predictor, split_cfg: SplitConfig, *, split: int = TEST, prefix: str = "test"
+    snap: Snapshot,
+    predictor: Predictor,
+    split_cfg: SplitConfig,
+    *,
+    split: int = TEST,
+    prefix: str = "test",
+    scores: bool = False,
 ) -> dict[str, Any]:
-    """Metrics named `<prefix>_<metric>` plus the material for the HTML report."""
+    """Metrics named `<prefix>_<metric>` plus the material for the HTML report. `scores`: also return, for two
+    classes, the truth and the rarer class's probability per row (`report["scores"]`: for the threshold)."""
     pre = predictor.pre
     label_col = pre.label.column
     cols = list(dict.fromkeys([*pre.columns(with_label=True)]))
@@ -77,7 +85,7 @@ def evaluate_split(
             ok &= np.asarray(truth) >= 0
             k = len(classes)
             p = np.asarray(out.column("probabilities").items.to_numpy(zero_copy_only=False)).reshape(-1, k)
-            pred = p.argmax(1)
+            pred = predictor.decide(p)
             keys = table.column(pre.key).cast(pa.string()).to_pylist()
             blobs = table.column(image_col).to_pylist() if image_col else None
             for i in np.flatnonzero(ok):
@@ -119,9 +127,20 @@ def evaluate_split(
         cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), len(classes))
         metrics = classification_metrics(cm, classes, prefix=prefix)
         if len(classes) == 2:
-            auc = roc_auc_binary(np.asarray(y_true), np.asarray(probs)[:, 1])
+            positive = pre.label.positive if pre.label.positive in classes else classes[1]
+            pos = classes.index(positive)
+            truth_pos = (np.asarray(y_true) == pos).astype(np.int64)
+            p_pos = np.asarray(probs)[:, pos]
+            auc = roc_auc_binary(truth_pos, p_pos)
             if auc is not None:
                 metrics[f"{prefix}_roc_auc"] = auc
+            ap = average_precision(truth_pos, p_pos)
+            if ap is not None:
+                metrics[f"{prefix}_pr_auc"] = ap
+            if scores:
+                report["scores"] = {"positive": positive, "truth": truth_pos, "p": p_pos}
+            if pre.label.threshold is not None:
+                report["threshold"] = {"positive": positive, "value": pre.label.threshold}
         report.update(
             classes=classes,
             confusion_matrix=cm.tolist(),

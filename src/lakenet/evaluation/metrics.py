@@ -9,7 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BinaryScores",
     "RegressionAccumulator",
+    "average_precision",
+    "best_f1_threshold",
     "classification_metrics",
     "confusion_matrix",
     "metric_mode",
@@ -101,6 +104,7 @@ def classification_metrics(cm: npt.ArrayLike, classes: Sequence[str], *, prefix:
         _key(prefix, "macro_f1"): macro(f1),
         _key(prefix, "macro_precision"): macro(precision),
         _key(prefix, "macro_recall"): macro(recall),
+        _key(prefix, "balanced_accuracy"): macro(recall),  # the mean recall of the classes: not fooled by a rare one
     }
 
 
@@ -230,3 +234,62 @@ def metric_mode(name: str) -> str:
             base = base[len(split) :]
             break
     return "min" if any(marker in base for marker in _MIN_MARKERS) else "max"
+
+
+class BinaryScores:
+    """Histograms of the positive class's probability over positive and negative rows: ROC-AUC and PR-AUC from
+    bounded, mergeable state (workers add their histograms), exact to the bin width (1/1000)."""
+
+    BINS = 1000
+
+    def __init__(self, counts: npt.ArrayLike | None = None) -> None:
+        self.counts = (
+            np.zeros((2, self.BINS)) if counts is None else np.asarray(counts, dtype=np.float64).reshape(2, -1)
+        )
+
+    def update(self, is_positive: npt.ArrayLike, p: npt.ArrayLike) -> None:
+        pos = np.asarray(is_positive, dtype=bool)
+        bins = np.clip((np.asarray(p, dtype=np.float64) * self.BINS).astype(np.int64), 0, self.BINS - 1)
+        self.counts[1] += np.bincount(bins[pos], minlength=self.BINS)
+        self.counts[0] += np.bincount(bins[~pos], minlength=self.BINS)
+
+    def roc_auc(self) -> float | None:
+        neg, pos = self.counts[0][::-1], self.counts[1][::-1]  # from the highest scores down
+        n_pos, n_neg = pos.sum(), neg.sum()
+        if n_pos == 0 or n_neg == 0:
+            return None
+        above = np.cumsum(pos) - pos  # positives scored strictly higher than each bin
+        return float((neg * (above + pos / 2)).sum() / (n_pos * n_neg))
+
+    def average_precision(self) -> float | None:
+        neg, pos = self.counts[0][::-1], self.counts[1][::-1]
+        n_pos = pos.sum()
+        if n_pos == 0:
+            return None
+        tp, fp = np.cumsum(pos), np.cumsum(neg)
+        precision = _safe_div(tp, tp + fp)
+        return float((pos / n_pos * precision).sum())
+
+
+def average_precision(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float | None:
+    """PR-AUC (average precision) of the positive class; None when it never occurs."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y_true)
+    if not y.any():
+        return None
+    return float(average_precision_score(y, np.asarray(scores, dtype=np.float64)))
+
+
+def best_f1_threshold(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[float, float] | None:
+    """The probability from which the positive class is predicted that maximises its F1, and that F1; None when
+    the positive class never occurs."""
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.asarray(y_true)
+    if not y.any() or y.all():
+        return None
+    precision, recall, thresholds = precision_recall_curve(y, np.asarray(scores, dtype=np.float64))
+    f1 = _safe_div(2 * precision * recall, precision + recall)[:-1]  # the last point has no threshold
+    best = int(np.argmax(f1))
+    return float(thresholds[best]), float(f1[best])

@@ -91,6 +91,15 @@ class Predictor:
     def input_columns(self) -> list[str]:
         return self.pre.input_columns()
 
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The predicted class index per row: the most probable class, or, for two classes with a decision
+        threshold (chosen on the validation split), the rarer class from that probability up."""
+        lab = self.pre.label
+        if lab.threshold is not None and len(self.classes) == 2 and lab.positive in self.classes:
+            pos = self.classes.index(lab.positive)
+            return np.where(probs[:, pos] >= lab.threshold, pos, 1 - pos)
+        return probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
+
     def output_schema(self, *, with_key: bool = True) -> pa.Schema:
         return output_schema(self.pre, with_key=with_key, with_model=self.model_name is not None)
 
@@ -139,10 +148,11 @@ class Predictor:
             k = len(self.classes)
             probs = np.full((n, k), np.nan, dtype=np.float32)
             probs[rows] = out
-            best = probs.argmax(1) if k else np.zeros(n, dtype=np.int64)
+            best = self.decide(np.nan_to_num(probs)) if k else np.zeros(n, dtype=np.int64)
             cls = np.asarray(self.classes, dtype=object)
             pred = [cls[best[i]] if valid[i] else None for i in range(n)]
-            conf = np.where(valid, probs.max(1) if k else 0.0, np.nan)
+            picked = probs[np.arange(n), best] if k else np.zeros(n)
+            conf = np.where(valid, picked, np.nan)
             cols["prediction"] = pa.array(pred, pa.string())
             cols["confidence"] = pa.array(conf, pa.float32(), mask=~valid)
             # map<class, probability>: built from flat arrays, no per-row Python dicts

@@ -123,6 +123,7 @@ class TrackedRun:
     run_id: str
     experiment_id: str
     tracking_uri: str
+    alias_refused: str | None = None  # set by register_bundle when the alias was left where it was, and why
 
     def log_params(self, params: dict[str, Any]) -> None:
         import mlflow
@@ -162,6 +163,7 @@ class TrackedRun:
         signature: list[dict[str, str]],
         tags: dict[str, Any],
         requirements: list[str] | None = None,
+        allow_incompatible: bool = False,
     ) -> str:
         """Log the bundle as a pyfunc model (model-from-code, no pickle), register it with its tags and the bundle's
         digest, then point `alias` at it."""
@@ -182,7 +184,7 @@ class TrackedRun:
         if existing:
             version = str(max(int(mv.version) for mv in existing))
             digest = _registered_digest(name, version)
-            self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: digest})
+            self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: digest}, allow_incompatible)
             return version
         sig = ModelSignature(inputs=Schema([col(c) for c in signature]))
         with _active(self.run_id), warnings.catch_warnings():
@@ -198,15 +200,56 @@ class TrackedRun:
                 await_registration_for=60,
             )
         version = str(info.registered_model_version)
-        self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: Bundle.digest(bundle_dir)})
+        digest = Bundle.digest(bundle_dir)
+        self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: digest}, allow_incompatible)
         return version
 
-    @staticmethod
-    def _finish_registration(client: Any, name: str, version: str, alias: str, tags: dict[str, Any]) -> None:
+    def _finish_registration(
+        self, client: Any, name: str, version: str, alias: str, tags: dict[str, Any], allow_incompatible: bool
+    ) -> None:
+        refused = None if allow_incompatible else _incompatible(client, name, alias, version, tags)
+        if refused:
+            tags = {**tags, "lakenet.alias_refused": refused}
         for k, v in tags.items():
             if v is not None:
                 client.set_model_version_tag(name, version, k, str(v))
-        client.set_registered_model_alias(name, alias, version)  # last: the alias moves to a complete version
+        self.alias_refused = refused
+        if not refused:
+            client.set_registered_model_alias(name, alias, version)  # last: the alias moves to a complete version
+
+
+def _incompatible(client: Any, name: str, alias: str, version: str, tags: dict[str, Any]) -> str | None:
+    """Why `version` must not silently take `alias` from the version it points to now: another task, or another
+    input signature (its clients would break). None when it may."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    if str(current.version) == version:
+        return None
+    old = dict(current.tags or {})
+    new_task, old_task = str(tags.get("lakenet.task", "")), old.get("lakenet.task")
+    fix = (
+        f"Move it if you mean to: `lakenet models promote {name} {version} --alias {alias}`, or train with "
+        "registry.allow_incompatible: true."
+    )
+    if old_task and new_task and old_task != new_task:
+        return f"version {version} is {new_task}, but @{alias} (version {current.version}) is {old_task}. {fix}"
+    old_sig, new_sig = old.get("lakenet.signature"), tags.get("lakenet.signature")
+    if old_sig and new_sig:
+        before = {c["name"]: c["type"] for c in json.loads(old_sig)}
+        after = {c["name"]: c["type"] for c in json.loads(str(new_sig))}
+        if before != after:
+            added = sorted(set(after) - set(before))
+            removed = sorted(set(before) - set(after))
+            retyped = sorted(c for c in set(before) & set(after) if before[c] != after[c])
+            parts = [
+                f"{what} {cols}" for what, cols in (("adds", added), ("drops", removed), ("retypes", retyped)) if cols
+            ]
+            return f"version {version} {', '.join(parts)} compared with @{alias} (version {current.version}). {fix}"
+    return None
 
 
 def _registered_digest(name: str, version: str) -> str:

@@ -26,6 +26,7 @@ from lakenet.data.sources import Snapshot
 from lakenet.data.split import TRAIN, VAL
 from lakenet.errors import TrainingError
 from lakenet.evaluation.metrics import (
+    BinaryScores,
     classification_metrics,
     confusion_matrix,
     metric_mode,
@@ -61,6 +62,11 @@ class TrainJob:
     init_weights: str | None = None
     frozen: tuple[str, ...] = ()
     param_lrs: dict[str, float] = field(default_factory=dict)
+    # Decided on the driver from the training split (see training.plan): the early-stopping metric (auto
+    # resolved), the epochs always trained, and the classes' weights in the loss (None: unweighted).
+    watch: str | None = None
+    min_epochs: int = 1
+    class_weights: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,9 @@ class _Evaluator:
         cm = np.zeros((k, k), dtype=np.int64)
         sums = np.zeros(5)
         loss_sum, n = 0.0, 0
+        label = self.pre.label
+        positive = (label.classes or []).index(label.positive) if label.positive in (label.classes or []) else None
+        scores = BinaryScores()
         for batch in loader.batches(0) if loader is not None else []:
             b = batch.to(self.device)
             out = model(b.inputs)
@@ -160,12 +169,15 @@ class _Evaluator:
             n += len(b)
             if self.classification:
                 pred = out.argmax(1).cpu().numpy()
-                cm += confusion_matrix(b.target.cpu().numpy(), pred, k)
+                truth = b.target.cpu().numpy()
+                cm += confusion_matrix(truth, pred, k)
+                if positive is not None:
+                    scores.update(truth == positive, torch.softmax(out.float(), 1)[:, positive].cpu().numpy())
             else:
                 y = self.pre.decode_target(b.target.cpu().numpy().astype(np.float64))
                 yhat = self.pre.decode_target(out.view(-1).cpu().numpy().astype(np.float64))
                 sums += regression_sums(y, yhat)
-        flat = np.concatenate([[loss_sum, n], cm.ravel().astype(np.float64), sums])
+        flat = np.concatenate([[loss_sum, n], cm.ravel().astype(np.float64), sums, scores.counts.ravel()])
         if dist.is_initialized():
             t = torch.from_numpy(flat).to(self.device)
             dist.all_reduce(t)
@@ -177,8 +189,13 @@ class _Evaluator:
         if self.classification:
             cm = flat[2 : 2 + k * k].reshape(k, k).astype(np.int64)
             metrics.update(classification_metrics(cm, self.pre.label.classes or [], prefix="val"))
+            if positive is not None:
+                merged = BinaryScores(flat[2 + k * k + 5 :])
+                for name, value in (("val_roc_auc", merged.roc_auc()), ("val_pr_auc", merged.average_precision())):
+                    if value is not None:
+                        metrics[name] = value
         else:
-            metrics.update(regression_metrics_from_sums(flat[2 + k * k :], prefix="val"))
+            metrics.update(regression_metrics_from_sums(flat[2 + k * k : 2 + k * k + 5], prefix="val"))
         return metrics
 
 
@@ -269,10 +286,11 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, **_ddp_no_buffer_sync()
         )
-    loss_fn: nn.Module = nn.CrossEntropyLoss() if classification else nn.MSELoss()
+    weight = torch.tensor(job.class_weights, dtype=torch.float32, device=device) if job.class_weights else None
+    loss_fn: nn.Module = nn.CrossEntropyLoss(weight=weight) if classification else nn.MSELoss()
     evaluator = _Evaluator(pre, device)
     es = t.early_stopping
-    watch = es.metric if es else None
+    watch = (job.watch or es.metric) if es else None
     mode = metric_mode(watch) if watch else "min"
     params = [p for p in model.parameters() if p.requires_grad]
     clip = t.grad_clip if t.grad_clip is not None else float("inf")
@@ -368,7 +386,10 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
             delta = es.min_delta
             best = state.best_metric
             better = best is None or (value < best - delta if mode == "min" else value > best + delta)
-            if better:
+            # Before min_epochs nothing counts: a lucky early epoch on a small validation split is noise.
+            if state.epoch + 1 < job.min_epochs:
+                pass
+            elif better:
                 state.best_metric, state.best_epoch = value, state.epoch
                 state.epochs_without_improvement = 0
                 best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()} if lead else None

@@ -18,7 +18,7 @@ from lakenet.models.spec import ModelSpec
 from lakenet.training.loop import TrainJob
 from lakenet.training.transfer import PretrainedInit, plan_pretrained
 
-__all__ = ["TrainPlan", "plan_training"]
+__all__ = ["TrainPlan", "TrainingPolicy", "plan_training", "training_policy"]
 
 _INIT_FILE = "pretrained.safetensors"
 
@@ -59,6 +59,7 @@ class TrainPlan:
 
                 init_path.parent.mkdir(parents=True, exist_ok=True)
                 save_file({k: v.detach().cpu().contiguous().clone() for k, v in pretrained.weights.items()}, init_path)
+        policy = training_policy(cfg, self.scan)
         return TrainJob(
             config=cfg.to_yaml_dict(),
             snapshot=self.snapshot,
@@ -72,7 +73,66 @@ class TrainPlan:
             init_weights=str(init_path) if init_path is not None else None,
             frozen=pretrained.frozen if pretrained else (),
             param_lrs=dict(pretrained.lrs) if pretrained else {},
+            watch=policy.watch,
+            min_epochs=policy.min_epochs,
+            class_weights=policy.class_weights,
         )
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    """What the training split says about how to train: the early-stopping metric, the epochs always trained,
+    the classes' loss weights, and why (for the run's tags and the console)."""
+
+    watch: str | None
+    min_epochs: int
+    class_weights: tuple[float, ...] | None
+    notes: tuple[str, ...] = ()
+
+
+_RARE = 1 / 3  # rarest class / commonest class below this: the classes are imbalanced
+_SMALL_VAL = 200
+
+
+def training_policy(cfg: Config, scan: ScanResult) -> TrainingPolicy:
+    """Early stopping on a metric that means something for the task (not raw loss for a rare class), not before
+    a sensible minimum of epochs on a small validation split, and class weights for rare classes."""
+    t = cfg.trainer
+    notes = []
+    pre = scan.preprocessor
+    counts = scan.profile.get("label", {}).get("by_split", {}).get("train", {})
+    classes = pre.label.classes or []
+    present = [counts.get(c, 0) for c in classes]
+    rare = bool(classes) and min(present) < _RARE * max(present)
+    weights: tuple[float, ...] | None = None
+    if classes and isinstance(t.class_weights, dict):
+        unknown = [c for c in t.class_weights if c not in classes]
+        if unknown:
+            raise ConfigError(f"trainer.class_weights names {unknown}, not classes of the label ({classes})")
+        weights = tuple(float(t.class_weights.get(c, 1.0)) for c in classes)
+    elif classes and t.class_weights == "auto" and rare:
+        total = sum(present)
+        weights = tuple(total / (len(classes) * max(n, 1)) for n in present)  # scikit-learn's "balanced"
+        notes.append(
+            "class weights "
+            + ", ".join(f"{c}: {w:.3g}" for c, w in zip(classes, weights, strict=True))
+            + " (the rarest class is under a third of the commonest)"
+        )
+    es = t.early_stopping
+    watch, min_epochs = None, 1
+    if es is not None:
+        watch = es.metric
+        if watch == "auto":
+            watch = "val_loss"
+            if rare:
+                watch = "val_pr_auc" if len(classes) == 2 else "val_balanced_accuracy"
+        val_rows = scan.profile.get("splits", {}).get("val", 0)
+        if es.min_epochs == "auto":
+            min_epochs = max(1, t.epochs // (2 if val_rows < _SMALL_VAL else 4))
+        else:
+            min_epochs = min(es.min_epochs, t.epochs)
+        notes.append(f"early stopping on {watch}, not before epoch {min_epochs} ({val_rows} validation rows)")
+    return TrainingPolicy(watch, min_epochs, weights, tuple(notes))
 
 
 def _backbone(cfg: Config, workdir: Path | None) -> ResolvedBackbone | None:
