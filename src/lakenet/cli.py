@@ -428,6 +428,22 @@ def examples_reviews(
     out.print(f"wrote {write_reviews_csv(path, rows=rows, seed=seed)}")
 
 
+@examples_app.command("transactions")
+def examples_transactions(
+    path: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path("transactions.csv"),
+    rows: Annotated[int, typer.Option(help="Rows.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    drift: Annotated[bool, typer.Option("--drift", help="A later batch with a shifted fraud pattern.")] = False,
+    start_id: Annotated[int, typer.Option(help="First transaction number (a later batch continues).")] = 0,
+) -> None:
+    """Write card transactions: ids, customers, ISO timestamps, amounts and categories with missing values, a
+    country, and a 2 % fraud label that depends on amount, hour of day and category."""
+    from lakenet.examples import write_transactions_csv
+
+    written = write_transactions_csv(path, rows=rows, seed=seed, drift=drift, start_id=start_id)
+    out.print(f"wrote {rows} transactions to {written}")
+
+
 @examples_app.command("shapes")
 def examples_shapes(
     directory: Annotated[Path, typer.Option("--dir", help="Folder to write (one sub-folder per shape).")],

@@ -84,6 +84,30 @@ def already_committed(uri: str, txn: str) -> bool:
 
 
 # ---- staging ----------------------------------------------------------------------------------------------------
+def delta_type(t: pa.DataType) -> pa.DataType:
+    """The Arrow type Delta stores for `t`: timestamps in microseconds (UTC or without zone), signed integers,
+    32-bit dates, no half floats; nested types converted inside."""
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC" if t.tz else None)
+    if pa.types.is_date64(t):
+        return pa.date32()
+    if pa.types.is_unsigned_integer(t):
+        return {8: pa.int16(), 16: pa.int32(), 32: pa.int64()}.get(t.bit_width, pa.int64())
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return pa.list_(delta_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, delta_type(f.type), f.nullable) for f in t])
+    if pa.types.is_map(t):
+        return pa.map_(delta_type(t.key_type), delta_type(t.item_type))
+    return t
+
+
+def delta_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, delta_type(f.type), f.nullable, f.metadata) for f in schema])
+
+
 class Staging:
     """The data files of one write, in `<table>/_lakenet_staging/<id>/` until `publish` moves them into the table.
 
@@ -117,8 +141,10 @@ class Staging:
 
     def write(self, data: pa.Table | pa.RecordBatchReader, *, row_group_rows: int = _ROW_GROUP_ROWS) -> int:
         """Write `data` (streamed) as Parquet files in the staging folder; returns the rows written."""
-        schema = data.schema
+        schema = delta_schema(data.schema)
         batches: Iterable[pa.RecordBatch] = data.to_batches() if isinstance(data, pa.Table) else data
+        if schema != data.schema:
+            batches = (b.cast(schema) for b in batches)
         total = 0
         writer: pq.ParquetWriter | None = None
         rows_in_file = 0
@@ -312,6 +338,7 @@ def commit_staged(
     False, and nothing left behind, if `txn` is already in the table. `expect_version`: fail with a conflict
     (to be re-prepared by the caller) unless the table is still at that version."""
     props = _props(txn, metadata)
+    schema = delta_schema(schema)
     for attempt in range(_MAX_ATTEMPTS):
         dt = _open(uri)
         if dt is not None and dt.transaction_version(txn) is not None:
