@@ -817,6 +817,7 @@ def predict(
     workers: int | None = None,
     runtime: str = "torch",
     trust_modules: Sequence[str] = (),
+    keep: Sequence[str] = (),
     spark: Any = None,
     workdir: str | Path | None = None,
 ) -> PredictResult:
@@ -826,7 +827,8 @@ def predict(
     The engine comes from `config`'s `engine:` section, else from `engine`/`master`, else a given SparkSession,
     else the local engine. `runtime="onnx"` runs the model in ONNX Runtime (an exported .onnx file always does).
     `trust_modules`: custom architectures (`package.module:Class`) the model may import (the config's own
-    `model.module` is trusted too); built-in architectures need nothing.
+    `model.module` is trusted too); built-in architectures need nothing. `keep`: input columns copied to the
+    output next to the key (an amount, a customer id), so the predictions can be read without a join.
     """
     from lakenet.models.bundle import Bundle
     from lakenet.models.registry import check_buildable
@@ -846,19 +848,21 @@ def predict(
     wanted = {pre.key: "the model's key column"}
     wanted.update({c: "the model's input columns" for c in pre.input_columns()})
     snap.require_columns(wanted)
+    kept = _kept_columns(keep, snap, pre)
     out_uri = str(Path(out).resolve()) if "://" not in out else out
     model_id = resolved.version if resolved.version else _bundle_digest(resolved.bundle_dir)
-    txn = app_id("predict", snap.uri, snap.version, snap.fingerprint, resolved.name, model_id, out_uri)
+    txn = app_id("predict", snap.uri, snap.version, snap.fingerprint, resolved.name, model_id, out_uri, *kept)
     if already_committed(out_uri, txn):
         return PredictResult(out_uri, 0, 0, False, model, resolved.version)
     job = ScoreJob(
         snapshot=snap,
         bundle_dir=str(resolved.bundle_dir),
-        columns=tuple(pre.columns(with_label=False)),
+        columns=tuple(dict.fromkeys([*pre.columns(with_label=False), *kept])),
         model_name=resolved.name or "bundle",
         model_version=resolved.version or model_id,
         runtime=runtime,
         trust_modules=trust,
+        keep=kept,
     )
     if workers is None and engine_cfg.type == "local":
         workers = engine_cfg.score_workers
@@ -872,6 +876,19 @@ def predict(
         job, out_uri, txn=txn, metadata=metadata, workers=workers
     )
     return PredictResult(out_uri, rows, bad, committed, model, resolved.version)
+
+
+_OUTPUT_COLUMNS = {"prediction", "confidence", "probabilities", "error", "model_name", "model_version"}
+
+
+def _kept_columns(keep: Sequence[str], snap: Any, pre: Any) -> tuple[str, ...]:
+    """`--keep a,b`: columns of the input table copied to the predictions (the key always is)."""
+    cols = tuple(dict.fromkeys(c.strip() for c in keep if c.strip() and c.strip() != pre.key))
+    snap.require_columns({c: "--keep" for c in cols})
+    clash = sorted(set(cols) & _OUTPUT_COLUMNS)
+    if clash:
+        raise ConfigError(f"--keep {clash}: the predictions already have columns of that name; rename them first")
+    return cols
 
 
 def _trust(trust_modules: Sequence[str], config: ConfigLike | None) -> tuple[str, ...]:

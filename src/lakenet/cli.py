@@ -193,6 +193,9 @@ def predict(
     workers: Annotated[int | None, typer.Option(help="Scoring processes / Spark partitions.")] = None,
     runtime: RuntimeOpt = "torch",
     trust_module: TrustOpt = None,
+    keep: Annotated[
+        str | None, typer.Option(help="Input columns to copy to the output, comma-separated (e.g. amount,country).")
+    ] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Score a table into a Delta table, exactly once."""
@@ -200,7 +203,7 @@ def predict(
 
     res = api.predict(
         model, table, out_table, version=version, engine=engine, master=master, config=config, workers=workers,
-        runtime=runtime, trust_modules=trust_module or (), workdir=workdir,
+        runtime=runtime, trust_modules=trust_module or (), keep=(keep or "").split(","), workdir=workdir,
     )  # fmt: skip
     if not res.committed:
         out.print(f"[yellow]already scored[/]: {res.table} has this model version's predictions for this input "

@@ -36,6 +36,7 @@ class ScoreJob:
     featurize: str | None = None  # a FeaturizeSpec as JSON: embed rows instead of predicting
     reads: tuple[str, ...] = ()  # featurize: the columns the network reads (not copied to the output)
     trust_modules: tuple[str, ...] = ()  # custom architectures the user allowed this bundle to import
+    keep: tuple[str, ...] = ()  # predict: input columns copied to the output
 
     def scorer(self) -> Any:
         """The per-worker callable (arrow batch -> arrow batch): a Predictor, or a Featurizer."""
@@ -51,11 +52,15 @@ class ScoreJob:
             model_version=self.model_version,
             runtime=self.runtime,
             trust_modules=self.trust_modules,
+            keep=self.keep,
         )
 
     def scorer_key(self) -> str:
         """Identifies the scorer a worker may cache and reuse across tasks and jobs."""
-        parts = (self.bundle_dir, self.model_name, self.model_version, self.runtime, self.featurize, self.trust_modules)
+        parts = (
+            self.bundle_dir, self.model_name, self.model_version, self.runtime, self.featurize, self.trust_modules,
+            self.keep,
+        )  # fmt: skip
         return "\x1f".join(str(x) for x in parts)
 
     def output_schema(self, pre: Preprocessor | None = None) -> pa.Schema:
@@ -72,7 +77,10 @@ class ScoreJob:
 
         pre = pre if pre is not None else Bundle.load(self.bundle_dir).preprocessor
         return output_schema(
-            pre, with_key=pre.key in self.snapshot.schema.names, with_model=self.model_name is not None
+            pre,
+            with_key=pre.key in self.snapshot.schema.names,
+            with_model=self.model_name is not None,
+            keep=[self.snapshot.schema.field(c) for c in self.keep],
         )
 
 

@@ -171,7 +171,7 @@ def _predictor(
 
 
 def _scorer(job: ScoreJob) -> Any:
-    if job.featurize is None:
+    if job.featurize is None and not job.keep:
         return _predictor(job.bundle_dir, job.model_name, job.model_version, job.runtime, job.trust_modules)
     key = job.scorer_key()
     if key not in _PREDICTORS:

@@ -6,7 +6,7 @@ with the preprocessing the model was trained with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +26,15 @@ __all__ = ["Predictor", "output_schema"]
 _CPU_CHUNK_VALUES = 1 << 21
 
 
-def output_schema(pre: Preprocessor, *, with_key: bool = True, with_model: bool = False) -> pa.Schema:
-    """The Predictor's output schema, known from the preprocessing state alone (no model is built)."""
+def output_schema(
+    pre: Preprocessor, *, with_key: bool = True, with_model: bool = False, keep: Sequence[pa.Field] = ()
+) -> pa.Schema:
+    """The Predictor's output schema, known from the preprocessing state alone (no model is built); `keep`: input
+    columns copied to the output, after the key."""
     fields: list[pa.Field] = []
     if with_key:
         fields.append(pa.field(pre.key, pa.string()))
+    fields += list(keep)
     if pre.label.task == "classification":
         fields += [
             pa.field("prediction", pa.string()),
@@ -58,6 +62,7 @@ class Predictor:
         model_version: str | None = None,
         runtime: str = "torch",
         trust_modules: Iterable[str] = (),
+        keep: Sequence[str] = (),
     ) -> None:
         """`runtime`: torch, or onnx (the model exported to ONNX and run in ONNX Runtime, on the CPU). A bundle
         loaded from an exported .onnx file always runs in ONNX Runtime. `trust_modules`: custom architectures
@@ -83,6 +88,7 @@ class Predictor:
             if self.pre.image is not None and self.device.type == "cpu":
                 self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster CPU convs
         self.batch_size = batch_size
+        self.keep = tuple(keep)  # input columns copied to the output next to the key
         self.model_name, self.model_version = model_name, model_version
         self.classes = self.pre.label.classes or []
         self.classification = self.pre.label.task == "classification"
@@ -170,4 +176,9 @@ class Predictor:
         if self.model_name is not None:
             cols["model_name"] = pa.array([self.model_name] * n, pa.string())
             cols["model_version"] = pa.array([self.model_version] * n, pa.string())
-        return pa.RecordBatch.from_pydict(cols, schema=self.output_schema(with_key=with_key))
+        kept = [batch.schema.field(c) for c in self.keep]
+        for f in kept:
+            col = batch.column(f.name)
+            cols[f.name] = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        schema = output_schema(self.pre, with_key=with_key, with_model=self.model_name is not None, keep=kept)
+        return pa.RecordBatch.from_pydict({name: cols[name] for name in schema.names}, schema=schema)

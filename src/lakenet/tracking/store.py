@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -45,6 +47,7 @@ def setup_tracking(cfg: TrackingConfig | None = None, *, workdir: Path | None = 
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    _quiet_mlflow()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.uri if cfg else None)
     if not uri:
         uri = f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
@@ -60,6 +63,18 @@ def setup_tracking(cfg: TrackingConfig | None = None, *, workdir: Path | None = 
         else:
             os.environ[k] = v
     return uri
+
+
+def _quiet_mlflow() -> None:
+    """lakenet prints its own progress and results: no artifact download bars, no INFO lines from MLflow and its
+    database migrations on the console (warnings still show)."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logger = logging.getLogger(name)
+        if logger.level in (logging.NOTSET, logging.INFO, logging.DEBUG):
+            logger.setLevel(logging.WARNING)
 
 
 def _experiment_id(name: str) -> str:
@@ -187,7 +202,8 @@ class TrackedRun:
             self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: digest}, allow_incompatible)
             return version
         sig = ModelSignature(inputs=Schema([col(c) for c in signature]))
-        with _active(self.run_id), warnings.catch_warnings():
+        # MLflow prints "Successfully registered model …" straight to stderr; lakenet says what it registered itself.
+        with _active(self.run_id), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             # MLflow nags about a missing input example; the signature is explicit and images make poor examples.
             warnings.simplefilter("ignore", UserWarning)
             info = mlflow.pyfunc.log_model(

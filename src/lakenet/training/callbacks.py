@@ -39,6 +39,7 @@ class ConsoleProgress(Callback):
 
     def on_train_start(self, state: Any, logs: dict[str, Any]) -> None:
         self._t0 = time.perf_counter()
+        self._epochs = logs.get("epochs")
         if sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -78,10 +79,14 @@ class ConsoleProgress(Callback):
         if self._progress is not None:
             self._progress.update(self._task, metric=text)
         else:
-            figures = " ".join(
-                f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float) and k not in {"epoch", "lr"}
-            )
-            print(f"epoch {int(logs['epoch'])}: {figures}", file=sys.stderr, flush=True)
+            # One short line an operator can read in a log: the losses, the watched metric, the speed.
+            shown = ["train_loss", "val_loss", *([metric] if metric and metric != "val_loss" else [])]
+            figures = "  ".join(f"{k} {logs[k]:.4f}" for k in shown if isinstance(logs.get(k), float))
+            epochs = getattr(self, "_epochs", None)
+            where = f"{int(logs['epoch'])}/{epochs}" if epochs else f"{int(logs['epoch'])}"
+            rate = logs.get("rows_per_s")
+            speed = f"  {rate:,.0f} rows/s" if isinstance(rate, float) else ""
+            print(f"epoch {where}  {figures}{speed}", file=sys.stderr, flush=True)
 
     def on_train_end(self, state: Any, logs: dict[str, Any]) -> None:
         if self._progress is not None:
