@@ -72,7 +72,10 @@ def test_classification_metrics_by_hand() -> None:
     # class 0: tp=2, fp=0, fn=1 -> p=1, r=2/3, f1=0.8; class 1: tp=3, fp=1, fn=0 -> p=3/4, r=1, f1=6/7
     cm = np.array([[2, 1], [0, 3]])
     m = classification_metrics(cm, ["a", "b"], prefix="val")
-    assert set(m) == {"val_accuracy", "val_macro_f1", "val_macro_precision", "val_macro_recall"}
+    assert set(m) == {
+        "val_accuracy", "val_macro_f1", "val_macro_precision", "val_macro_recall", "val_balanced_accuracy",
+    }  # fmt: skip
+    assert m["val_balanced_accuracy"] == m["val_macro_recall"]
     assert m["val_accuracy"] == pytest.approx(5 / 6)
     assert m["val_macro_precision"] == pytest.approx((1 + 3 / 4) / 2)
     assert m["val_macro_recall"] == pytest.approx((2 / 3 + 1) / 2)
@@ -92,6 +95,7 @@ def test_classification_metrics_skip_absent_classes_and_handle_zero_division() -
 def test_classification_metrics_empty_matrix_is_all_zero() -> None:
     m = classification_metrics(np.zeros((3, 3), np.int64), _names(3), prefix="val")
     assert m == {
+        "val_balanced_accuracy": 0.0,
         "val_accuracy": 0.0,
         "val_macro_f1": 0.0,
         "val_macro_precision": 0.0,
@@ -275,3 +279,28 @@ def test_regression_shape_errors() -> None:
 )
 def test_metric_mode(name: str, mode: str) -> None:
     assert metric_mode(name) == mode
+
+
+def test_binary_score_histograms_match_the_exact_areas() -> None:
+    from lakenet.evaluation.metrics import BinaryScores, average_precision, roc_auc_binary
+
+    rng = np.random.default_rng(3)
+    y = rng.random(4000) < 0.03  # a rare positive class
+    p = np.clip(rng.normal(0.3 + 0.35 * y, 0.15), 0, 1)
+    parts = [BinaryScores() for _ in range(3)]
+    for i, part in enumerate(parts):  # three workers' shares, added up
+        part.update(y[i::3], p[i::3])
+    merged = BinaryScores(sum(part.counts for part in parts))
+    assert merged.roc_auc() == pytest.approx(roc_auc_binary(y.astype(int), p), abs=2e-3)
+    assert merged.average_precision() == pytest.approx(average_precision(y, p), abs=1e-2)
+    assert BinaryScores().roc_auc() is None
+
+
+def test_the_threshold_maximises_f1_of_the_positive_class() -> None:
+    from lakenet.evaluation.metrics import best_f1_threshold
+
+    y = np.array([0, 0, 0, 0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.55, 0.6, 0.7, 0.72, 0.9])
+    threshold, f1 = best_f1_threshold(y, p)  # type: ignore[misc]
+    assert threshold == pytest.approx(0.6) and f1 == pytest.approx(2 * 0.75 / 1.75)
+    assert best_f1_threshold(np.zeros(4), np.linspace(0, 1, 4)) is None

@@ -290,7 +290,8 @@ def train_worker(job: TrainJob, ctx: WorkerContext, callbacks: Sequence[Callback
     loss_fn: nn.Module = nn.CrossEntropyLoss(weight=weight) if classification else nn.MSELoss()
     evaluator = _Evaluator(pre, device)
     es = t.early_stopping
-    watch = (job.watch or es.metric) if es else None
+    # job.watch: "auto" resolved by the driver from the training split; a hand-made job falls back to val_loss
+    watch = (job.watch or (es.metric if es.metric != "auto" else "val_loss")) if es else None
     mode = metric_mode(watch) if watch else "min"
     params = [p for p in model.parameters() if p.requires_grad]
     clip = t.grad_clip if t.grad_clip is not None else float("inf")
