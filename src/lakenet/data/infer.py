@@ -168,6 +168,8 @@ def _image_spec(blobs: list[bytes | None]) -> dict[str, Any]:
 def _decide(name: str, col: pa.ChunkedArray, rows: int) -> Decision:
     t = col.type
     col = blank_if_text(col)
+    if pa.types.is_floating(t):  # NaN is a missing number, as the numeric codec reads it
+        col = pc.if_else(pc.is_nan(col), pa.scalar(None, t), col)
     present = pc.drop_null(col)
     n_present = len(present)
     missing = rows - n_present
@@ -191,9 +193,11 @@ def _decide(name: str, col: pa.ChunkedArray, rows: int) -> Decision:
     if pa.types.is_boolean(t):
         return Decision(name, {"type": "boolean"}, "true/false" + miss)
     ratio = distinct / n_present
+    if _id_like(name) and (ratio >= 0.05 or distinct > _HASHED_OVER):
+        return Decision(name, None, f"left out: named like an identifier, {distinct} distinct in {n_present} rows")
+    if _id_like(name):  # a few stores or regions by number: a category, not a quantity
+        return Decision(name, {"type": "category"}, f"named like an identifier with {distinct} values: categories")
     if _is_number_type(t):
-        if _id_like(name) and ratio >= 0.5:
-            return Decision(name, None, f"left out: named like an identifier, {distinct} distinct in {n_present} rows")
         if pa.types.is_integer(t) and ratio >= 0.95 and n_present > 50 and _monotone(present):
             return Decision(name, None, f"left out: a running number ({distinct} distinct, increasing), an identifier")
         if distinct == 2 and set(present.cast(pa.float64()).to_pylist()) <= {0.0, 1.0}:
@@ -212,7 +216,7 @@ def _decide(name: str, col: pa.ChunkedArray, rows: int) -> Decision:
     if _all_numeric(values[:2000]):
         return Decision(name, {"type": "numeric"}, "numbers written as text" + miss)
     words = statistics.median(len(v.split()) for v in values[:2000])
-    if (_id_like(name) and ratio >= 0.05) or (ratio >= 0.9 and n_present > 50 and _code_like(values)):
+    if ratio >= 0.9 and n_present > 50 and _code_like(values):
         return Decision(name, None, f"left out: {distinct} distinct values in {n_present} rows (an identifier)")
     if words >= 4 and ratio >= 0.5:
         return Decision(name, {"type": "text"}, f"free text (median {words:g} words)" + miss)
