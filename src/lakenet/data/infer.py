@@ -193,6 +193,10 @@ def _decide(name: str, col: pa.ChunkedArray, rows: int) -> Decision:
     if pa.types.is_boolean(t):
         return Decision(name, {"type": "boolean"}, "true/false" + miss)
     ratio = distinct / n_present
+    if distinct == 2 and _is_number_type(t) and set(present.cast(pa.float64()).to_pylist()) <= {0.0, 1.0}:
+        return Decision(name, {"type": "boolean"}, "only 0 and 1" + miss)
+    if distinct <= 2 and _is_text_type(t) and not to_bool(present)[2].any():
+        return Decision(name, {"type": "boolean"}, "yes/no values" + miss)
     if _id_like(name) and (ratio >= 0.05 or distinct > _HASHED_OVER):
         return Decision(name, None, f"left out: named like an identifier, {distinct} distinct in {n_present} rows")
     if _id_like(name):  # a few stores or regions by number: a category, not a quantity
@@ -200,8 +204,6 @@ def _decide(name: str, col: pa.ChunkedArray, rows: int) -> Decision:
     if _is_number_type(t):
         if pa.types.is_integer(t) and ratio >= 0.95 and n_present > 50 and _monotone(present):
             return Decision(name, None, f"left out: a running number ({distinct} distinct, increasing), an identifier")
-        if distinct == 2 and set(present.cast(pa.float64()).to_pylist()) <= {0.0, 1.0}:
-            return Decision(name, {"type": "boolean"}, "only 0 and 1" + miss)
         return Decision(name, {"type": "numeric"}, f"numbers{miss}" + (", median fill + indicator" if missing else ""))
     if not _is_text_type(t):
         return Decision(name, None, f"left out: {t} values are not a feature type")
@@ -210,9 +212,6 @@ def _decide(name: str, col: pa.ChunkedArray, rows: int) -> Decision:
     _, _, bad = parse_datetimes(pa.array(values[:2000]), "UTC")
     if bad.mean() <= 0.02 and any(ch.isdigit() for ch in values[0]) and ("-" in values[0] or ":" in values[0]):
         return Decision(name, {"type": "datetime"}, "ISO 8601 dates/times (read in UTC)" + miss)
-    _, _, not_bool = to_bool(pa.array(values[:2000]))
-    if not not_bool.any() and distinct <= 2:
-        return Decision(name, {"type": "boolean"}, "yes/no values" + miss)
     if _all_numeric(values[:2000]):
         return Decision(name, {"type": "numeric"}, "numbers written as text" + miss)
     words = statistics.median(len(v.split()) for v in values[:2000])
