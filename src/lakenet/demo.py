@@ -68,7 +68,7 @@ def run_demo(workdir: Path, *, workers: int = 2, epochs: int = 15, limit: int | 
     raw["features"]["image"].update(size=16, channels=1)
     raw["model"].update(architecture="resnet", width=32, depth=2, dropout=0.1)
     raw["trainer"].update(epochs=epochs, batch_size=64, learning_rate=0.003)
-    raw["engine"].update(workers=workers)
+    raw["engine"] = {"type": "local", "workers": workers}
     config = workdir / "digits.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     log(f"config: {config}")
