@@ -110,10 +110,13 @@ def init_config(
 
 
 # ---- profile ------------------------------------------------------------------------------------------------
-def _scan(cfg: Config, version: int | None = None, workdir: Path | None = None) -> tuple[TrainPlan, str | None]:
+def _scan(
+    cfg: Config, version: int | None = None, workdir: Path | None = None, spark: Any = None
+) -> tuple[TrainPlan, str | None]:
+    """Plan and scan on the config's engine: on Spark the executors read and profile the fragments."""
     from lakenet.training.plan import plan_training
 
-    plan = plan_training(cfg, version=version, workdir=workdir)
+    plan = plan_training(cfg, version=version, workdir=workdir, engine=get_engine(cfg.engine, spark=spark))
     quarantine = write_quarantine(plan.scan, job=config_hash(cfg))
     return plan, quarantine
 
@@ -133,7 +136,7 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def profile(config: ConfigLike, *, workdir: str | Path | None = None) -> ProfileResult:
+def profile(config: ConfigLike, *, spark: Any = None, workdir: str | Path | None = None) -> ProfileResult:
     """Profile the config's table (JSON + HTML report) and quarantine its bad rows."""
     cfg = load_config(config)
     wd = _workdir(workdir)
@@ -141,7 +144,7 @@ def profile(config: ConfigLike, *, workdir: str | Path | None = None) -> Profile
         from lakenet.tracking.store import setup_tracking
 
         setup_tracking(cfg.tracking, workdir=wd)
-    plan, quarantine = _scan(cfg, workdir=wd)
+    plan, quarantine = _scan(cfg, workdir=wd, spark=spark)
     json_path, html_path = _write_profile(plan.scan, _reports_dir(cfg, wd))
     return ProfileResult(plan.scan.profile, json_path, html_path, quarantine)
 
@@ -217,7 +220,7 @@ def _fit(
     if trained is not None:
         pinned = trained.table_version
     requested = config_hash(cfg)  # the config as written: what --resume compares
-    plan, quarantine = _scan(cfg, pinned, wd)
+    plan, quarantine = _scan(cfg, pinned, wd, spark=spark)
     cfg = plan.config  # features: {include: auto} resolved for this table version
     snap, result, spec = plan.snapshot, plan.scan, plan.spec
     enforce_bad_fraction(result, cfg.data.max_bad_fraction, quarantine)
@@ -405,7 +408,7 @@ def tune(
     study = open_study(tcfg, name, url, max_epochs=cfg.trainer.epochs, seed=tcfg.seed, create=True, on_create=pin)
     # A continued study keeps the table version it started on, so its trials stay comparable.
     version = study.user_attrs.get("table_version")
-    plan, quarantine = _scan(cfg, version, wd)
+    plan, quarantine = _scan(cfg, version, wd, spark=spark)
     enforce_bad_fraction(plan.scan, cfg.data.max_bad_fraction, quarantine)
     base = plan.config.to_yaml_dict()  # features resolved: every trial trains on the same ones
     base["data"]["version"] = plan.snapshot.version

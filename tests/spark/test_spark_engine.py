@@ -145,6 +145,31 @@ def test_exactly_once_when_a_scoring_task_dies(trained: dict[str, Any], wd: Path
     assert len(DeltaTable(res.table).history()) == 1  # one commit creates the table with every row
 
 
+def test_the_scan_runs_on_the_executors_and_equals_the_local_one(spark: Any, digits_table: Path) -> None:
+    """The whole-table pass (profile, bad rows, preprocessing statistics) as Spark tasks whose partial results
+    merge: the same outcome as one pass in this process."""
+    from lakenet.config import parse_config
+    from lakenet.data.scan import scan_table
+    from lakenet.data.sources import open_table
+    from lakenet.engines.spark import SparkEngine
+
+    cfg = parse_config(digits_config(digits_table))
+    snap = open_table(str(digits_table)).subdivided(8)
+    local = scan_table(cfg, snap)
+    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    distributed = scan_table(cfg, snap, map_fragments=SparkEngine(spark=spark).map_fragments)
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) > jobs_before  # it ran as a Spark job
+    assert distributed.profile["splits"] == local.profile["splits"]
+    assert distributed.profile["bad_rows"]["by_reason"] == local.profile["bad_rows"]["by_reason"]
+    assert (distributed.fragment_counts == local.fragment_counts).all()
+    a, b = local.preprocessor.to_dict(), distributed.preprocessor.to_dict()
+    assert a["label"] == b["label"]
+    image_a, image_b = a["features"][0], b["features"][0]
+    assert image_a["mean"] == pytest.approx(image_b["mean"], rel=1e-6) and image_a["std"] == pytest.approx(
+        image_b["std"], rel=1e-6
+    )
+
+
 def test_spark_scoring_on_a_path_with_spaces_and_accents(trained: dict[str, Any], wd: Path, digits_table: Path) -> None:
     odd = wd / "dàta lake" / "dïgits tâble"
     shutil.copytree(digits_table, odd)  # a Delta table's paths are relative: the copy is the same table

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from lakenet.data.sources import Snapshot
+from lakenet.data.sources import Fragment, Snapshot
 from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "ScoreJob"]
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,15 @@ class Engine(ABC):
     def task_threads(self, n: int) -> int | None:
         """Torch threads per task when `n` tasks run at once (None: leave the default)."""
         return None
+
+    def map_fragments(
+        self, fn: Callable[[int, Fragment, pa.Table], P], snapshot: Snapshot, columns: Sequence[str]
+    ) -> Iterator[P]:
+        """`fn(index, fragment, table)` over every fragment of `snapshot` (reading only `columns`), each partial
+        result merged with `.merge` where the engine groups fragments; the driver merges what comes back. Holds
+        O(partials), never the rows. The default: one fragment after another in this process."""
+        for fi, (frag, table) in enumerate(snapshot.iter_tables(columns)):
+            yield fn(fi, frag, table)
 
     @abstractmethod
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:

@@ -339,6 +339,30 @@ class SparkEngine(Engine):
     def output_schema(self, job: ScoreJob) -> pa.Schema:
         return job.output_schema(None if job.featurize is not None else _bundle_preprocessor(job.bundle_dir))
 
+    def map_fragments(self, fn: Callable[[int, Fragment, pa.Table], Any], snapshot: Any, columns: Any) -> Any:
+        """Each Spark task reads its fragments (straight from the version's files, as scoring does), applies
+        `fn` and merges the partial results; only one merged partial per task comes back to the driver."""
+        sc = self.spark.sparkContext
+        indexed = list(enumerate(snapshot.fragments))
+        if not indexed:
+            return iter(())
+        tasks = max(1, min(len(indexed), 2 * sc.defaultParallelism))
+        cols = list(columns)
+
+        def run(items: Iterator[tuple[int, Fragment]]) -> Iterator[Any]:  # pragma: no cover - Spark workers
+            merged = None
+            for fi, frag in items:
+                part = fn(fi, frag, snapshot.read(frag, cols))
+                merged = part if merged is None else merged.merge(part)
+            if merged is not None:
+                yield merged
+
+        sc.setJobDescription(f"lakenet scan {snapshot.uri}")
+        try:
+            return iter(sc.parallelize(indexed, tasks).mapPartitions(run).collect())
+        finally:
+            sc.setJobDescription(None)
+
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError("the Spark engine scores straight into Delta: use predict_to_table")
 

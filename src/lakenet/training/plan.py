@@ -188,7 +188,12 @@ def _embedding_lineage(snap: Snapshot) -> dict[str, Any]:
 
 
 def plan_training(
-    cfg: Config, *, version: int | None = None, min_fragments: int | None = None, workdir: Path | None = None
+    cfg: Config,
+    *,
+    version: int | None = None,
+    min_fragments: int | None = None,
+    workdir: Path | None = None,
+    engine: Any = None,
 ) -> TrainPlan:
     """Open the table at `version` (default: the config's, else the latest), cut it into at least
     `min_fragments` pieces (default: 4 per training worker) and scan it: profile, bad rows, preprocessor; and
@@ -198,7 +203,8 @@ def plan_training(
     backbone = _backbone(cfg, workdir)
     # Enough fragments for every worker to get a share, even of a table stored as one big row group.
     snap = snap.subdivided(min_fragments if min_fragments is not None else 4 * cfg.engine.workers)
-    result = scan_table(cfg, snap)
+    # The whole-table pass runs where the engine runs work (Spark: on the executors), partial results merged.
+    result = scan_table(cfg, snap, map_fragments=engine.map_fragments if engine is not None else None)
     if backbone is not None:
         # The normalisation the backbone was trained with (the config's, if given), not this table's.
         b, own = cfg.model.backbone, backbone.image or {}
