@@ -86,6 +86,11 @@ class PredictResult:
     committed: bool  # False: this exact scoring was already committed, nothing was written
     model: str
     model_version: str | None
+    # incremental: the input versions consumed (from, exclusive; to) and the output rows replaced or deleted
+    since_version: int | None = None
+    input_version: int | None = None
+    replaced: int = 0
+    deleted: int = 0
 
 
 def _workdir(workdir: str | Path | None) -> Path:
@@ -821,6 +826,7 @@ def predict(
     runtime: str = "torch",
     trust_modules: Sequence[str] = (),
     keep: Sequence[str] = (),
+    incremental: bool = False,
     spark: Any = None,
     workdir: str | Path | None = None,
 ) -> PredictResult:
@@ -832,6 +838,11 @@ def predict(
     `trust_modules`: custom architectures (`package.module:Class`) the model may import (the config's own
     `model.module` is trusted too); built-in architectures need nothing. `keep`: input columns copied to the
     output next to the key (an amount, a customer id), so the predictions can be read without a join.
+
+    `incremental=True` (Delta input): only the rows the input's versions added since the output last consumed it
+    (for this model version) are scored, in one commit that also replaces the output rows of keys rewritten
+    upstream and deletes those of keys deleted upstream: the output keeps exactly one row per input key per
+    model. No new input version: nothing is committed.
     """
     from lakenet.models.bundle import Bundle
     from lakenet.models.registry import check_buildable
@@ -854,9 +865,30 @@ def predict(
     kept = _kept_columns(keep, snap, pre)
     out_uri = str(Path(out).resolve()) if "://" not in out else out
     model_id = resolved.version if resolved.version else _bundle_digest(resolved.bundle_dir)
-    txn = app_id("predict", snap.uri, snap.version, snap.fingerprint, resolved.name, model_id, out_uri, *kept)
+    merge, since, deleted = None, None, 0
+    if incremental:
+        from lakenet.data.changes import plan_output_merge, table_changes
+
+        since = last_input_version(out_uri, snap.uri, str(resolved.version or model_id))
+        if since is not None and since >= (snap.version or 0):
+            return PredictResult(out_uri, 0, 0, False, model, resolved.version, since, snap.version)
+        changes = table_changes(snap.uri, since, pre.key, snap.version)
+        if changes.empty:
+            return PredictResult(out_uri, 0, 0, False, model, resolved.version, since, snap.version)
+        affected = set(changes.deleted_keys)
+        if changes.rewritten:
+            affected |= _keys(changes.added, pre.key)
+        merge = plan_output_merge(
+            out_uri, key=pre.key, model_column="model_version", model_version=str(resolved.version or model_id),
+            keys=affected,
+        )  # fmt: skip
+        deleted = len(changes.deleted_keys)
+        txn = app_id("predict-incremental", snap.uri, since, snap.version, resolved.name, model_id, out_uri, *kept)
+        snap = changes.added
+    else:
+        txn = app_id("predict", snap.uri, snap.version, snap.fingerprint, resolved.name, model_id, out_uri, *kept)
     if already_committed(out_uri, txn):
-        return PredictResult(out_uri, 0, 0, False, model, resolved.version)
+        return PredictResult(out_uri, 0, 0, False, model, resolved.version, since, snap.version)
     job = ScoreJob(
         snapshot=snap,
         bundle_dir=str(resolved.bundle_dir),
@@ -874,11 +906,32 @@ def predict(
         "lakenet.model_version": str(job.model_version),
         "lakenet.input": snap.uri,
         "lakenet.input_version": str(snap.version),
+        **({"lakenet.incremental_from": str(since)} if incremental else {}),
     }
     rows, bad, committed = get_engine(engine_cfg, spark=spark).predict_to_table(
-        job, out_uri, txn=txn, metadata=metadata, workers=workers
+        job, out_uri, txn=txn, metadata=metadata, workers=workers, merge=merge
     )
-    return PredictResult(out_uri, rows, bad, committed, model, resolved.version)
+    replaced = (merge.replaced_rows - deleted) if merge is not None and committed else 0
+    return PredictResult(
+        out_uri, rows, bad, committed, model, resolved.version, since, snap.version, max(replaced, 0),
+        deleted if committed else 0,
+    )  # fmt: skip
+
+
+def last_input_version(out_uri: str, input_uri: str, model_version: str) -> int | None:
+    """The input version the output table last consumed for a model version (None: never)."""
+    from lakenet.data.changes import last_consumed
+
+    return last_consumed(out_uri, input_uri=input_uri, model_version=model_version)
+
+
+def _keys(snap: Any, key: str) -> set[str]:
+    import pyarrow as pa
+
+    keys: set[str] = set()
+    for _, table in snap.iter_tables([key]):
+        keys.update(v for v in table.column(key).cast(pa.string()).to_pylist() if v is not None)
+    return keys
 
 
 _OUTPUT_COLUMNS = {"prediction", "confidence", "probabilities", "error", "model_name", "model_version"}

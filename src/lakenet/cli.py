@@ -196,6 +196,13 @@ def predict(
     keep: Annotated[
         str | None, typer.Option(help="Input columns to copy to the output, comma-separated (e.g. amount,country).")
     ] = None,
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental",
+            help="Score only what the input's versions changed since the output last consumed it (one row per key).",
+        ),
+    ] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Score a table into a Delta table, exactly once."""
@@ -203,8 +210,19 @@ def predict(
 
     res = api.predict(
         model, table, out_table, version=version, engine=engine, master=master, config=config, workers=workers,
-        runtime=runtime, trust_modules=trust_module or (), keep=(keep or "").split(","), workdir=workdir,
+        runtime=runtime, trust_modules=trust_module or (), keep=(keep or "").split(","), incremental=incremental,
+        workdir=workdir,
     )  # fmt: skip
+    if incremental:
+        if not res.committed:
+            out.print(f"[yellow]up to date[/]: {res.table} holds this model's predictions for input version "
+                      f"{res.input_version}; nothing written")  # fmt: skip
+            return
+        since = "the start" if res.since_version is None else f"version {res.since_version}"
+        changed = f"{res.replaced} replaced, {res.deleted} deleted, {res.bad_rows} with an error"
+        out.print(f"[green]scored[/] {res.rows} new or changed rows (input {since} → {res.input_version}) into "
+                  f"{res.table}: {changed}")  # fmt: skip
+        return
     if not res.committed:
         out.print(f"[yellow]already scored[/]: {res.table} has this model version's predictions for this input "
                   "version; nothing written")  # fmt: skip

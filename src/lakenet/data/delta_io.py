@@ -20,7 +20,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -333,10 +333,12 @@ def commit_staged(
     mode: Mode = "append",
     metadata: Mapping[str, str] | None = None,
     expect_version: int | None = None,
+    removes: Sequence[str] = (),
 ) -> bool:
     """Commit the staged files as one Delta transaction tagged `txn`, on the table as it is now (or creating it).
     False, and nothing left behind, if `txn` is already in the table. `expect_version`: fail with a conflict
-    (to be re-prepared by the caller) unless the table is still at that version."""
+    (to be re-prepared by the caller) unless the table is still at that version. `removes`: data files (paths
+    relative to the table) the same transaction removes (rows replaced or deleted: a merge)."""
     props = _props(txn, metadata)
     schema = delta_schema(schema)
     for attempt in range(_MAX_ATTEMPTS):
@@ -347,8 +349,10 @@ def commit_staged(
         if expect_version is not None and (dt.version() if dt is not None else -1) != expect_version:
             raise _Moved()
         adds = staging.publish(txn)
+        now = int(time.time() * 1000)
+        actions = [*adds, *(_remove_action(p, now) for p in removes)]
         try:
-            _commit(uri, dt, adds, schema, mode, props)
+            _commit(uri, dt, actions, schema, mode, props)
         except Exception as err:
             if not _is_conflict(err):
                 staging.discard()
@@ -365,6 +369,15 @@ def commit_staged(
 
 class _Moved(Exception):
     """The table moved on since the write was prepared: prepare it again."""
+
+
+Moved = _Moved  # for writers that prepare against a version themselves (an incremental merge)
+
+
+def _remove_action(path: str, now_ms: int) -> Any:
+    from deltalake.transaction import RemoveAction
+
+    return RemoveAction(path, True, now_ms)
 
 
 def _props(txn: str, metadata: Mapping[str, str] | None) -> Any:

@@ -10,14 +10,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
+from lakenet.data.changes import OutputMerge
+from lakenet.data.delta_io import Staging
 from lakenet.data.sources import Fragment, Snapshot
+from lakenet.errors import ConfigError, DataError
 from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob
 
 if TYPE_CHECKING:
     from lakenet.data.encoders import Preprocessor
 
-__all__ = ["Engine", "ScoreJob"]
+__all__ = ["Engine", "ScoreJob", "merge_commit"]
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -121,14 +124,23 @@ class Engine(ABC):
         """The schema of the batches `score` yields."""
 
     def predict_to_table(
-        self, job: ScoreJob, out_uri: str, *, txn: str, metadata: dict[str, str], workers: int | None = None
+        self,
+        job: ScoreJob,
+        out_uri: str,
+        *,
+        txn: str,
+        metadata: dict[str, str],
+        workers: int | None = None,
+        merge: OutputMerge | None = None,
     ) -> tuple[int, int, bool]:
         """Score into the Delta table `out_uri` in one commit tagged `txn`: (rows, rows with an error, committed).
+        `merge`: output rows the same commit replaces or deletes (incremental scoring), planned on a version of
+        the output: if another writer moved it on meanwhile, nothing is committed and the run is to be repeated.
 
         The default streams `score` through this process into the writer; distributed engines override it to
         write from their workers and commit once from the driver.
         """
-        from lakenet.data.delta_io import already_committed, commit_once
+        from lakenet.data.delta_io import already_committed, commit_once, is_local
 
         if already_committed(out_uri, txn):
             return 0, 0, False
@@ -143,5 +155,51 @@ class Engine(ABC):
         # Rows are staged where no reader looks while they are scored; the commit is conditional: a run that finds
         # this very job committed by another run meanwhile commits nothing.
         reader = pa.RecordBatchReader.from_batches(self.output_schema(job), counted())
-        committed = commit_once(out_uri, reader, txn=txn, mode="append", metadata=metadata)
+        if merge is None or not is_local(out_uri):
+            if merge is not None and (merge.removes or merge.version is not None):
+                raise ConfigError(f"Incremental scoring into {out_uri}: merges are written on local/mounted storage")
+            committed = commit_once(out_uri, reader, txn=txn, mode="append", metadata=metadata)
+        else:
+            committed = merge_commit(out_uri, reader, reader.schema, txn=txn, metadata=metadata, merge=merge)
         return (counts[0], counts[1], True) if committed else (0, 0, False)
+
+
+def merge_commit(
+    out_uri: str,
+    rows: pa.RecordBatchReader | None,
+    schema: pa.Schema,
+    *,
+    txn: str,
+    metadata: dict[str, str],
+    merge: OutputMerge,
+    staging: Staging | None = None,
+) -> bool:
+    """New rows (streamed, or already in `staging`) plus the merge's rewritten output files, committed in one
+    transaction that also removes the files they replace, on the output version the merge was planned at."""
+    from lakenet.data.delta_io import Moved, commit_staged, remove_stale_staging
+
+    remove_stale_staging(out_uri)
+    own = staging is None
+    staging = staging or Staging(out_uri)
+    try:
+        merge.stage(staging)
+        if rows is not None:
+            staging.write(rows)
+        return commit_staged(
+            out_uri,
+            staging,
+            schema,
+            txn=txn,
+            metadata=metadata,
+            removes=merge.removes,
+            expect_version=merge.version if merge.version is not None else -1,
+        )
+    except Moved:
+        staging.discard()
+        raise DataError(
+            f"The output table {out_uri} changed while this run scored (another writer committed); nothing was "
+            "committed. Run again: the next run starts from what is there now."
+        ) from None
+    finally:
+        if own:
+            staging.__exit__(None, None, None)

@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from lakenet.config.schema import SparkEngineConfig
+from lakenet.data.changes import OutputMerge
 from lakenet.data.sources import Fragment
-from lakenet.engines.base import Engine, ScoreJob
+from lakenet.engines.base import Engine, ScoreJob, merge_commit
 from lakenet.errors import ConfigError, LakenetError, TrainingError
 from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob
@@ -367,7 +368,14 @@ class SparkEngine(Engine):
         raise NotImplementedError("the Spark engine scores straight into Delta: use predict_to_table")
 
     def predict_to_table(
-        self, job: ScoreJob, out_uri: str, *, txn: str, metadata: dict[str, str], workers: int | None = None
+        self,
+        job: ScoreJob,
+        out_uri: str,
+        *,
+        txn: str,
+        metadata: dict[str, str],
+        workers: int | None = None,
+        merge: OutputMerge | None = None,
     ) -> tuple[int, int, bool]:
         from lakenet.data.delta_io import Staging, already_committed, commit_staged, remove_stale_staging
 
@@ -417,7 +425,12 @@ class SparkEngine(Engine):
             lap("spark_job")
             for name, _, rows, _, _ in written:
                 staging.adopt(name, rows)
-            committed = commit_staged(out_uri, staging, schema, txn=txn, mode="append", metadata=metadata)
+            if merge is not None:
+                committed = merge_commit(
+                    out_uri, None, schema, txn=txn, metadata=metadata, merge=merge, staging=staging
+                )
+            else:
+                committed = commit_staged(out_uri, staging, schema, txn=txn, mode="append", metadata=metadata)
         lap("commit")
         _last_phases.clear()
         _last_phases.update(phases)
