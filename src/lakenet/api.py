@@ -38,6 +38,7 @@ __all__ = [
     "PredictResult",
     "ProfileResult",
     "TuneResult",
+    "drift",
     "evaluate",
     "export",
     "featurize",
@@ -297,6 +298,8 @@ def _fit(
                     for k in ("history", "best_epoch", "stopped_early", "nonfinite_steps", "step", "resumed_from_step")
                 },
                 **({"pretrained": plan.pretrained.report} if plan.pretrained else {}),
+                "split": cfg.data.split.model_dump(),  # drift and updates find the training rows again
+                "config": cfg.to_yaml_dict(),  # the resolved config: what an update starts from
             },
         )
         threshold = _choose_threshold(cfg, snap, bundle, trust)
@@ -978,6 +981,35 @@ def _bundle_digest(path: Path) -> str:
         if f.is_file():
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+# ---- drift --------------------------------------------------------------------------------------------------
+def drift(
+    model: str,
+    *,
+    table: str | None = None,
+    version: int | None = None,
+    since: int | None = None,
+    config: ConfigLike | None = None,
+    trust_modules: Sequence[str] = (),
+    workdir: str | Path | None = None,
+) -> Any:
+    """Compare the rows `model` learned from (its training split) with newer rows: by default the rows the
+    table it learned from gained since, or the rows `table` gained after version `since`, or every row of
+    `table` at `version`. Thresholds come from `config`'s `monitor:` section. Returns a DriftResult (verdict,
+    drifted checks, HTML and JSON report, the monitoring table the checks were appended to)."""
+    from lakenet.config.schema import MonitorConfig
+    from lakenet.monitoring.workflow import run_drift
+
+    wd = _workdir(workdir)
+    monitor = load_config(config).monitor if config is not None else MonitorConfig()
+    predictor = _serving_predictor(model, wd, "cpu", "torch", _trust(trust_modules, config))
+    name = predictor.model_name or "bundle"
+    out = wd / "reports" / name / "drift"
+    resolved_table = str(Path(table).resolve()) if table is not None and "://" not in table else table
+    return run_drift(
+        predictor, model=model, table=resolved_table, version=version, since=since, cfg=monitor, out_dir=out
+    )
 
 
 # ---- featurize ----------------------------------------------------------------------------------------------

@@ -231,6 +231,41 @@ def predict(
 
 
 @app.command()
+def drift(
+    model: Annotated[str, typer.Option("--model", help="models:/name@alias, models:/name/N or a bundle dir.")],
+    table: Annotated[
+        str | None, typer.Option("--table", help="Table to compare (default: the one the model learned from).")
+    ] = None,
+    version: Annotated[int | None, typer.Option(help="Its version (default: the latest).")] = None,
+    since: Annotated[
+        int | None, typer.Option(help="Compare only the rows added after this version (default: the model's).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Take the monitor: thresholds from here.")] = None,
+    trust_module: TrustOpt = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Compare new rows with the rows the model learned from. Exit status 3 when they drifted."""
+    from lakenet import api
+
+    res = api.drift(
+        model, table=table, version=version, since=since, config=config, trust_modules=trust_module or (),
+        workdir=workdir,
+    )  # fmt: skip
+    rows = Table("check", "kind", "statistic", "value", "drifted", box=None)
+    for c in res.report.checks:
+        rows.add_row(c.name, c.kind, c.statistic, f"{c.value:.4f}", "[red]yes[/]" if c.drifted else "no")
+    out.print(rows)
+    cur = res.current
+    span = f"rows added after version {cur['from_version']}" if cur["from_version"] is not None else "every row"
+    out.print(f"{res.verdict}: {cur['rows']} current rows ({span}, to version {cur['to_version']}) against "
+              f"{res.reference['rows']} training rows; report {res.html}")  # fmt: skip
+    if res.monitoring_table:
+        out.print(f"checks appended to {res.monitoring_table}")
+    if res.verdict == "drift":
+        raise SystemExit(3)
+
+
+@app.command()
 def featurize(
     model: Annotated[
         str,

@@ -19,6 +19,7 @@ FIGURES = {
                          "plain_cpu_s_per_sample"},
     "ddp_local": {"ratio_loop_only", "ratio_epoch_clock", "ddp_cpu_s_per_sample", "single_cpu_s_per_sample"},
     "tune_asha": {"ratio", "ratio_total_epochs", "ratio_wall", "ratio_cpu"},
+    "real_tables": {"transactions_deep", "transactions_baseline", "digits_time_ratio", "breast_cancer_config_lines"},
 }  # fmt: skip
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "LabelSpec",
     "LocalEngineConfig",
     "ModelConfig",
+    "MonitorConfig",
     "NumericFeature",
     "RegistryConfig",
     "SearchParam",
@@ -588,6 +589,33 @@ class TuneConfig(_Strict):
     )
 
 
+class MonitorConfig(_Strict):
+    """Drift checks (`lakenet drift`, and the first step of `lakenet update`): the rows a model learned from
+    against newer rows, per input feature, label and prediction."""
+
+    psi: float = Field(
+        0.2, gt=0.0, le=10.0, description="Population stability index from which a feature has drifted (0.1: a small "
+        "shift, 0.2: a real one)."
+    )  # fmt: skip
+    pvalue: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="A numeric feature drifts when its PSI is over `psi` and the Kolmogorov-Smirnov test rejects "
+        "'same distribution' at this level (Bonferroni-corrected over the features); embeddings use it too.",
+    )
+    unseen_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="A category drifts when more of its values than this were never seen."
+    )
+    min_rows: int = Field(50, ge=1, description="Fewer new rows than this: no verdict (too few to tell).")
+    sample_rows: int = Field(
+        20_000, ge=100, description="Rows sampled from each side (deterministically, by key hash) for the tests."
+    )
+    table: str | None = Field(
+        None, description="Delta table the checks are appended to (one row per check); default <table>_monitoring."
+    )
+
+
 class LocalEngineConfig(_Strict):
     """Run on this machine: in-process for one worker, torch.distributed processes for several."""
 
@@ -654,6 +682,7 @@ class Config(_Strict):
     registry: RegistryConfig = Field(..., description="Registered model name and alias.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
     tune: TuneConfig | None = Field(None, description="Hyperparameter search for `lakenet tune`; optional.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Drift thresholds.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

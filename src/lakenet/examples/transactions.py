@@ -2,8 +2,8 @@
 ISO timestamps over 90 days, amounts with missing values, a merchant category with missing values, a country,
 and a rare fraud label (about 2 %) that depends non-linearly on the amount, the hour of day and the category.
 
-`drift` shifts the fraud pattern (an appended batch for update and drift examples): fraud moves from night-time
-electronics to daytime high amounts in travel.
+`drift` shifts the mix and the fraud pattern (an appended batch for update and drift examples): more travel, online
+and foreign cards, and fraud moves from night-time electronics to daytime high amounts in travel and US cards.
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ def transactions_frame(
     rng = np.random.default_rng(seed)
     customers = max(50, rows // 7)
     customer = rng.integers(0, customers, rows)
-    category = rng.choice(CATEGORIES, rows, p=[0.24, 0.14, 0.18, 0.1, 0.07, 0.04, 0.17, 0.06])
-    country = rng.choice(_COUNTRIES, rows, p=[0.3, 0.15, 0.12, 0.1, 0.1, 0.08, 0.08, 0.07])
+    mix = [0.24, 0.14, 0.18, 0.1, 0.07, 0.04, 0.17, 0.06]
+    where = [0.3, 0.15, 0.12, 0.1, 0.1, 0.08, 0.08, 0.07]
+    if drift:  # the season changed: more travel and online spending, more foreign cards
+        mix, where = [0.16, 0.1, 0.14, 0.1, 0.2, 0.04, 0.22, 0.04], [0.2, 0.12, 0.1, 0.08, 0.08, 0.06, 0.24, 0.12]
+    category = rng.choice(CATEGORIES, rows, p=mix)
+    country = rng.choice(_COUNTRIES, rows, p=where)
     typical = {"grocery": 40, "fuel": 60, "restaurants": 35, "electronics": 300, "travel": 450, "jewelry": 600,
                "online": 50, "pharmacy": 25}  # fmt: skip
     amount = np.array([rng.lognormal(np.log(typical[c]), 0.8) for c in category]).round(2)
