@@ -13,6 +13,7 @@ from lakenet.api import (
     PredictResult,
     ProfileResult,
     TuneResult,
+    drift,
     evaluate,
     export,
     featurize,
@@ -29,9 +30,11 @@ from lakenet.api import (
 from lakenet.config import Config, load_config
 from lakenet.errors import LakenetError
 from lakenet.inference.predictor import Predictor
+from lakenet.monitoring.workflow import DriftResult
 
 __all__ = [
     "Config",
+    "DriftResult",
     "ExportResult",
     "FeaturizeResult",
     "FitResult",
@@ -41,6 +44,7 @@ __all__ = [
     "ProfileResult",
     "TuneResult",
     "__version__",
+    "drift",
     "evaluate",
     "export",
     "featurize",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from lakenet.inference.predictor import Predictor
+    from lakenet.monitoring.workflow import DriftResult
     from lakenet.serving.server import ServerHandle
     from lakenet.training.plan import TrainPlan
 
@@ -993,7 +994,7 @@ def drift(
     config: ConfigLike | None = None,
     trust_modules: Sequence[str] = (),
     workdir: str | Path | None = None,
-) -> Any:
+) -> DriftResult:
     """Compare the rows `model` learned from (its training split) with newer rows: by default the rows the
     table it learned from gained since, or the rows `table` gained after version `since`, or every row of
     `table` at `version`. Thresholds come from `config`'s `monitor:` section. Returns a DriftResult (verdict,

@@ -6,6 +6,7 @@ import lakenet
 
 EXPECTED = {
     "Config",
+    "DriftResult",
     "ExportResult",
     "FeaturizeResult",
     "FitResult",
@@ -15,6 +16,7 @@ EXPECTED = {
     "ProfileResult",
     "TuneResult",
     "__version__",
+    "drift",
     "evaluate",
     "export",
     "featurize",
