@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 tables[name] = run_table(name, root, args.quick)
                 r = tables[name]
-                log(f"{name}: {r['rows']} rows, fit {r['train_s']:.1f} s, {r['headline']} {r['deep']} (deep) ")
+                log(f"{name}: {r['rows']} rows, fit {r['train_s']:.1f} s, {r['headline']} {r['deep']}, {r['baseline']}")
             except Exception as err:
                 tables[name] = {"table": name, "error": f"{type(err).__name__}: {err}"}
                 log(f"{name}: FAILED: {tables[name]['error']}")

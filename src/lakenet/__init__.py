@@ -26,11 +26,13 @@ from lakenet.api import (
     promote,
     serve,
     tune,
+    update,
 )
 from lakenet.config import Config, load_config
 from lakenet.errors import LakenetError
 from lakenet.inference.predictor import Predictor
 from lakenet.monitoring.workflow import DriftResult
+from lakenet.workflows.update import UpdateResult
 
 __all__ = [
     "Config",
@@ -43,6 +45,7 @@ __all__ = [
     "Predictor",
     "ProfileResult",
     "TuneResult",
+    "UpdateResult",
     "__version__",
     "drift",
     "evaluate",
@@ -58,4 +61,5 @@ __all__ = [
     "promote",
     "serve",
     "tune",
+    "update",
 ]

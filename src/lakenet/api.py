@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from lakenet.monitoring.workflow import DriftResult
     from lakenet.serving.server import ServerHandle
     from lakenet.training.plan import TrainPlan
+    from lakenet.workflows.update import UpdateResult
 
 __all__ = [
     "ExportResult",
@@ -52,6 +53,7 @@ __all__ = [
     "promote",
     "serve",
     "tune",
+    "update",
 ]
 
 ConfigLike = str | Path | Config | dict[str, Any]
@@ -982,6 +984,26 @@ def _bundle_digest(path: Path) -> str:
         if f.is_file():
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+# ---- update -------------------------------------------------------------------------------------------------
+def update(
+    config: ConfigLike,
+    *,
+    strategy: str | None = None,
+    progress: bool = True,
+    spark: Any = None,
+    workdir: str | Path | None = None,
+) -> UpdateResult:
+    """Update the config's registered model (registry.name@alias) on its table's new rows: drift check, a
+    challenger (update.strategy: warm_start, retrain or both; `strategy` overrides), the gate on the current
+    test split and the old rows, and registration as @champion (promoted) or @challenger, with the chain in its
+    lineage (parent version, table versions, strategy, verdict) and an HTML report."""
+    from lakenet.workflows.update import run_update
+
+    if strategy is not None and strategy not in ("warm_start", "retrain", "both"):
+        raise ConfigError(f"--strategy must be warm_start, retrain or both, not {strategy!r}")
+    return run_update(load_config(config), _workdir(workdir), strategy=strategy, spark=spark, progress=progress)
 
 
 # ---- drift --------------------------------------------------------------------------------------------------

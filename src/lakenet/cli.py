@@ -231,6 +231,30 @@ def predict(
 
 
 @app.command()
+def update(
+    config: ConfigArg,
+    strategy: Annotated[
+        str | None, typer.Option(help="warm_start, retrain or both (default: the config's update.strategy).")
+    ] = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Train a challenger on the table's new rows and promote it only if it beats the champion."""
+    from lakenet import api
+
+    res = api.update(config, strategy=strategy, workdir=workdir)
+    if res.version is None:
+        out.print(f"[yellow]{res.verdict}[/]")
+        return
+    t = Table("model", "current test rows", "new rows", "old rows", box=None, title=f"test {res.metric}")
+    for model, parts in res.scores.items():
+        t.add_row(model, *("—" if parts[p] is None else f"{parts[p]:.4f}" for p in ("current", "new", "old")))
+    out.print(t)
+    colour = "green" if res.promoted else "yellow"
+    out.print(f"[{colour}]{res.verdict}[/]; {res.strategy} challenger registered as {res.name} version "
+              f"{res.version} (@{res.alias}); drift on the new rows: {res.drift}; report {res.report}")  # fmt: skip
+
+
+@app.command()
 def drift(
     model: Annotated[str, typer.Option("--model", help="models:/name@alias, models:/name/N or a bundle dir.")],
     table: Annotated[
@@ -344,13 +368,21 @@ def models(
     if not listing:
         out.print("no registered models yet: run `lakenet train <config>`")
         return
-    t = Table("model", "version", "aliases", "metrics", "table@version", "config")
+    t = Table("model", "version", "aliases", "metrics", "table@version", "from", "config")
     for m in listing:
         for v in m["versions"]:
             metrics = ", ".join(f"{k} {float(x):.4f}" for k, x in sorted(v["metrics"].items()))
             lin = v["lineage"]
             where = f"{lin.get('table', '?')}@{lin.get('table_version', '?')}"
-            t.add_row(m["name"], v["version"], ",".join(v["aliases"]), metrics, where, lin.get("config_hash", ""))
+            # an update's chain: its parent version, the strategy, and the gate's verdict
+            origin = (
+                f"v{lin['parent_version']} ({lin.get('update_strategy', '')}): {lin.get('update_verdict', '')}"
+                if lin.get("parent_version")
+                else "train"
+            )
+            t.add_row(
+                m["name"], v["version"], ",".join(v["aliases"]), metrics, where, origin, lin.get("config_hash", "")
+            )
     out.print(t)
 
 

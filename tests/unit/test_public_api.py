@@ -15,6 +15,7 @@ EXPECTED = {
     "Predictor",
     "ProfileResult",
     "TuneResult",
+    "UpdateResult",
     "__version__",
     "drift",
     "evaluate",
@@ -30,6 +31,7 @@ EXPECTED = {
     "promote",
     "serve",
     "tune",
+    "update",
 }
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "TrackingConfig",
     "TrainerConfig",
     "TuneConfig",
+    "UpdateConfig",
     "VectorFeature",
     "parse_duration",
 ]
@@ -616,6 +617,44 @@ class MonitorConfig(_Strict):
     )
 
 
+class ShrinkPerturb(_Strict):
+    """Warm start from λ·(champion's weights) + σ·(fresh random weights): fixes the worse generalisation of a
+    plain warm start (Ash & Adams, 2020)."""
+
+    shrink: float = Field(0.6, gt=0.0, le=1.0, description="λ: the share of the champion's weights kept.")
+    perturb: float = Field(0.1, ge=0.0, le=1.0, description="σ: the share of fresh initial weights added.")
+
+
+class UpdateConfig(_Strict):
+    """`lakenet update`: a challenger trained on what changed since the champion's table version, promoted only
+    when it beats the champion on the current test split without losing on the old rows."""
+
+    strategy: Literal["warm_start", "retrain", "both"] = Field(
+        "warm_start",
+        description="warm_start: from the champion's weights, on the new rows plus a replay of older ones; retrain: "
+        "from scratch on every row; both: train both and keep the better on validation.",
+    )
+    replay_fraction: float = Field(
+        0.25, ge=0.0, le=1.0, description="Share of the older rows replayed in a warm start (so it does not forget)."
+    )
+    epochs: int | None = Field(None, ge=1, description="Warm-start epochs; default: half of trainer.epochs.")
+    shrink_perturb: ShrinkPerturb | None = Field(
+        default_factory=ShrinkPerturb, description="Shrink and perturb the champion's weights; null: plain warm start."
+    )
+    min_improvement: float = Field(
+        0.0,
+        ge=0.0,
+        description="The challenger must beat the champion on the current test split by this much (headline metric: "
+        "ROC-AUC for two classes, macro-F1 for more, R² for regression).",
+    )
+    max_regression: float = Field(
+        0.01, ge=0.0, description="… and may lose at most this much on the old rows' test split."
+    )
+    challenger_alias: str = Field(
+        "challenger", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="Alias of a challenger that was not promoted."
+    )
+
+
 class LocalEngineConfig(_Strict):
     """Run on this machine: in-process for one worker, torch.distributed processes for several."""
 
@@ -683,6 +722,7 @@ class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
     tune: TuneConfig | None = Field(None, description="Hyperparameter search for `lakenet tune`; optional.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Drift thresholds.")
+    update: UpdateConfig = Field(default_factory=UpdateConfig, description="Model updates on new rows.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -719,7 +759,7 @@ class Config(_Strict):
         base.pop("tune", None)
         for path, param in tune.space.items():
             where = f"tune.space[{path!r}]"
-            if path.split(".")[0] in {"tune", "version", "registry", "tracking"}:
+            if path.split(".")[0] in {"tune", "version", "registry", "tracking", "monitor", "update"}:
                 raise ValueError(f"{where}: {path.split('.')[0]} cannot be tuned")
             if not _path_exists(base, path):
                 raise ValueError(f"{where}: no such config key; {_path_hint(base, path)}")
