@@ -170,6 +170,28 @@ def test_the_scan_runs_on_the_executors_and_equals_the_local_one(spark: Any, dig
     )
 
 
+def test_incremental_scoring_on_spark_equals_local(trained: dict[str, Any], wd: Path, digits_table: Path) -> None:
+    """Appends, then a delete upstream: both engines keep one row per key, with the same predictions."""
+    table = wd / "growing_digits"
+    rows = DeltaTable(str(digits_table)).to_pyarrow_table()
+    from deltalake import write_deltalake
+
+    write_deltalake(str(table), rows.slice(0, 150))
+    uri = trained["spark"].model_uri
+    outs = {e: wd / f"inc_{e}" for e in ("spark", "local")}
+    for engine, out in outs.items():
+        assert lakenet.predict(uri, str(table), str(out), engine=engine, incremental=True).rows == 150
+    write_deltalake(str(table), rows.slice(150), mode="append")
+    DeltaTable(str(table)).delete("key = '" + rows.column("key")[3].as_py() + "'")
+    for engine, out in outs.items():
+        res = lakenet.predict(uri, str(table), str(out), engine=engine, incremental=True)
+        assert res.committed and res.deleted == 1
+    a = DeltaTable(str(outs["spark"])).to_pyarrow_table().sort_by("key")
+    b = DeltaTable(str(outs["local"])).to_pyarrow_table().sort_by("key")
+    assert a.num_rows == b.num_rows == 242 and len(a.column("key").unique()) == 242
+    assert a.column("key").equals(b.column("key")) and a.column("prediction").equals(b.column("prediction"))
+
+
 def test_spark_scoring_on_a_path_with_spaces_and_accents(trained: dict[str, Any], wd: Path, digits_table: Path) -> None:
     odd = wd / "dàta lake" / "dïgits tâble"
     shutil.copytree(digits_table, odd)  # a Delta table's paths are relative: the copy is the same table
