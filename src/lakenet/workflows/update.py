@@ -186,15 +186,19 @@ def _headline(cfg: Config, bundle: Any) -> str:
     return headline_metric(bundle.preprocessor.label.task, len(bundle.preprocessor.label.classes or []))
 
 
-def _score(bundle: Any, snap: Snapshot, cfg: Config, metric: str, split: int, trust: tuple[str, ...]) -> float | None:
+def _evaluate(bundle: Any, snap: Snapshot, cfg: Config, split: int, trust: tuple[str, ...]) -> dict[str, Any]:
     from lakenet.evaluation.evaluate import evaluate_split
     from lakenet.inference.predictor import Predictor
 
     if not snap.fragments:
-        return None
+        return {}
     prefix = "val" if split == VAL else "test"
-    report = evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split, split=split, prefix=prefix)
-    value = report.get("metrics", {}).get(f"{prefix}_{metric}")
+    return evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split, split=split, prefix=prefix)
+
+
+def _score(bundle: Any, snap: Snapshot, cfg: Config, metric: str, split: int, trust: tuple[str, ...]) -> float | None:
+    prefix = "val" if split == VAL else "test"
+    value = _evaluate(bundle, snap, cfg, split, trust).get("metrics", {}).get(f"{prefix}_{metric}")
     return None if value is None else float(value)
 
 
@@ -205,7 +209,7 @@ def run_update(
     from lakenet.models.bundle import Bundle
     from lakenet.models.registry import config_trust
     from lakenet.monitoring.workflow import run_drift
-    from lakenet.tracking.store import resolve_model, setup_tracking, start_run
+    from lakenet.tracking.store import resolve_model, setup_tracking
 
     cfg = config
     setup_tracking(cfg.tracking, workdir=wd)
@@ -264,29 +268,37 @@ def run_update(
     threshold = _choose_threshold(resolved_cfg, snap, bundle, trust)
     added = {f.path for f in changes.added.fragments}
     slices = {"current": snap, "new": _sub(snap, added, True), "old": _sub(snap, added, False)}
-    scores = {
-        "champion": {k: _score(champion, s, resolved_cfg, metric, TEST, trust) for k, s in slices.items()},
-        "challenger": {k: _score(bundle, s, resolved_cfg, metric, TEST, trust) for k, s in slices.items()},
+    evaluations = {
+        name: {k: _evaluate(b, s, resolved_cfg, TEST, trust) for k, s in slices.items()}
+        for name, b in (("champion", champion), ("challenger", bundle))
+    }
+    scores: dict[str, dict[str, float | None]] = {
+        name: {k: r.get("metrics", {}).get(f"test_{metric}") for k, r in parts.items()}
+        for name, parts in evaluations.items()
+    }
+    confusion = {
+        name: (parts["current"].get("classes"), parts["current"].get("confusion_matrix"))
+        for name, parts in evaluations.items()
     }
     promoted, verdict = _gate(cfg, scores, metric)
     return _register(
         cfg,
         wd,
-        bundle,
-        resolved,
-        champion,
-        snap,
-        v0,
-        kept,
-        promoted,
-        verdict,
-        scores,
-        metric,
-        drift,
-        threshold,
-        {**{f"{k}_train_s": v[1] for k, v in candidates.items()}},
-        reports,
-        start_run,
+        bundle=bundle,
+        parent=resolved,
+        champion=champion,
+        snap=snap,
+        parent_table_version=v0,
+        strategy=kept,
+        promoted=promoted,
+        verdict=verdict,
+        scores=scores,
+        confusion=confusion,
+        metric=metric,
+        drift=drift,
+        threshold=threshold,
+        seconds={f"{k}_train_s": v[1] for k, v in candidates.items()},
+        reports=reports,
     )
 
 
@@ -312,23 +324,26 @@ def _gate(cfg: Config, scores: dict[str, dict[str, float | None]], metric: str) 
 def _register(
     cfg: Config,
     wd: Path,
+    *,
     bundle: Any,
-    resolved: Any,
+    parent: Any,
     champion: Any,
     snap: Snapshot,
-    v0: int | None,
+    parent_table_version: int | None,
     strategy: str,
     promoted: bool,
     verdict: str,
-    scores: dict[str, Any],
+    scores: dict[str, dict[str, float | None]],
+    confusion: dict[str, Any],
     metric: str,
     drift: Any,
     threshold: dict[str, float],
     seconds: dict[str, float],
     reports: Path,
-    start_run: Any,
 ) -> UpdateResult:
+    """Register the challenger (as @champion when promoted, else @challenger) with the chain in its lineage."""
     from lakenet._version import __version__
+    from lakenet.tracking.store import start_run
 
     name = cfg.registry.name
     alias = cfg.registry.alias if promoted else cfg.update.challenger_alias
@@ -339,8 +354,8 @@ def _register(
         "lakenet.config_hash": config_hash(cfg),
         "lakenet.version": __version__,
         "lakenet.engine": cfg.engine.type,
-        "lakenet.parent_version": resolved.version,
-        "lakenet.parent_table_version": v0,
+        "lakenet.parent_version": parent.version,
+        "lakenet.parent_table_version": parent_table_version,
         "lakenet.update_strategy": strategy,
         "lakenet.update_verdict": verdict,
         "lakenet.drift": drift.verdict,
@@ -348,7 +363,7 @@ def _register(
     bundle.lineage = {k[len("lakenet.") :]: v for k, v in lineage.items()}
     flat = {f"{model}_{part}_{metric}": v for model, parts in scores.items() for part, v in parts.items()}
     bundle.metrics = {**{k: v for k, v in flat.items() if v is not None}, **threshold}
-    report = _write_report(reports, name, resolved.version, champion, bundle, scores, metric, verdict, drift)
+    report = _write_report(reports, name, parent.version, champion, bundle, scores, confusion, metric, verdict, drift)
     experiment = cfg.tracking.experiment or name
     with start_run(experiment, f"update-{name}", tags=lineage) as run:
         bundle_dir = bundle.save(wd / ".lakenet" / "bundles" / run.run_id)
@@ -374,10 +389,10 @@ def _register(
         promoted,
         verdict,
         strategy,
-        str(resolved.version),
+        str(parent.version),
         version,
         alias,
-        (v0, snap.version or 0),
+        (parent_table_version, snap.version or 0),
         metric,
         scores,
         drift.verdict,
@@ -393,6 +408,7 @@ def _write_report(
     champion: Any,
     challenger: Any,
     scores: dict[str, Any],
+    confusion: dict[str, Any],
     metric: str,
     verdict: str,
     drift: Any,
@@ -434,7 +450,11 @@ table{border-collapse:collapse}</style></head><body><h1>Update of {{ name }} (ch
 {% for model, parts in scores.items() %}<tr><td>{{ model }}</td>{% for part in ["current", "new", "old"] %}
 <td>{{ "—" if parts[part] is none else "%.4f"|format(parts[part]) }}</td>{% endfor %}</tr>{% endfor %}
 </table><p>Metric: test {{ metric }} on each slice of the current table.</p>
-<h2>Learning curves</h2><img alt="learning curves" src="data:image/png;base64,{{ curves }}"></body></html>"""
+<h2>Learning curves</h2><img alt="learning curves" src="data:image/png;base64,{{ curves }}">
+{% for model, (classes, cm) in confusion.items() if cm %}<h2>Confusion matrix: {{ model }} (current test rows)</h2>
+<table><tr><th>true \\ predicted</th>{% for c in classes %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in cm %}<tr><th>{{ classes[loop.index0] }}</th>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endfor %}</body></html>"""
     )
     path = out / "update.html"
     path.write_text(
@@ -444,6 +464,7 @@ table{border-collapse:collapse}</style></head><body><h1>Update of {{ name }} (ch
             verdict=verdict,
             drift=drift.verdict,
             scores=scores,
+            confusion=confusion,
             metric=metric,
             curves=curves,
         ),
