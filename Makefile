@@ -46,6 +46,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.serve_latency
 	$(BIN)/python -m bench.serve_batching
 	$(BIN)/python -m bench.tune_asha
+	$(BIN)/python -m bench.real_tables
+	$(BIN)/python -m bench.update_vs_retrain
+	$(BIN)/python -m bench.incremental_score
 
 clean:
 	rm -rf $(VENV) demo_run mlflow.db optuna.db mlartifacts .lakenet .pytest_cache .mypy_cache .ruff_cache
