@@ -470,3 +470,26 @@ def test_tune_report_draws_history_curves_importances_and_parallel_axes() -> Non
     # a study with nothing finished yet still renders
     empty = tune_html({"study": "s", "trials": [], "importance_note": "need 3 complete trials"})
     assert "no trial reported a value yet" in empty and "need 3 complete trials" in empty
+
+
+def test_missing_values_and_the_baseline_are_reported() -> None:
+    from lakenet.reports import evaluation_html, profile_html
+
+    html = evaluation_html(
+        {
+            "metrics": {"test_roc_auc": 0.91},
+            "baseline": {
+                "model": "HistGradientBoostingClassifier",
+                "metrics": {"roc_auc": 0.89},
+                "summary": "The deep model wins <really>",
+            },  # fmt: skip
+        }
+    )
+    assert "HistGradientBoostingClassifier" in html and "&lt;really&gt;" in html and "0.89" in html
+    profile = profile_html(
+        {
+            "missing": {"amount": {"column": "amount", "missing": 3, "rate": 0.02, "action": "filled: median"}},
+            "unlabelled": {"total": 2},
+        }
+    )
+    assert "Missing values" in profile and "2.0%" in profile and "no label" in profile

@@ -835,10 +835,27 @@ def profile_html(profile: Mapping[str, Any]) -> str:
     dups, leakage = _dict(p.get("duplicates")), _dict(p.get("leakage"))
     if dups or leakage:
         sections.append(("Duplicates and leakage", _profile_duplicates(dups, leakage)))
+    missing = _dict(p.get("missing"))
+    if missing:
+        sections.append(("Missing values", _profile_missing(missing, _dict(p.get("unlabelled")))))
     bad = _dict(p.get("bad_rows"))
     if bad:
         sections.append(("Bad rows", _profile_bad_rows(bad)))
     return page(title, sections)
+
+
+def _profile_missing(missing: dict[str, Any], unlabelled: dict[str, Any]) -> str:
+    """Per feature: how many values are missing and what is done about them (missing is data, not a bad row)."""
+    rows = [
+        [name, info.get("column"), info.get("missing"), f"{_num(info.get('rate')) or 0.0:.1%}", info.get("action")]
+        for name, info in ((n, _dict(v)) for n, v in missing.items())
+    ]  # fmt: skip
+    table = data_table(["feature", "column", "missing", "rate", "what is done"], rows)
+    total = _num(unlabelled.get("total")) or 0
+    note = (
+        _note(f"{int(total)} row(s) have no label: not used for training or evaluation, still scored.") if total else ""
+    )
+    return table + note
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -949,6 +966,16 @@ def _eval_worst(worst: list[Any]) -> str:
     return data_table(["key", "label", "prediction", "confidence"], rows, numeric=[False, False, False, True])
 
 
+def _eval_baseline(baseline: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """The deep model and the gradient-boosting baseline side by side, with the verdict in a sentence."""
+    if baseline.get("skipped"):
+        return _note(f"No baseline: {baseline['skipped']}.")
+    theirs = _dict(baseline.get("metrics"))
+    rows = [[k, _fmt_metric(metrics.get(f"test_{k}")), _fmt_metric(v)] for k, v in sorted(theirs.items())]
+    summary = f"<p><b>{_e(baseline.get('summary', ''))}</b></p>"
+    return summary + data_table(["test metric", "deep model", str(baseline.get("model", "baseline"))], rows)
+
+
 def evaluation_html(report: Mapping[str, Any]) -> str:
     """The model evaluation report; every key of the report dict is optional."""
     r = _dict(report)
@@ -967,6 +994,9 @@ def evaluation_html(report: Mapping[str, Any]) -> str:
     metrics = _dict(r.get("metrics"))
     if metrics:
         sections.append(("Metrics", _eval_metrics(metrics)))
+    baseline = _dict(r.get("baseline"))
+    if baseline:
+        sections.append(("Baseline", _eval_baseline(baseline, metrics)))
     # Render what is present rather than trusting "task": a report may lack it or carry both kinds of data.
     sections.extend(_eval_classification(r))
     history = _list(r.get("history"))
