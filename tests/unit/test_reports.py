@@ -482,7 +482,7 @@ def test_missing_values_and_the_baseline_are_reported() -> None:
                 "model": "HistGradientBoostingClassifier",
                 "metrics": {"roc_auc": 0.89},
                 "summary": "The deep model wins <really>",
-            },  # fmt: skip
+            },
         }
     )
     assert "HistGradientBoostingClassifier" in html and "&lt;really&gt;" in html and "0.89" in html
