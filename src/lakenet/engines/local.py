@@ -4,6 +4,7 @@ several, and a process pool for scoring with torch threads × processes ≤ core
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import itertools
 import json
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from lakenet.data.sources import Fragment
 from lakenet.engines.base import Engine, ScoreJob
 from lakenet.errors import LakenetError, ScoringError, TrainingError
 from lakenet.training.callbacks import Callback
@@ -94,14 +96,17 @@ def _raise_worker_error(job: TrainJob, world: int) -> None:
 # ---- scoring pool -------------------------------------------------------------------------------------------
 _predictor: Any = None
 _init_error: LakenetError | None = None
+_job: ScoreJob | None = None
+_TASK_ROWS = 65_536  # rows per scoring task at most
 
 
 def _init_scorer(job: ScoreJob, threads: int) -> None:
-    global _predictor, _init_error
+    global _predictor, _init_error, _job
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
+    _job = job
     try:
         _predictor = job.scorer()
     except LakenetError as err:
@@ -110,22 +115,42 @@ def _init_scorer(job: ScoreJob, threads: int) -> None:
         _init_error = ScoringError(f"the scoring process could not load the model: {type(err).__name__}: {err}")
 
 
-def _score_fragment(args: tuple[ScoreJob, int]) -> bytes:
-    job, fi = args
+def _score_fragments(frags: tuple[Fragment, ...]) -> bytes:
     if _init_error is not None:
         raise _init_error
-    table = job.snapshot.read(job.snapshot.fragments[fi], list(job.columns))
+    assert _job is not None
     sink = pa.BufferOutputStream()
     out = None
-    for batch in table.to_batches(max_chunksize=job.batch_rows):
-        res = _predictor(batch)
-        if out is None:
-            out = pa.ipc.new_stream(sink, res.schema)
-        out.write_batch(res)
+    for frag in frags:
+        table = _job.snapshot.read(frag, list(_job.columns))
+        for batch in table.to_batches(max_chunksize=_job.batch_rows):
+            res = _predictor(batch)
+            if out is None:
+                out = pa.ipc.new_stream(sink, res.schema)
+            out.write_batch(res)
     if out is None:
         return b""
     out.close()
     return sink.getvalue().to_pybytes()
+
+
+def _score_tasks(frags: Sequence[Fragment], procs: int) -> list[tuple[Fragment, ...]]:
+    """Consecutive fragments grouped into tasks of similar rows: a table written in small row groups would
+    otherwise cost a round trip per group, while a few tasks per process still share the work out evenly."""
+    total = sum(f.num_rows for f in frags)
+    target = max(1, min(_TASK_ROWS, total // (4 * procs)))
+    tasks: list[tuple[Fragment, ...]] = []
+    group: list[Fragment] = []
+    rows = 0
+    for f in frags:
+        group.append(f)
+        rows += f.num_rows
+        if rows >= target:
+            tasks.append(tuple(group))
+            group, rows = [], 0
+    if group:
+        tasks.append(tuple(group))
+    return tasks
 
 
 def _pool_context() -> Any:
@@ -195,24 +220,29 @@ class LocalEngine(Engine):
         return job.output_schema()
 
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
-        frags = list(range(len(job.snapshot.fragments)))
+        frags = job.snapshot.fragments
         cores = cpu_count()
         procs = max(1, min(workers or cores, len(frags), cores))
         if procs == 1:
             pred = job.scorer()
-            for fi in frags:
-                table = job.snapshot.read(job.snapshot.fragments[fi], list(job.columns))
+            for frag in frags:
+                table = job.snapshot.read(frag, list(job.columns))
                 for batch in table.to_batches(max_chunksize=job.batch_rows):
                     yield pred(batch)
             return
         threads = max(1, cores // procs)
+        # Each worker gets the job once, without the fragment list (which a large table makes long); each task
+        # names its own fragments.
+        worker_job = dataclasses.replace(job, snapshot=dataclasses.replace(job.snapshot, fragments=()))
         # concurrent.futures, not multiprocessing.Pool: a worker killed by a signal or the OOM killer breaks the
         # pool and fails the job at once, where Pool would replace the worker and wait forever for its task.
-        pool = ProcessPoolExecutor(procs, mp_context=_pool_context(), initializer=_init_scorer, initargs=(job, threads))
+        pool = ProcessPoolExecutor(
+            procs, mp_context=_pool_context(), initializer=_init_scorer, initargs=(worker_job, threads)
+        )
         try:
-            todo = iter(frags)
+            todo = iter(_score_tasks(frags, procs))
             window: deque[Future[bytes]] = deque(
-                pool.submit(_score_fragment, (job, fi)) for fi in itertools.islice(todo, 2 * procs)
+                pool.submit(_score_fragments, task) for task in itertools.islice(todo, 2 * procs)
             )
             while window:
                 try:
@@ -225,7 +255,7 @@ class LocalEngine(Engine):
                     ) from None
                 nxt = next(todo, None)
                 if nxt is not None:
-                    window.append(pool.submit(_score_fragment, (job, nxt)))
+                    window.append(pool.submit(_score_fragments, nxt))
                 if blob:
                     yield from pa.ipc.open_stream(blob)
         finally:
