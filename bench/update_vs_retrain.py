@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import importlib
+import json
 import os
 import shutil
 import statistics
@@ -115,7 +117,8 @@ class Meter:
 
 class Phases:
     """Seconds spent in each phase of `lakenet.update`, by wrapping lakenet's own functions (looked up at call
-    time by run_update) with a timer. Functions a refactor renamed are skipped (their time lands in `other`)."""
+    time by run_update) with a timer; a phase's own time excludes the timed phases nested in it (the HTML report
+    inside registration). Functions a refactor renamed are skipped (their time lands in `other`)."""
 
     TARGETS = (
         ("lakenet.tracking.store", "resolve_model", "resolve_champion"),
@@ -134,7 +137,8 @@ class Phases:
 
     def __init__(self) -> None:
         self.current: dict[str, float] | None = None
-        self.depth = 0
+        self.training: list[dict[str, Any]] = []  # what each timed `_train` call returned: epochs, rows, seconds
+        self.stack: list[list[float]] = []  # per open phase: [start, seconds spent in phases nested in it]
         self.wrapped: list[str] = []
         for module_name, attr, phase in self.TARGETS:
             module = importlib.import_module(module_name)
@@ -146,15 +150,22 @@ class Phases:
 
     def _timed(self, fn: Callable[..., Any], phase: str) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if self.current is None or self.depth:  # outside a measured call, or nested in a timed phase
+            if self.current is None:  # outside a measured call
                 return fn(*args, **kwargs)
-            self.depth += 1
-            t0 = time.perf_counter()
+            frame = [time.perf_counter(), 0.0]
+            self.stack.append(frame)
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                if phase == "train":
+                    self.training.append(_training_summary(result))
+                return result
             finally:
-                self.depth -= 1
-                self.current[phase] = self.current.get(phase, 0.0) + time.perf_counter() - t0
+                self.stack.pop()
+                spent = time.perf_counter() - frame[0]
+                if self.stack:
+                    self.stack[-1][1] += spent
+                if self.current is not None:  # a phase's own time: minus the phases nested in it
+                    self.current[phase] = self.current.get(phase, 0.0) + spent - frame[1]
 
         timed.__wrapped__ = fn  # type: ignore[attr-defined]
         return timed
@@ -162,10 +173,31 @@ class Phases:
     @contextlib.contextmanager
     def record(self) -> Iterator[dict[str, float]]:
         self.current = {}
+        self.training.clear()
         try:
             yield self.current
         finally:
             self.current = None
+
+
+def _training_summary(result: Any) -> dict[str, Any]:
+    """Epochs, rows and loop seconds of a training run, from `_train`'s (weights, outcome)."""
+    try:
+        outcome = result[1]
+        history = outcome.get("history", [])
+        rows = int(outcome.get("rows_seen", 0))
+        seconds = float(outcome.get("train_seconds", float("nan")))
+        return {
+            "epochs": len(history),
+            "best_epoch": outcome.get("best_epoch"),
+            "stopped_early": outcome.get("stopped_early"),
+            "rows_seen": rows,
+            "loop_s": seconds,
+            "loop_us_per_row": seconds / rows * 1e6 if rows else None,
+            "rows_per_epoch": rows / len(history) if history else None,
+        }
+    except (TypeError, IndexError, AttributeError, KeyError, ValueError):
+        return {}
 
 
 # ---- the tables and models -----------------------------------------------------------------------------------------
@@ -183,11 +215,17 @@ def bench_config(table: Path, name: str, epochs: int, update: dict[str, Any]) ->
 
 
 def make_template(root: Path, seed: int, rows: int, epochs: int, update: dict[str, Any]) -> dict[str, Any]:
-    """Day 1 ingested, the champion trained on it, day 2 (drifted, a quarter of day 1) appended."""
+    """Day 1 ingested, the champion trained on it, day 2 (drifted, a quarter of day 1) appended. With
+    --template-cache, `root` is the cache and a template built before (same seed, rows, epochs, config, lakenet
+    version) is reused."""
     import lakenet
     from lakenet.examples import transactions_frame
 
     wd = root / f"seed{seed}" / "template"
+    ready = wd.parent / "READY.json"
+    if ready.is_file():
+        return {**json.loads(ready.read_text()), "wd": wd, "reused": True}
+    shutil.rmtree(wd.parent, ignore_errors=True)
     wd.mkdir(parents=True)
     table = wd / "data" / "fraud"
     day1, day2 = wd / "day1.csv", wd / "day2.csv"
@@ -200,9 +238,8 @@ def make_template(root: Path, seed: int, rows: int, epochs: int, update: dict[st
     new_rows = rows // 4
     transactions_frame(new_rows, seed=seed + 100, start_id=START_ID, drift=True).to_csv(day2, index=False)
     lakenet.ingest(day2, table)
-    return {
+    record = {
         "seed": seed,
-        "wd": wd,
         "name": name,
         "rows_day1": rows,
         "rows_day2": new_rows,
@@ -210,15 +247,50 @@ def make_template(root: Path, seed: int, rows: int, epochs: int, update: dict[st
         "champion_epochs": len(fit.history),
         "champion_fit_s": m.wall,
         "champion_fit_cpu_s": m.cpu,
+        "champion_fit_foreign_cores": m.foreign_cores,
         "champion_test_metric_day1": fit.metrics.get("test_roc_auc"),
+        "built_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    ready.write_text(json.dumps(record))
+    return {**record, "wd": wd, "reused": False}
+
+
+def template_key(rows: int, epochs: int) -> str:
+    import lakenet
+
+    doc = json.dumps({"rows": rows, "epochs": epochs, "config": CONFIG, "lakenet": lakenet.__version__}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:12]
 
 
 def copy_template(template: dict[str, Any], label: str) -> Path:
-    """A fresh copy of the seed's working directory (MLflow store, artifacts, .lakenet, the table)."""
-    dst = template["wd"].parent / f"{label}-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(template["wd"], dst, symlinks=True)
+    """A fresh copy of the seed's working directory (MLflow store, artifacts, .lakenet, the table), its MLflow
+    store pointed at the copy's own artifacts (MLflow keeps absolute artifact locations), so that the update writes
+    nothing into the template."""
+    src: Path = template["wd"]
+    dst = src.parent / f"{label}-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(src, dst, symlinks=True)
+    relocate_store(dst / "mlflow.db", str(src), str(dst))
     return dst
+
+
+def relocate_store(db: Path, old: str, new: str) -> int:
+    """Replace the path prefix `old` by `new` in every text cell of an MLflow sqlite store (experiments' artifact
+    locations, runs' artifact URIs, model versions' storage locations, logged params); the cells changed."""
+    import sqlite3
+
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" not in col[2].upper() and "TEXT" not in col[2].upper():
+                    continue
+                cur = con.execute(
+                    f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE instr("{col[1]}", ?) > 0',
+                    (old, new, old),
+                )
+                changed += cur.rowcount
+    return changed
 
 
 def run_update(
@@ -230,6 +302,9 @@ def run_update(
     wd = copy_template(template, strategy)
     copy_s = time.perf_counter() - t0
     cfg = bench_config(wd / "data" / "fraud", template["name"], epochs, update)
+    # The drift check appends to <the champion's training table>_monitoring by default, i.e. into the template:
+    # each copy gets its own, so that every update writes its checks (none finds them committed by another).
+    cfg["monitor"] = {"table": str(wd / "data" / "fraud_monitoring")}
     with phases.record() as spent, Meter() as m:
         res = lakenet.update(cfg, strategy=strategy, progress=False, workdir=wd)
     shutil.rmtree(wd, ignore_errors=True)
@@ -249,6 +324,7 @@ def run_update(
         "drift": res.drift,
         "table_versions": list(res.table_versions),
         "phases_s": dict(spent),
+        "training": phases.training[0] if phases.training else {},
     }
     out["phases_s"]["other"] = m.wall - sum(spent.values())
     log(f"    seed {template['seed']} {strategy}: {m.wall:.1f} s (train {train_s:.1f} s), challenger "
@@ -272,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay-fraction", type=float, default=None, help="update.replay_fraction (default: lakenet's)")
     p.add_argument(
         "--shrink-perturb", default=None, help="update.shrink_perturb as SHRINK,PERTURB, or 'none' (default: lakenet's)"
+    )
+    p.add_argument(
+        "--template-cache",
+        action="store_true",
+        help="keep the seeds' templates (champion fits) in the cache dir and reuse them in later runs with the same "
+        "seed, rows, epochs and config (to compare update settings without refitting the champions)",
     )
     args = p.parse_args(argv)
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # every working directory keeps its own store
@@ -301,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(seeds_n))
     root = cache_root(args.cache_dir) / NAME / uuid.uuid4().hex[:8]
     root.mkdir(parents=True)
+    template_root = cache_root(args.cache_dir) / NAME / f"templates-{template_key(rows, epochs)}"
     phases = Phases()
     started = time.perf_counter()
     log(f"{NAME}: {seeds_n} seed(s) × {per_seed} pair(s), {rows:,} + {rows // 4:,} rows, {epochs} epochs, "
@@ -308,10 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         templates = []
         for s in seeds:
-            templates.append(make_template(root, s, rows, epochs, update))
+            templates.append(make_template(template_root if args.template_cache else root, s, rows, epochs, update))
             t = templates[-1]
+            auc = t["champion_test_metric_day1"]
             log(f"seed {s}: champion v{t['champion_version']} fit {t['champion_fit_s']:.1f} s "
-                f"({t['champion_epochs']} epochs), day-1 test ROC-AUC {t['champion_test_metric_day1']:.4f}")  # fmt: skip
+                f"({t['champion_epochs']} epochs), day-1 test ROC-AUC {auc:.4f}")  # fmt: skip
         warmup_s = None
         if not quick:  # the first update in a process pays imports and first uses (matplotlib, jinja2, drift)
             w0 = time.perf_counter()
@@ -362,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         figures[f"{side_name}_cpu_s"] = summary([q[key]["cpu_s"] for q in pairs])
         for part in ("current", "new", "old"):
             figures[f"{side_name}_{part}_{metric}"] = summary([q[key]["challenger"][part] for q in pairs])
+        for k in ("epochs", "rows_seen", "loop_us_per_row"):
+            vals = [q[key]["training"].get(k) for q in pairs]
+            if all(v is not None for v in vals):
+                figures[f"{side_name}_{k}"] = summary(vals)
     for part in ("current", "new", "old"):
         figures[f"champion_{part}_{metric}"] = summary([q["warm_start"]["champion"][part] for q in pairs])
     phase_names = sorted({ph for q in pairs for s in ("warm_start", "retrain") for ph in q[s]["phases_s"]})
@@ -391,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
             ["B wall s", fmt_range(figures["retrain_wall_s"], 1), ""],
             ["A train s", fmt_range(figures["warm_train_s"], 1), ""],
             ["B train s", fmt_range(figures["retrain_train_s"], 1), ""],
+            *[[f"{label} {what}", fmt_range(figures[f"{side}_{k}"], d), ""]
+              for k, what, d in (("epochs", "epochs run", 0), ("rows_seen", "training rows seen (all epochs)", 0),
+                                 ("loop_us_per_row", "training loop µs per row", 1))
+              for label, side in (("A", "warm"), ("B", "retrain")) if f"{side}_{k}" in figures],
             ["cores used by other processes (per pair, max of A and B)", fmt_range(figures["foreign_cores"], 2), ""],
         ],
     )  # fmt: skip
@@ -411,11 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     print_table(
         "per pair",
-        ["pair", "seed", "order", "A wall", "B wall", "time ratio", "A metric", "B metric", "champion", "A promoted",
-         "foreign cores"],
+        ["pair", "seed", "order", "A wall", "B wall", "time ratio", "A/B epochs", "A metric", "B metric", "champion",
+         "A promoted", "foreign cores"],
         [
             [q["pair"], q["seed"], q["order"], f"{q['warm_start']['wall_s']:.1f}", f"{q['retrain']['wall_s']:.1f}",
-             f"{q['time_ratio']:.3f}", f"{q['warm_start']['challenger']['current']:.4f}",
+             f"{q['time_ratio']:.3f}",
+             f"{q['warm_start']['training'].get('epochs', '?')}/{q['retrain']['training'].get('epochs', '?')}",
+             f"{q['warm_start']['challenger']['current']:.4f}",
              f"{q['retrain']['challenger']['current']:.4f}", f"{q['warm_start']['champion']['current']:.4f}",
              q["warm_start"]["promoted"], f"{q['foreign_cores']:.2f}"]
             for q in pairs
@@ -430,17 +524,24 @@ def main(argv: list[str] | None = None) -> int:
         "pairs_per_seed": per_seed,
         "day1": "transactions_frame(rows, seed=s)",
         "day2": f"transactions_frame(rows // 4, seed=s + 100, start_id={START_ID}, drift=True)",
-        "config": bench_config(Path("<copy>/data/fraud"), "fraud_s<seed>", epochs, update),
+        "config": {
+            **bench_config(Path("<copy>/data/fraud"), "fraud_s<seed>", epochs, update),
+            "monitor": {"table": "<copy>/data/fraud_monitoring"},
+        },
         "update_resolved": resolved_update,
         "update_overrides": update,
         "warm_start_epochs": resolved_update["epochs"] or max(1, epochs // 2),
         "phases_wrapped": phases.wrapped,
+        "templates": "reused from an earlier run (--template-cache)"
+        if all(t["reused"] for t in templates)
+        else "built in this run",
         "torch_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "points": "metric × 100 (ROC-AUC 0.912 = 91.2 points)",
         "copies": "each update runs in its own copy of the seed's working directory (copied before the call, "
-        "not timed); MLflow's artifact location of the copied experiment still points at the template's "
-        "mlartifacts, so the copies' new runs write their artifacts there (under their own run ids)",
+        "not timed), the copy's MLflow store rewritten to point at the copy's own artifacts and its drift checks "
+        "written to the copy's own monitoring table; the drift check still reads the champion's training table in "
+        "the template (the lineage's table), read-only",
     }
     path = write_result(
         NAME,
@@ -472,9 +573,10 @@ def main(argv: list[str] | None = None) -> int:
             "pairs": pairs,
         },
     )
+    a_wall = statistics.median(q["warm_start"]["wall_s"] for q in pairs)
     print(
         f"\ntime ratio {time_med:.3f} (target ≤ {TIME_TARGET}), metric gap {gap_med:.2f} points (target ≤ "
-        f"{GAP_TARGET}), warm − champion {wvc_med:+.2f} points, A {statistics.median(q['warm_start']['wall_s'] for q in pairs):.1f} s; "
+        f"{GAP_TARGET}), warm − champion {wvc_med:+.2f} points, A {a_wall:.1f} s; "
         f"whole run {elapsed:.0f} s; result: {path}"
     )
     return 0

@@ -20,6 +20,9 @@ FIGURES = {
     "ddp_local": {"ratio_loop_only", "ratio_epoch_clock", "ddp_cpu_s_per_sample", "single_cpu_s_per_sample"},
     "tune_asha": {"ratio", "ratio_total_epochs", "ratio_wall", "ratio_cpu"},
     "real_tables": {"transactions_deep", "transactions_baseline", "digits_time_ratio", "breast_cancer_config_lines"},
+    "update_vs_retrain": {"time_ratio", "train_time_ratio", "cpu_ratio", "metric_gap", "warm_vs_champion",
+                          "champion_current_roc_auc", "warm_current_roc_auc", "retrain_current_roc_auc"},
+    "incremental_score": {"local_ratio", "local_cpu_ratio", "local_incremental_rows_per_s", "local_full_rows_per_s"},
 }  # fmt: skip
 
 

@@ -38,3 +38,16 @@ def test_quick_run_writes_result(name: str, figures: set[str], cache_dir: Path, 
         assert {"median", "min", "max"} <= doc["figures"][key].keys(), key
     assert len(doc["pairs"]) == 3 and "met" in doc["target"]
     assert "ratio" in stdout
+
+
+def test_incremental_score_quick_with_spark(cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAKENET_BENCH_SPARK", "1")  # --quick leaves the Spark part out unless asked for
+    out = tmp_path / "incremental_score.json"
+    doc, stdout = run_quick_bench("incremental_score", out, cache_dir=cache_dir, cwd=tmp_path, timeout=300)
+    assert doc["benchmark"] == "incremental_score" and doc["quick"] is True
+    assert doc["settings"]["engines"] == ["local", "spark"]
+    for key in ("local_ratio", "spark_ratio", "spark_cpu_ratio", "spark_full_rows_per_s"):
+        assert {"median", "min", "max"} <= doc["figures"][key].keys(), key
+    assert len([q for q in doc["pairs"] if q["engine"] == "spark"]) == 3 and "spark_met" in doc["target"]
+    assert "spark_session_start_s" in doc["fixed_costs"]
+    assert "ratio" in stdout
