@@ -129,6 +129,7 @@ class Phases:
         ("lakenet.training.warm_start", "grow_preprocessor", "grow_preprocessor"),
         ("lakenet.workflows.update", "_train", "train"),
         ("lakenet.api", "_choose_threshold", "threshold"),
+        ("lakenet.workflows.update", "_evaluate_slices", "evaluate_slices"),
         ("lakenet.workflows.update", "_evaluate", "evaluate_slices"),
         ("lakenet.workflows.update", "_score", "evaluate_slices"),
         ("lakenet.workflows.update", "_write_report", "html_report"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import heapq
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from lakenet.config.schema import SplitConfig
-from lakenet.data.sources import Snapshot
+from lakenet.data.sources import Fragment, Snapshot
 from lakenet.data.split import TEST, assign_splits
 from lakenet.evaluation.metrics import (
     average_precision,
@@ -55,22 +56,15 @@ def evaluate_split(
     split: int = TEST,
     prefix: str = "test",
     scores: bool = False,
+    parts: Callable[[Fragment], str] | None = None,
 ) -> dict[str, Any]:
     """Metrics named `<prefix>_<metric>` plus the material for the HTML report. `scores`: also return, for two
-    classes, the truth and the rarer class's probability per row (`report["scores"]`: for the threshold)."""
+    classes, the truth and the rarer class's probability per row (`report["scores"]`: for the threshold).
+    `parts`: also report each part of the table (named per fragment) in `report["parts"]`, from the same pass."""
     pre = predictor.pre
-    label_col = pre.label.column
     cols = list(dict.fromkeys([*pre.columns(with_label=True)]))
-    image_col = pre.image.column if pre.image else None
-    classification = predictor.classification
-    classes = predictor.classes
-    index = {c: i for i, c in enumerate(classes)}
-    y_true: list[Any] = []
-    y_pred: list[Any] = []
-    probs: list[np.ndarray] = []
-    worst: list[tuple[float, int, dict[str, Any]]] = []
-    skipped = 0
-    counter = 0
+    whole = _Tally(predictor, prefix)
+    by_part: dict[str, _Tally] = {}
     for frag in snap.fragments:
         table = snap.read(frag, cols)
         mask = assign_splits(table.column(pre.key), split_cfg) == split
@@ -78,59 +72,102 @@ def evaluate_split(
             continue
         table = table.filter(pa.array(mask))
         out = predictor(table)
+        whole.add(table, out)
+        if parts is not None:
+            by_part.setdefault(parts(frag), _Tally(predictor, prefix)).add(table, out)
+    report = whole.report(scores=scores)
+    if parts is not None:
+        report["parts"] = {name: t.report(scores=False) for name, t in by_part.items()}
+    return report
+
+
+class _Tally:
+    """The scored test rows of one evaluation: truth, predictions, and the most confident mistakes."""
+
+    def __init__(self, predictor: Predictor, prefix: str) -> None:
+        self.predictor = predictor
+        self.prefix = prefix
+        self.pre = predictor.pre
+        self.classes = predictor.classes
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.y_true: list[Any] = []
+        self.y_pred: list[Any] = []
+        self.probs: list[np.ndarray] = []
+        self.worst: list[tuple[float, int, dict[str, Any]]] = []
+        self.skipped = 0
+        self.counter = 0
+
+    def add(self, table: pa.Table, out: pa.Table) -> None:
         ok = np.asarray(pa.compute.is_null(out.column("error")).to_numpy(zero_copy_only=False), dtype=bool)
-        labels = table.column(label_col)
-        if classification:
-            truth = [index.get(v, -1) if v is not None else -1 for v in labels.cast(pa.string()).to_pylist()]
-            ok &= np.asarray(truth) >= 0
-            k = len(classes)
-            p = np.asarray(out.column("probabilities").items.to_numpy(zero_copy_only=False)).reshape(-1, k)
-            pred = predictor.decide(p)
-            keys = table.column(pre.key).cast(pa.string()).to_pylist()
-            blobs = table.column(image_col).to_pylist() if image_col else None
-            for i in np.flatnonzero(ok):
-                y_true.append(truth[i])
-                y_pred.append(int(pred[i]))
-                probs.append(p[i])
-                if pred[i] != truth[i]:
-                    counter += 1
-                    item = {
-                        "key": keys[i],
-                        "label": classes[truth[i]],
-                        "prediction": classes[pred[i]],
-                        "confidence": float(p[i, pred[i]]),
-                        "_blob": blobs[i] if blobs else None,
-                    }
-                    entry = (item["confidence"], counter, item)
-                    if len(worst) < _WORST:
-                        heapq.heappush(worst, entry)
-                    else:
-                        heapq.heappushpop(worst, entry)
+        labels = table.column(self.pre.label.column)
+        if self.predictor.classification:
+            ok &= self._add_classes(table, out, labels, ok)
         else:
             truth_v = labels.cast(pa.float64()).to_numpy(zero_copy_only=False)
             pred_v = out.column("prediction").to_numpy(zero_copy_only=False).astype(np.float64)
             ok &= np.isfinite(truth_v)
-            y_true.extend(truth_v[ok].tolist())
-            y_pred.extend(pred_v[ok].tolist())
-        skipped += int((~ok).sum())
+            self.y_true.extend(truth_v[ok].tolist())
+            self.y_pred.extend(pred_v[ok].tolist())
+        self.skipped += int((~ok).sum())
 
-    report: dict[str, Any] = {
-        "task": pre.label.task,
-        "split": prefix,
-        "rows": len(y_true),
-        "skipped_rows": skipped,
-    }
-    if not y_true:
-        report["metrics"] = {}
+    def _add_classes(self, table: pa.Table, out: pa.Table, labels: pa.ChunkedArray, ok: np.ndarray) -> np.ndarray:
+        truth = [self.index.get(v, -1) if v is not None else -1 for v in labels.cast(pa.string()).to_pylist()]
+        known = np.asarray(truth) >= 0
+        k = len(self.classes)
+        p = np.asarray(out.column("probabilities").items.to_numpy(zero_copy_only=False)).reshape(-1, k)
+        pred = self.predictor.decide(p)
+        keys = table.column(self.pre.key).cast(pa.string()).to_pylist()
+        image_col = self.pre.image.column if self.pre.image else None
+        blobs = table.column(image_col).to_pylist() if image_col else None
+        for i in np.flatnonzero(ok & known):
+            self.y_true.append(truth[i])
+            self.y_pred.append(int(pred[i]))
+            self.probs.append(p[i])
+            if pred[i] != truth[i]:
+                self.counter += 1
+                item = {
+                    "key": keys[i],
+                    "label": self.classes[truth[i]],
+                    "prediction": self.classes[pred[i]],
+                    "confidence": float(p[i, pred[i]]),
+                    "_blob": blobs[i] if blobs else None,
+                }
+                entry = (item["confidence"], self.counter, item)
+                if len(self.worst) < _WORST:
+                    heapq.heappush(self.worst, entry)
+                else:
+                    heapq.heappushpop(self.worst, entry)
+        return known
+
+    def report(self, *, scores: bool) -> dict[str, Any]:
+        pre, prefix = self.pre, self.prefix
+        report: dict[str, Any] = {
+            "task": pre.label.task,
+            "split": prefix,
+            "rows": len(self.y_true),
+            "skipped_rows": self.skipped,
+        }
+        if not self.y_true:
+            report["metrics"] = {}
+            return report
+        if self.predictor.classification:
+            report["metrics"] = self._classification(report, scores=scores)
+        else:
+            yt, yp = np.asarray(self.y_true), np.asarray(self.y_pred)
+            take = np.linspace(0, len(yt) - 1, min(len(yt), _SCATTER)).astype(int)
+            report["scatter"] = [[float(yt[i]), float(yp[i])] for i in take]
+            report["metrics"] = regression_metrics(yt, yp, prefix=prefix)
         return report
-    if classification:
-        cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), len(classes))
+
+    def _classification(self, report: dict[str, Any], *, scores: bool) -> dict[str, float]:
+        pre, prefix, classes = self.pre, self.prefix, self.classes
+        cm = confusion_matrix(np.asarray(self.y_true), np.asarray(self.y_pred), len(classes))
         metrics = classification_metrics(cm, classes, prefix=prefix)
         if len(classes) == 2:
             positive = pre.label.positive if pre.label.positive in classes else classes[1]
             pos = classes.index(positive)
-            truth_pos = (np.asarray(y_true) == pos).astype(np.int64)
-            p_pos = np.asarray(probs)[:, pos]
+            truth_pos = (np.asarray(self.y_true) == pos).astype(np.int64)
+            p_pos = np.asarray(self.probs)[:, pos]
             auc = roc_auc_binary(truth_pos, p_pos)
             if auc is not None:
                 metrics[f"{prefix}_roc_auc"] = auc
@@ -147,13 +184,7 @@ def evaluate_split(
             per_class=per_class_metrics(cm, classes),
             worst=[
                 {**{k: v for k, v in item.items() if k != "_blob"}, "thumbnail": _thumb(item["_blob"])}
-                for _, _, item in sorted(worst, key=lambda e: -e[0])
+                for _, _, item in sorted(self.worst, key=lambda e: -e[0])
             ],
         )
-    else:
-        yt, yp = np.asarray(y_true), np.asarray(y_pred)
-        metrics = regression_metrics(yt, yp, prefix=prefix)
-        take = np.linspace(0, len(yt) - 1, min(len(yt), _SCATTER)).astype(int)
-        report["scatter"] = [[float(yt[i]), float(yp[i])] for i in take]
-    report["metrics"] = metrics
-    return report
+        return metrics

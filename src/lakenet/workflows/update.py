@@ -49,10 +49,6 @@ class UpdateResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _sub(snap: Snapshot, paths: set[str], keep: bool) -> Snapshot:
-    return dataclasses.replace(snap, fragments=tuple(f for f in snap.fragments if (f.path in paths) == keep))
-
-
 def _update_table(cfg: Config, snap: Snapshot, changes: Changes, wd: Path, name: str) -> str:
     """The warm start's rows, as a small Delta table: every added row (all splits), and the older rows whose key
     hash falls under update.replay_fraction. Rows keep their keys, so they keep their splits."""
@@ -196,6 +192,25 @@ def _evaluate(bundle: Any, snap: Snapshot, cfg: Config, split: int, trust: tuple
     return evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split, split=split, prefix=prefix)
 
 
+def _evaluate_slices(
+    bundle: Any, snap: Snapshot, added: set[str], cfg: Config, trust: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """The test split as a whole (current), its appended rows (new) and the rest (old): one scoring pass."""
+    from lakenet.evaluation.evaluate import evaluate_split
+    from lakenet.inference.predictor import Predictor
+
+    report = evaluate_split(
+        snap,
+        Predictor(bundle, trust_modules=trust),
+        cfg.data.split,
+        split=TEST,
+        prefix="test",
+        parts=lambda f: "new" if f.path in added else "old",
+    )
+    parts = report.pop("parts", {})
+    return {"current": report, "new": parts.get("new", {}), "old": parts.get("old", {})}
+
+
 def _score(bundle: Any, snap: Snapshot, cfg: Config, metric: str, split: int, trust: tuple[str, ...]) -> float | None:
     prefix = "val" if split == VAL else "test"
     value = _evaluate(bundle, snap, cfg, split, trust).get("metrics", {}).get(f"{prefix}_{metric}")
@@ -267,9 +282,8 @@ def run_update(
 
     threshold = _choose_threshold(resolved_cfg, snap, bundle, trust)
     added = {f.path for f in changes.added.fragments}
-    slices = {"current": snap, "new": _sub(snap, added, True), "old": _sub(snap, added, False)}
     evaluations = {
-        name: {k: _evaluate(b, s, resolved_cfg, TEST, trust) for k, s in slices.items()}
+        name: _evaluate_slices(b, snap, added, resolved_cfg, trust)
         for name, b in (("champion", champion), ("challenger", bundle))
     }
     scores: dict[str, dict[str, float | None]] = {
