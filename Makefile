@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned to the local CPU wheel; then the package, constrained to that torch.
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,spark,serve,tune,onnx,transfer]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,spark,serve,tune,jobs,onnx,transfer]"
 	@# Spark needs a JRE: install a headless one when we can, else say what is missing (spark tests skip).
 	@command -v java >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
 		&& (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null); } \

@@ -383,10 +383,10 @@ def prepare(raw: dict[str, Any], *, min_fragments: int) -> Prepared:
     t2 = time.perf_counter()
     spec = model_spec(cfg, res.preprocessor)
     job = TrainJob(
-        config=cfg.to_yaml_dict(),
+        config=cfg,
         snapshot=snap,
-        preprocessor=res.preprocessor.to_dict(),
-        spec=spec.to_dict(),
+        preprocessor=res.preprocessor,
+        spec=spec,
         fragment_counts=res.fragment_counts,
         output_dir="",
         checkpoint_dir="",

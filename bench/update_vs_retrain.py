@@ -128,7 +128,7 @@ class Phases:
         ("lakenet.training.plan", "plan_training", "scan_and_plan"),
         ("lakenet.training.warm_start", "grow_preprocessor", "grow_preprocessor"),
         ("lakenet.workflows.update", "_train", "train"),
-        ("lakenet.api", "_choose_threshold", "threshold"),
+        ("lakenet.workflows.train", "choose_threshold", "threshold"),
         ("lakenet.workflows.update", "_evaluate_slices", "evaluate_slices"),
         ("lakenet.workflows.update", "_evaluate", "evaluate_slices"),
         ("lakenet.workflows.update", "_score", "evaluate_slices"),
@@ -185,13 +185,13 @@ def _training_summary(result: Any) -> dict[str, Any]:
     """Epochs, rows and loop seconds of a training run, from `_train`'s (weights, outcome)."""
     try:
         outcome = result[1]
-        history = outcome.get("history", [])
-        rows = int(outcome.get("rows_seen", 0))
-        seconds = float(outcome.get("train_seconds", float("nan")))
+        history = outcome.history
+        rows = int(outcome.rows_seen)
+        seconds = float(outcome.train_seconds)
         return {
             "epochs": len(history),
-            "best_epoch": outcome.get("best_epoch"),
-            "stopped_early": outcome.get("stopped_early"),
+            "best_epoch": outcome.best_epoch,
+            "stopped_early": outcome.stopped_early,
             "rows_seen": rows,
             "loop_s": seconds,
             "loop_us_per_row": seconds / rows * 1e6 if rows else None,

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from lakenet.errors import LakenetError
 
+
+class _Commands(TyperGroup):
+    """The top-level commands, `serve` built only when it is the one run (see serve_command)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return (name, serve_command(), rest) if name == "serve" else (name, cmd, rest)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="lakenet",
     help="Deep learning on the tables you already have: ingest → profile → train → evaluate → register → predict.",
     no_args_is_help=True,
@@ -39,6 +54,7 @@ TrustOpt = Annotated[
         "architectures need none. Also LAKENET_TRUSTED_MODULES=a.b:C,d.e:F.",
     ),
 ]
+MODEL_HELP = "models:/name@alias, models:/name/N or a bundle dir."
 WorkdirOpt = Annotated[
     Path | None,
     typer.Option("--workdir", help="Where mlflow.db, reports/ and .lakenet/ live (default: cwd)."),
@@ -252,6 +268,8 @@ def update(
     colour = "green" if res.promoted else "yellow"
     out.print(f"[{colour}]{res.verdict}[/]; {res.strategy} challenger registered as {res.name} version "
               f"{res.version} (@{res.alias}); drift on the new rows: {res.drift}; report {res.report}")  # fmt: skip
+    if not res.promoted:
+        raise SystemExit(4)  # the gate refused: a scheduler can act on it
 
 
 @app.command()
@@ -401,66 +419,85 @@ def models_promote(
     out.print(f"[green]promoted[/] models:/{name}@{alias} → version {version}{was}")
 
 
-@app.command()
-def serve(
-    model: Annotated[str, typer.Argument(help="models:/name@alias, models:/name/N or a bundle dir.")],
-    host: Annotated[str, typer.Option(help="Interface to bind; anything but loopback needs --token-file.")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
-    token_file: Annotated[
-        Path | None, typer.Option("--token-file", help="File holding the bearer token clients must send.")
-    ] = None,
-    max_batch_size: Annotated[int, typer.Option(help="Most rows per micro-batch.")] = 32,
-    max_batch_delay_ms: Annotated[
-        float, typer.Option(help="How long a batch may wait for more rows (0: never; batches still form under load).")
-    ] = 0.0,
-    max_queue_rows: Annotated[int, typer.Option(help="Rows that may wait; beyond that: 503 + Retry-After.")] = 256,
-    max_inflight: Annotated[
-        int, typer.Option(help="Concurrent /v1/predict requests; more: 503 + Retry-After before reading them.")
-    ] = 64,
-    max_request_rows: Annotated[int, typer.Option(help="Most rows in one request.")] = 256,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (larger: 413).")] = 16.0,
-    timeout: Annotated[float, typer.Option(help="Seconds a request may take before it gets 504.")] = 10.0,
-    drain_timeout: Annotated[float, typer.Option(help="Seconds to finish in-flight requests on shutdown.")] = 30.0,
-    body_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds a client may take to send a request's head, then its body (slower: 408, closed)."),
-    ] = 5.0,
-    max_connections: Annotated[int, typer.Option(help="Open connections; one beyond them gets 503 and is closed.")] = (
-        1000
-    ),
-    max_image_mpx: Annotated[
-        float, typer.Option(help="Most pixels per image, in units of 2**20 (more: 422, read from the header).")
-    ] = 16.0,
-    max_request_mpx: Annotated[
-        float, typer.Option(help="Most pixels of all images in one request, in units of 2**20 (more: 413).")
-    ] = 64.0,
-    follow_alias: Annotated[
-        bool, typer.Option("--follow-alias", help="Switch to the version the alias points to when it moves.")
-    ] = False,
-    poll_interval: Annotated[float, typer.Option(help="Seconds between registry polls (--follow-alias).")] = 5.0,
-    device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Torch threads for the model (default: from the cores).")] = None,
-    runtime: RuntimeOpt = "torch",
-    trust_module: TrustOpt = None,
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
-    workdir: WorkdirOpt = None,
-) -> None:
+# ---- serve: its options are the fields of ServeSettings ---------------------------------------------------------
+# `--max-batch-size` is ServeSettings.max_batch_size, with the field's default and description: the settings are
+# declared once. Older spellings keep working, hidden from the help: old option -> (setting, setting per unit).
+SERVE_OLD_OPTIONS: dict[str, tuple[str, int]] = {
+    "max_inflight": ("max_inflight_requests", 1),
+    "timeout": ("request_timeout_s", 1),
+    "drain_timeout": ("drain_timeout_s", 1),
+    "body_timeout": ("body_timeout_s", 1),
+    "poll_interval": ("poll_interval_s", 1),
+    "threads": ("torch_threads", 1),
+    "max_body_mb": ("max_body_bytes", 2**20),  # MiB
+    "max_image_mpx": ("max_image_pixels", 2**20),  # 2**20 pixels
+    "max_request_mpx": ("max_request_pixels", 2**20),
+}
+# Not an option: a token on the command line shows in `ps` and in the shell's history; --token-file reads one.
+SERVE_NOT_OPTIONS = frozenset({"token"})
+
+
+def _serve_parameters() -> list[inspect.Parameter]:
+    """The serve command's parameters: the model and how to load it, then one option per ServeSettings field."""
+    from lakenet.serving.settings import ServeSettings
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("model", kw, annotation=Annotated[str, typer.Argument(help=MODEL_HELP)]),
+        inspect.Parameter("token_file", kw, default=None, annotation=Annotated[Path | None, typer.Option(
+            "--token-file", help="File holding the bearer token clients must send (needed beyond loopback).")]),
+        inspect.Parameter("runtime", kw, default="torch", annotation=RuntimeOpt),
+        inspect.Parameter("trust_module", kw, default=None, annotation=TrustOpt),
+        inspect.Parameter("workdir", kw, default=None, annotation=WorkdirOpt),
+    ]  # fmt: skip
+    for name, field in ServeSettings.model_fields.items():
+        if name in SERVE_NOT_OPTIONS:
+            continue
+        kind = field.annotation
+        help_ = field.description or ""
+        if typing.get_origin(kind) is typing.Literal:  # e.g. log_level: the settings validate the choice
+            help_ += " One of: " + ", ".join(map(str, typing.get_args(kind))) + "."
+            kind = str
+        option = typer.Option(f"--{name.replace('_', '-')}", help=help_, rich_help_panel="Settings")
+        params.append(inspect.Parameter(name, kw, default=field.default, annotation=Annotated[kind, option]))
+    for old, (setting, unit) in SERVE_OLD_OPTIONS.items():
+        value: Any = float if unit != 1 else ServeSettings.model_fields[setting].annotation
+        value = value if type(None) in typing.get_args(value) else value | None  # None: not given
+        option = typer.Option(f"--{old.replace('_', '-')}", hidden=True, help=f"--{setting.replace('_', '-')}")
+        params.append(inspect.Parameter(old, kw, default=None, annotation=Annotated[value, option]))
+    names = [p.name for p in params]
+    assert len(names) == len(set(names)), f"a serve option is declared twice: {names}"
+    return params
+
+
+def serve(**values: Any) -> None:
     """Serve a model (or an exported .onnx file) over HTTP: POST /v1/predict, /healthz, /readyz, /metrics, /docs."""
     from lakenet import api
 
+    model, token_file, runtime, trust, workdir = (
+        values.pop(k) for k in ("model", "token_file", "runtime", "trust_module", "workdir")
+    )
+    for old, (setting, unit) in SERVE_OLD_OPTIONS.items():
+        given = values.pop(old)
+        if given is not None:
+            values[setting] = given if unit == 1 else int(given * unit)
     api.serve(
-        model, host=host, port=port, token_file=token_file, max_batch_size=max_batch_size,
-        max_batch_delay_ms=max_batch_delay_ms, max_queue_rows=max_queue_rows, max_inflight_requests=max_inflight,
-        max_request_rows=max_request_rows,
-        max_body_bytes=int(max_body_mb * 2**20), request_timeout_s=timeout, drain_timeout_s=drain_timeout,
-        body_timeout_s=body_timeout, max_connections=max_connections,
-        max_image_pixels=int(max_image_mpx * 2**20), max_request_pixels=int(max_request_mpx * 2**20),
-        follow_alias=follow_alias, poll_interval_s=poll_interval, device=device, torch_threads=threads,
-        runtime=runtime, trust_modules=trust_module or (), access_log=access_log,
-        workdir=workdir,
-    )  # fmt: skip
+        model, token_file=token_file, runtime=runtime, trust_modules=tuple(trust or ()), workdir=workdir, **values
+    )
+
+
+@functools.cache
+def serve_command() -> Any:
+    """The serve command, with its ServeSettings options. Built when `lakenet serve` runs or shows its help, so
+    that `lakenet --help` and the other commands do not import pydantic and the settings."""
+    serve.__signature__ = inspect.Signature(_serve_parameters(), return_annotation=None)  # type: ignore[attr-defined]
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command("serve")(serve)
+    return typer.main.get_command(single)
+
+
+# What `lakenet --help` lists; `_Commands.resolve_command` runs serve_command() instead.
+app.command("serve", help=serve.__doc__, add_help_option=False)(lambda: None)
 
 
 @app.command()
@@ -563,13 +600,90 @@ def config_validate(config: ConfigArg) -> None:
     sys.stdout.write(dump_config(load_config(config)))
 
 
+jobs_app = typer.Typer(help="Scheduled and data-triggered runs, their history, and alerts.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+JobsArg = Annotated[Path, typer.Argument(help="The jobs file (jobs.yaml).")]
+
+
+@jobs_app.command("check")
+def jobs_check(jobs_file: JobsArg) -> None:
+    """Validate a jobs file and show when each scheduled job runs next."""
+    from lakenet import jobs
+
+    res = jobs.check(jobs_file)
+    t = Table("job", "command", "trigger", "next runs (UTC)", box=None)
+    for name, job in res.jobs.jobs.items():
+        trigger = job.trigger.model_dump_json(exclude_defaults=True) if job.trigger else "by hand (jobs run)"
+        upcoming = ", ".join(f"{d:%Y-%m-%d %H:%M}" for d in res.next_runs.get(name, []))
+        t.add_row(name, job.run, trigger, upcoming or "when its data arrives" if job.trigger else "")
+    out.print(t)
+    out.print(f"[green]ok[/]: {len(res.jobs.jobs)} job(s); history and scheduler state in {res.store}")
+
+
+@jobs_app.command("run")
+def jobs_run(jobs_file: JobsArg, name: Annotated[str, typer.Argument(help="The job to run now.")]) -> None:
+    """Run one job now (recorded like a scheduled run); exits with the command's status."""
+    from lakenet import jobs
+
+    run = jobs.run(jobs_file, name)
+    colour = "green" if run.status == "ok" else "yellow" if run.status in ("drift", "not_promoted") else "red"
+    figures = ", ".join(f"{k} {v}" for k, v in (("rows", run.rows), ("versions", run.versions), ("model", run.model),
+                        ("drift", run.drift), ("promotion", run.promotion)) if v is not None)  # fmt: skip
+    out.print(f"[{colour}]{run.status}[/] run {run.id} of {name} in {run.duration or 0:.1f} s"
+              + (f": {figures}" if figures else "") + f"; log {run.log}")  # fmt: skip
+    if run.error:
+        err.print(f"error: {run.error}", highlight=False)
+    if run.exit_code:
+        raise SystemExit(run.exit_code if run.exit_code > 0 else 5)
+
+
+@jobs_app.command("start")
+def jobs_start(jobs_file: JobsArg) -> None:
+    """The embedded scheduler, in the foreground, until SIGTERM or Ctrl-C (systemd and docker friendly)."""
+    import logging
+
+    from lakenet import jobs
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jobs.start(jobs_file)
+
+
+@jobs_app.command("history")
+def jobs_history(
+    jobs_file: Annotated[Path | None, typer.Argument(help="The jobs file whose store to read.")] = None,
+    job: Annotated[str | None, typer.Option(help="Only this job's runs.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    store: Annotated[str | None, typer.Option(help="A store URL (default: jobs.db next to mlflow.db).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Runs: job, trigger, start, duration, status, rows, versions, model, error."""
+    import dataclasses
+    import time
+
+    from lakenet import jobs
+
+    runs = jobs.history(path=jobs_file, store=store, workdir=workdir, job=job, limit=limit)
+    if as_json:
+        sys.stdout.write(json.dumps([dataclasses.asdict(r) for r in runs], indent=2, default=str) + "\n")
+        return
+    t = Table("run", "job", "trigger", "start", "s", "status", "rows", "versions", "model", "verdicts / error")
+    for r in runs:
+        verdicts = "; ".join(v for v in (r.drift and f"drift: {r.drift}", r.promotion, r.error) if v)
+        t.add_row(str(r.id), r.job, r.trigger, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)),
+                  f"{r.duration:.1f}" if r.duration is not None else "…", r.status, str(r.rows or ""),
+                  r.versions or "", r.model or "", verdicts[:200])  # fmt: skip
+    out.print(t if runs else "no runs yet")
+
+
 def _print_metrics(metrics: dict[str, float]) -> None:
     for k, v in sorted(metrics.items()):
         out.print(f"  {k:<24} {v:.4f}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one clean message and exit 2, never a traceback."""
+    """Entry point: errors print one clean message and exit with a stable status (`lakenet.errors.ExitCode`: 2 bad
+    input, 3 drift, 4 not promoted, 5 infrastructure), never a traceback."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         rc = app(args=argv, standalone_mode=False)
@@ -581,20 +695,26 @@ def main(argv: list[str] | None = None) -> None:
         from rich.text import Text
 
         err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)
-        raise SystemExit(2) from None
+        raise SystemExit(int(e.exit_code)) from None
     except KeyboardInterrupt:
         err.print(
             "interrupted; `lakenet train --resume` continues from the last checkpoint, and `lakenet tune` run "
             "again continues its study"
         )
         raise SystemExit(130) from None
-    except Exception as e:  # click usage errors
-        import click
+    except Exception as e:
+        # Usage errors: click's ClickException, or the same class in the copy of click that typer ≥ 0.20 vendors.
+        if any(c.__name__ == "ClickException" for c in type(e).__mro__):
+            e.show()  # type: ignore[attr-defined]
+            raise SystemExit(e.exit_code) from None  # type: ignore[attr-defined]
+        from lakenet.jobs.child import exit_code_for
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            raise SystemExit(e.exit_code) from None
-        raise
+        code = exit_code_for(e)
+        if code != 5 or os.environ.get("LAKENET_DEBUG"):
+            raise
+        err.print(f"error: infrastructure failure: {type(e).__name__}: {e} (LAKENET_DEBUG=1 shows the traceback)",
+                  highlight=False)  # fmt: skip
+        raise SystemExit(int(code)) from None
 
 
 if __name__ == "__main__":

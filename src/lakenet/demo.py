@@ -64,7 +64,7 @@ def run_demo(workdir: Path, *, workers: int = 2, epochs: int = 15, limit: int | 
     table = workdir / "data" / "digits"
     res = api.ingest(images, table)
     log(f"ingested {res.rows_written} new rows into Delta table {res.table} (version {res.version})")
-    raw = yaml.safe_load(api.init_config(str(table), label="label", name="digits"))
+    raw = yaml.safe_load(api.init_config(str(table), label="label", name="digits", config_dir=workdir))
     raw["features"]["image"].update(size=16, channels=1)
     raw["model"].update(architecture="resnet", width=32, depth=2, dropout=0.1)
     raw["trainer"].update(epochs=epochs, batch_size=64, learning_rate=0.003)

@@ -39,7 +39,7 @@ def register_udf(
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import DoubleType, StringType
 
-    from lakenet.engines.spark import _predictor
+    from lakenet.engines.spark import worker_predictor
     from lakenet.models.bundle import Bundle
     from lakenet.models.registry import check_buildable
     from lakenet.tracking.store import resolve_model, setup_tracking
@@ -60,7 +60,7 @@ def register_udf(
     def score(*cols: pd.Series) -> pd.Series:
         import pyarrow as pa
 
-        pred = _predictor(shipped, resolved.name, version, runtime, trust)
+        pred = worker_predictor(shipped, resolved.name, version, runtime, trust)
         table = pa.table({c: pa.array(s.tolist()) for c, s in zip(columns, cols, strict=True)})
         return pa.Table.from_batches([pred(table)]).column("prediction").to_pandas()
 

@@ -48,7 +48,7 @@ def _cost(cfg: Any, inf: Inference) -> str:
     from torch.utils.flop_counter import FlopCounterMode
 
     from lakenet.data.encoders import LabelState, Preprocessor
-    from lakenet.data.scan import _probe_preprocessor, vector_dims
+    from lakenet.data.scan import probe_preprocessor, vector_dims
     from lakenet.models.registry import build_model, model_spec
 
     try:
@@ -56,7 +56,7 @@ def _cost(cfg: Any, inf: Inference) -> str:
         from lakenet.data.infer import resolve_features
 
         resolved, _ = resolve_features(cfg, snap)
-        probe = _probe_preprocessor(resolved, vector_dims(resolved, snap))
+        probe = probe_preprocessor(resolved, vector_dims(resolved, snap))
         classes = list(inf.label.classes) or ["a", "b"]
         label = LabelState(inf.label.column, inf.label.task, classes if inf.label.task == "classification" else None)
         pre = Preprocessor(key=resolved.data.key, label=label, features=probe.features)

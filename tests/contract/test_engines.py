@@ -28,10 +28,10 @@ def test_train_and_score(name: str, digits_table: Path, tmp_path: Path) -> None:
     res = scan_table(cfg, snap)
     spec = model_spec(cfg, res.preprocessor)
     job = TrainJob(
-        config=cfg.to_yaml_dict(),
+        config=cfg,
         snapshot=snap,
-        preprocessor=res.preprocessor.to_dict(),
-        spec=spec.to_dict(),
+        preprocessor=res.preprocessor,
+        spec=spec,
         fragment_counts=res.fragment_counts,
         output_dir=str(tmp_path / "out"),
         checkpoint_dir=str(tmp_path / "ckpt"),

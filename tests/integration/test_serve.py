@@ -362,8 +362,8 @@ def test_probes_and_metrics(reg: dict[str, Any]) -> None:
     assert metric(text, 'lakenet_http_requests_total{route="/v1/predict",status="200"}') == 4
     assert metric(text, 'lakenet_predict_latency_seconds_bucket{le="+Inf"}') == 4
     assert metric(text, "lakenet_predict_latency_seconds_count") == 4
-    assert metric(text, 'lakenet_batch_size_rows_bucket{le="2"}') == 0
-    assert metric(text, 'lakenet_batch_size_rows_bucket{le="4"}') == 4
+    assert metric(text, 'lakenet_batch_size_rows_bucket{le="2.0"}') == 0
+    assert metric(text, 'lakenet_batch_size_rows_bucket{le="4.0"}') == 4
     assert metric(text, 'lakenet_predict_rows_total{outcome="ok"}') == 12
     assert metric(text, "lakenet_queue_rows") == 0
     assert metric(text, 'lakenet_model_info{name="wine",version="1"}') == 1

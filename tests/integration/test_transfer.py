@@ -89,9 +89,10 @@ def _version_tags(name: str, version: str) -> dict[str, str]:
 def test_backbone_learning_rate_reaches_the_optimizer(src: dict[str, Any]) -> None:
     from lakenet.config import load_config
     from lakenet.training.plan import plan_training
+    from lakenet.workflows.common import backbone_resolver
 
     cfg = load_config(digits_config(src["table"], model__backbone={"source": SOURCE, "learning_rate": 1e-4}))
-    plan = plan_training(cfg, workdir=src["wd"])
+    plan = plan_training(cfg, resolve_backbone=backbone_resolver(src["wd"]))
     assert plan.pretrained is not None
     lrs = plan.pretrained.lrs
     assert lrs and set(lrs.values()) == {1e-4} and not any(k.startswith("head.") for k in lrs)

@@ -218,3 +218,43 @@ def test_text_and_vector_features() -> None:
         parse_config(with_(features={"label": {"column": "y"}, "t": {"type": "text", "max_length": 1000}}))
     with pytest.raises(ConfigError, match=r"'type' must be one of .*'vector', 'text' \(found 'sound'\)"):
         parse_config(with_(features={"label": {"column": "y"}, "t": {"type": "sound"}}))
+
+
+# ---- Config.with_overrides -----------------------------------------------------------------------------------
+def test_with_overrides_sets_dotted_paths_and_revalidates() -> None:
+    cfg = parse_config(BASE)
+    new = cfg.with_overrides({"trainer.epochs": 5, "model.width": 64, "features.x.type": "category"})
+    assert (new.trainer.epochs, new.model.width) == (5, 64)
+    assert new.features.inputs["x"].type == "category"  # re-validated into the other feature model
+    assert (cfg.trainer.epochs, cfg.model.width) != (5, 64)  # the original is unchanged (and frozen)
+    assert new.with_overrides({}) is new
+    assert cfg.with_overrides({"trainer.early_stopping": None}).trainer.early_stopping is None
+
+
+def test_with_overrides_refuses_unknown_paths_with_the_nearest_key() -> None:
+    cfg = parse_config(BASE)
+    with pytest.raises(ConfigError, match=r"'trainer.epoch'.*did you mean 'trainer.epochs'\?"):
+        cfg.with_overrides({"trainer.epoch": 5})
+    with pytest.raises(ConfigError, match="valid keys under model: "):
+        cfg.with_overrides({"model.zzz": 1})
+    with pytest.raises(ConfigError, match=r"trainer\.epochs is a value, not a section"):
+        cfg.with_overrides({"trainer.epochs.max": 5})
+
+
+def test_with_overrides_explains_invalid_values_like_the_loader() -> None:
+    cfg = parse_config(BASE)
+    with pytest.raises(ConfigError) as e:
+        cfg.with_overrides({"trainer.epochs": "ten"})
+    assert "trainer.epochs" in str(e.value) and "'ten'" in str(e.value)
+    with pytest.raises(ConfigError, match=r"trainer\.learnig_rate: unknown key; did you mean 'learning_rate'"):
+        cfg.with_overrides({"trainer": {"learnig_rate": 0.1}})
+
+
+def test_with_overrides_can_drop_the_tune_section_and_configs_pickle() -> None:
+    import pickle
+
+    cfg = parse_config(_tune({"model.width": {"choice": [4, 8]}}))
+    trial = cfg.with_overrides({"tune": None, "model.width": 8})
+    assert trial.tune is None and trial.model.width == 8
+    for c in (cfg, trial):
+        assert pickle.loads(pickle.dumps(c)) == c

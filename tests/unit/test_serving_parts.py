@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 import lakenet
 from lakenet.errors import ConfigError
@@ -43,10 +45,10 @@ def test_defaults_are_safe_and_cost_nothing_at_low_load() -> None:
 
 
 def test_api_serve_defaults_match_the_settings() -> None:
+    # The settings are declared once, in ServeSettings: api.serve takes them as keywords and redeclares none.
     params = inspect.signature(lakenet.serve).parameters
-    for name, field in ServeSettings.model_fields.items():
-        if name != "token":
-            assert params[name].default == field.default, name
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert not set(params) & set(ServeSettings.model_fields)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.com"])
@@ -261,16 +263,19 @@ def test_response_rows() -> None:
 
 # ---- metrics -------------------------------------------------------------------------------------------------
 def test_histogram_buckets_are_cumulative() -> None:
-    h = Histogram("x_seconds", "help", [0.1, 1.0])
+    registry = CollectorRegistry()
+    h = Histogram(registry, "x_seconds", "help", [0.1, 1.0])
     for v in (0.05, 0.1, 0.5, 5.0):
         h.observe(v)
-    assert h.render()[2:] == [
-        'x_seconds_bucket{le="0.1"} 2',
-        'x_seconds_bucket{le="1"} 3',
-        'x_seconds_bucket{le="+Inf"} 4',
+    lines = generate_latest(registry).decode().splitlines()
+    assert [line for line in lines if line.startswith("x_seconds_") and "_created" not in line] == [
+        'x_seconds_bucket{le="0.1"} 2.0',
+        'x_seconds_bucket{le="1.0"} 3.0',
+        'x_seconds_bucket{le="+Inf"} 4.0',
+        "x_seconds_count 4.0",
         "x_seconds_sum 5.65",
-        "x_seconds_count 4",
     ]
+    assert (h.get(), h.count, h.sum) == (4, 4, pytest.approx(5.65))
 
 
 def test_exposition_format() -> None:
@@ -286,3 +291,38 @@ def test_exposition_format() -> None:
         assert line.startswith("# ") or len(line.rsplit(" ", 1)) == 2
     types = [line.split()[3] for line in text.splitlines() if line.startswith("# TYPE")]
     assert set(types) == {"counter", "gauge", "histogram"}
+
+
+def test_each_server_counts_in_its_own_registry() -> None:
+    a, b = ServeMetrics(), ServeMetrics()  # two servers in one process register the same names twice
+    a.shed.inc("busy")
+    a.rows.inc("ok", by=3)
+    a.inflight.inc()
+    a.inflight.inc(by=-1)
+    assert (a.shed.get("busy"), a.rows.get("ok"), a.inflight.get()) == (1, 3, 0)
+    assert (b.shed.get("busy"), b.rows.get("ok")) == (0, 0)
+    assert a.shed.get("never") == 0
+
+
+def test_standard_collectors_and_types() -> None:
+    m = ServeMetrics()
+    m.set_model("wine", "1")
+    m.set_model("wine", "2")  # the info is replaced, not added to
+    families = {f.name: f for f in text_string_to_metric_families(m.render())}
+    assert families["process_cpu_seconds"].type == "counter"  # a counter (it was once exported as a gauge)
+    assert families["process_cpu_seconds"].samples[0].value > 0
+    assert families["process_start_time_seconds"].type == "gauge"
+    assert "python_info" in families
+    assert [s.labels for s in families["lakenet_model_info"].samples] == [{"name": "wine", "version": "2"}]
+    assert families["lakenet_rejected_requests"].type == "counter"
+
+
+def test_exposition_follows_the_accept_header() -> None:
+    m = ServeMetrics()
+    m.swaps.inc()
+    body, content_type = m.exposition(None)
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert "lakenet_model_swaps_total 1.0" in body.decode().splitlines()
+    body, content_type = m.exposition("application/openmetrics-text; version=1.0.0,*/*;q=0.1")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.decode().endswith("# EOF\n")

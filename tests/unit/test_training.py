@@ -26,10 +26,10 @@ def make_job(raw: dict[str, Any], out: Path, *, resume: bool = False) -> TrainJo
     snap = open_table(cfg.data.table)
     result = scan_table(cfg, snap)
     return TrainJob(
-        config=cfg.to_yaml_dict(),
+        config=cfg,
         snapshot=snap,
-        preprocessor=result.preprocessor.to_dict(),
-        spec=model_spec(cfg, result.preprocessor).to_dict(),
+        preprocessor=result.preprocessor,
+        spec=model_spec(cfg, result.preprocessor),
         fragment_counts=result.fragment_counts,
         output_dir=str(out / "out"),
         checkpoint_dir=str(out / "ckpt"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from lakenet.config.schema import CURRENT_VERSION, Config, Features
 from lakenet.errors import ConfigError
 
-__all__ = ["config_hash", "dump_config", "json_schema", "load_config", "parse_config"]
+__all__ = ["config_hash", "dump_config", "explain", "json_schema", "load_config", "parse_config"]
 
 # version N -> function upgrading a raw dict from N to N+1. Version 1 is the first; the mechanism is here so
 # that the first incompatible change ships with its upgrade instead of breaking saved YAML files.
@@ -49,10 +50,11 @@ _TAGS = {
 }  # discriminator values pydantic puts in error paths
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+def _fields_at(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> list[str]:
     """Valid keys of the model that owns the mapping at `loc` (for 'did you mean' suggestions)."""
-    model: type[BaseModel] | None = Config
-    for part in loc:
+    model: type[BaseModel] | None = root
+    parts = iter(loc)
+    for part in parts:
         if model is None:
             return []
         field = model.model_fields.get(str(part))
@@ -69,16 +71,27 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
             for arg in getattr(ann, "__args__", ()):
                 if isinstance(arg, type) and issubclass(arg, BaseModel):
                     model = arg
+            if model is not None and get_origin(ann) is dict:
+                next(parts, None)  # a mapping of name -> model: the next part is a name, not a key
     return list(model.model_fields) if model is not None else []
 
 
-def _explain(err: ValidationError, source: str) -> ConfigError:
+def explain(
+    err: ValidationError,
+    source: str,
+    *,
+    root: type[BaseModel] = Config,
+    what: str = "config",
+    tags: frozenset[str] = frozenset(),
+) -> ConfigError:
+    """One line per error, naming the key: an unknown key with the nearest valid one, a missing key, a bad value
+    with what was found. Shared by every strict YAML file lakenet reads (the config, the jobs file)."""
     lines = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in _TAGS))
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in (tags or _TAGS)))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
-            valid = _fields_at(loc[:-1])
+            valid = _fields_at(loc[:-1], root)
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             lines.append(f"  {key}: unknown key{hint} (valid keys here: {', '.join(valid)})")
@@ -94,9 +107,13 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
         else:
             found = e.get("input")
             shown = "" if isinstance(found, dict) else f" (found {found!r})"
+            if e["type"] == "literal_error" and isinstance(found, str):
+                choices = re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", "")))
+                close = difflib.get_close_matches(found, choices, n=1, cutoff=0.6)
+                shown += f"; did you mean '{close[0]}'?" if close else ""
             msg = str((e.get("ctx") or {}).get("error", e["msg"])) if e["type"] == "value_error" else e["msg"]
             lines.append(f"  {key}: {msg}{shown}")
-    return ConfigError(f"Invalid config {source}:\n" + "\n".join(lines))
+    return ConfigError(f"Invalid {what} {source}:\n" + "\n".join(lines))
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -121,7 +138,7 @@ def parse_config(raw: Any, *, source: str = "<dict>", base_dir: Path | None = No
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise _explain(err, source) from None
+        raise explain(err, source) from None
 
 
 def load_config(path: str | Path | Config | dict[str, Any]) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
@@ -780,6 +781,24 @@ class Config(_Strict):
         else:  # only the keys that were set in each search dimension
             d["tune"]["space"] = {k: {p.kind: d["tune"]["space"][k][p.kind]} for k, p in self.tune.space.items()}  # type: ignore[union-attr]
         return d
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with each dotted path set to its value, e.g. `{"trainer.epochs": 5, "model.width": 64}`,
+        validated again as a whole (errors explained as for a loaded file). Every path must name a key the config
+        has: an unknown one is refused with the nearest valid key, and a section that is null here (such as
+        trainer.early_stopping) is set as a whole, not key by key."""
+        from lakenet.config.loader import parse_config  # the loader imports this module
+        from lakenet.errors import ConfigError
+
+        if not overrides:
+            return self
+        raw = self.to_yaml_dict()
+        raw.setdefault("tune", None)  # to_yaml_dict leaves an unset tune section out; it is still a key
+        for path, value in overrides.items():
+            if not _path_exists(raw, path):
+                raise ConfigError(f"Invalid config override {path!r}: no such config key; {_path_hint(raw, path)}")
+            raw = set_path(raw, path, value)
+        return parse_config(raw, source=f"with overrides of {', '.join(overrides)}")
 
 
 def _path_exists(d: dict[str, Any], path: str) -> bool:

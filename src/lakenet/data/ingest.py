@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -192,51 +192,73 @@ def ingest(
     counts = {"written": 0, "skipped": 0}
     skipped_files: list[str] = []
     if src.is_dir() and not any(src.rglob("*.parquet")):
-        if not any(d.is_dir() for d in src.iterdir()):
-            raise DataError(
-                f"Image folder {src} has no sub-folders; put each class's images in a sub-folder "
-                f"named after the class (e.g. {src}/cat/1.png)."
-            )
         kind = "images"
-        listed, skipped_files = _image_files(src)
-        if not listed:
-            raise DataError(f"Image folder {src} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
-
-        def prepare(dt: DeltaTable | None) -> pa.RecordBatchReader | None:
-            existing = _existing(dt, "key", dest, ["size_bytes"]) if mode == "append" else pa.table({"key": []})
-            keys = existing.column("key").cast(pa.string()).to_pylist()
-            sizes = existing.column("size_bytes").to_pylist() if "size_bytes" in existing.column_names else []
-            legacy = {k: s for k, s in zip(keys, sizes, strict=False) if "#" not in k}
-            todo, counts["skipped"] = _image_rows(listed, set(keys), legacy)
-            counts["written"] = len(todo)
-            if not todo and mode == "append":
-                return None
-            # Batches stream straight into the Delta writer: the folder is never held in memory.
-            return pa.RecordBatchReader.from_batches(IMAGE_SCHEMA, _image_batches(todo))
-
-        txn = app_id(
-            "ingest", src.resolve(), dest, mode, [(rel, f.stat().st_size, f.stat().st_mtime_ns) for rel, f in listed]
-        )
+        prepare, txn, skipped_files = _image_source(src, dest, mode, counts)
     else:
         kind = "parquet" if src.is_dir() or src.suffix.lower() in {".parquet", ".pq"} else "csv"
-        tab = _tabular_table(src, key, delimiter)
+        prepare, txn = _table_source(src, dest, mode, key, delimiter, counts)
+    _commit(src, dest, mode, prepare, txn, counts)
+    version = DeltaTable(dest).version() if DeltaTable.is_deltatable(dest) else None
+    return IngestResult(dest, counts["written"], counts["skipped"], version, kind, tuple(skipped_files))
+
+
+_Prepare = Callable[[Any], "pa.RecordBatchReader | None"]  # the table as it is at commit time -> the rows to add
+
+
+def _image_source(src: Path, dest: str, mode: str, counts: dict[str, int]) -> tuple[_Prepare, str, list[str]]:
+    """An image folder: (the rows to add, given the table at commit time; the ingest's txn id; skipped files)."""
+    if not any(d.is_dir() for d in src.iterdir()):
+        raise DataError(
+            f"Image folder {src} has no sub-folders; put each class's images in a sub-folder "
+            f"named after the class (e.g. {src}/cat/1.png)."
+        )
+    listed, skipped_files = _image_files(src)
+    if not listed:
+        raise DataError(f"Image folder {src} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+
+    def prepare(dt: Any) -> pa.RecordBatchReader | None:
+        existing = _existing(dt, "key", dest, ["size_bytes"]) if mode == "append" else pa.table({"key": []})
+        keys = existing.column("key").cast(pa.string()).to_pylist()
+        sizes = existing.column("size_bytes").to_pylist() if "size_bytes" in existing.column_names else []
+        legacy = {k: s for k, s in zip(keys, sizes, strict=False) if "#" not in k}
+        todo, counts["skipped"] = _image_rows(listed, set(keys), legacy)
+        counts["written"] = len(todo)
+        if not todo and mode == "append":
+            return None
+        # Batches stream straight into the Delta writer: the folder is never held in memory.
+        return pa.RecordBatchReader.from_batches(IMAGE_SCHEMA, _image_batches(todo))
+
+    stats = [(rel, f.stat().st_size, f.stat().st_mtime_ns) for rel, f in listed]
+    return prepare, app_id("ingest", src.resolve(), dest, mode, stats), skipped_files
+
+
+def _table_source(
+    src: Path, dest: str, mode: str, key: str, delimiter: str | None, counts: dict[str, int]
+) -> tuple[_Prepare, str]:
+    """A CSV or Parquet source: (the rows to add, given the table at commit time; the ingest's txn id)."""
+    tab = _tabular_table(src, key, delimiter)
+    if mode == "append":
+        _check_unique_keys(tab, key, src)
+
+    def prepare(dt: Any) -> pa.RecordBatchReader | None:
+        data = tab
         if mode == "append":
-            _check_unique_keys(tab, key, src)
+            existing = _existing(dt, key, dest).column(key).cast(pa.string())
+            mask = pc.invert(pc.is_in(tab.column(key).cast(pa.string()), existing.combine_chunks()))
+            data = tab.filter(mask)
+            if data.num_rows == 0:
+                counts["written"], counts["skipped"] = 0, tab.num_rows
+                return None
+        counts["written"], counts["skipped"] = data.num_rows, tab.num_rows - data.num_rows
+        return pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
 
-        def prepare(dt: DeltaTable | None) -> pa.RecordBatchReader | None:
-            data = tab
-            if mode == "append":
-                existing = _existing(dt, key, dest).column(key).cast(pa.string())
-                mask = pc.invert(pc.is_in(tab.column(key).cast(pa.string()), existing.combine_chunks()))
-                data = tab.filter(mask)
-                if data.num_rows == 0:
-                    counts["written"], counts["skipped"] = 0, tab.num_rows
-                    return None
-            counts["written"], counts["skipped"] = data.num_rows, tab.num_rows - data.num_rows
-            return pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
+    # The whole source's contents: an overwrite with other data is another write, whatever its row count.
+    return prepare, app_id("ingest", src.resolve(), dest, mode, key, _content_hash(src))
 
-        # The whole source's contents: an overwrite with other data is another write, whatever its row count.
-        txn = app_id("ingest", src.resolve(), dest, mode, key, _content_hash(src))
+
+def _commit(src: Path, dest: str, mode: str, prepare: _Prepare, txn: str, counts: dict[str, int]) -> None:
+    from deltalake import DeltaTable
+
     existing_dt = DeltaTable(dest) if DeltaTable.is_deltatable(dest) else None
     if mode == "overwrite" and _last(existing_dt, "lakenet.ingest_content") == txn:
         counts["skipped"] = existing_dt.to_pyarrow_dataset().count_rows() if existing_dt is not None else 0
@@ -255,8 +277,6 @@ def ingest(
             mode="overwrite" if mode == "overwrite" else "append",
             metadata={"lakenet.source": str(src.resolve()), "lakenet.ingest_content": txn},
         )
-    version = DeltaTable(dest).version() if DeltaTable.is_deltatable(dest) else None
-    return IngestResult(dest, counts["written"], counts["skipped"], version, kind, tuple(skipped_files))
 
 
 def _check_unique_keys(tab: pa.Table, key: str, src: Path) -> None:

@@ -26,7 +26,15 @@ from lakenet.data.sources import Fragment, Snapshot
 from lakenet.data.split import SPLIT_NAMES, TRAIN, assign_splits
 from lakenet.errors import DataError
 
-__all__ = ["QUARANTINE_SCHEMA", "ScanPartial", "ScanResult", "check_schema", "scan_fragment", "scan_table"]
+__all__ = [
+    "QUARANTINE_SCHEMA",
+    "ScanPartial",
+    "ScanResult",
+    "check_schema",
+    "probe_preprocessor",
+    "scan_fragment",
+    "scan_table",
+]
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -115,7 +123,7 @@ def vector_dims(cfg: Config, snap: Snapshot) -> dict[str, int]:
     return dims
 
 
-def _probe_preprocessor(cfg: Config, dims: dict[str, int]) -> Preprocessor:
+def probe_preprocessor(cfg: Config, dims: dict[str, int]) -> Preprocessor:
     """Neutral state: encodes every row to find unusable ones before any statistics exist."""
     feats = cfg.features
     hints = {"vector_dims": dims}
@@ -346,7 +354,7 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
     statistics. A pure function of the fragment, so it runs wherever the fragment is read."""
     cfg = plan.cfg
     part = ScanPartial.empty(plan)
-    probe = _probe_preprocessor(cfg, plan.dims)
+    probe = probe_preprocessor(cfg, plan.dims)
     for name, cs in part.columns.items():
         cs.update(table.column(name))
     key_arr = table.column(plan.key_col)

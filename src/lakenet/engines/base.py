@@ -14,11 +14,11 @@ from lakenet.data.changes import OutputMerge
 from lakenet.data.delta_io import Staging
 from lakenet.data.sources import Fragment, Snapshot
 from lakenet.errors import ConfigError, DataError
-from lakenet.training.callbacks import Callback
-from lakenet.training.loop import TrainJob
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the interface imports no torch (the engines that train import it)
     from lakenet.data.encoders import Preprocessor
+    from lakenet.training.callbacks import Callback
+    from lakenet.training.loop import TrainJob
 
 __all__ = ["Engine", "ScoreJob", "merge_commit"]
 

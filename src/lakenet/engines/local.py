@@ -24,19 +24,13 @@ import pyarrow as pa
 from lakenet.data.sources import Fragment
 from lakenet.engines.base import Engine, ScoreJob
 from lakenet.errors import LakenetError, ScoringError, TrainingError
+from lakenet.host import cpu_count
 from lakenet.training.callbacks import Callback
 from lakenet.training.loop import TrainJob, WorkerContext, train_worker
 
 __all__ = ["LocalEngine", "cpu_count"]
 
 T = TypeVar("T")
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _free_port() -> int:

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
@@ -30,12 +30,14 @@ from lakenet.data.changes import OutputMerge
 from lakenet.data.sources import Fragment
 from lakenet.engines.base import Engine, ScoreJob, merge_commit
 from lakenet.errors import ConfigError, LakenetError, TrainingError
-from lakenet.training.callbacks import Callback
-from lakenet.training.loop import TrainJob
+
+if TYPE_CHECKING:
+    from lakenet.training.callbacks import Callback
+    from lakenet.training.loop import TrainJob
 
 T = TypeVar("T")
 
-__all__ = ["SparkEngine", "get_or_create_session", "last_score_phases"]
+__all__ = ["SparkEngine", "get_or_create_session", "last_score_phases", "worker_predictor"]
 
 
 def _check_java() -> None:
@@ -155,9 +157,11 @@ def _barrier_train(
 _PREDICTORS: dict[str, Any] = {}  # per Python worker: the bundle is loaded once and reused across tasks and jobs
 
 
-def _predictor(
+def worker_predictor(
     bundle: str, name: str | None, version: str | None, runtime: str = "torch", trust: tuple[str, ...] = ()
 ) -> Any:
+    """The Predictor of `bundle` (a path, or a file shipped with SparkContext.addFile), loaded once per Python
+    worker and reused across tasks and jobs."""
     key = f"{bundle}\x1f{name}\x1f{version}\x1f{runtime}\x1f{trust}"
     if key not in _PREDICTORS:
         from lakenet.inference.predictor import Predictor
@@ -173,7 +177,7 @@ def _predictor(
 
 def _scorer(job: ScoreJob) -> Any:
     if job.featurize is None and not job.keep:
-        return _predictor(job.bundle_dir, job.model_name, job.model_version, job.runtime, job.trust_modules)
+        return worker_predictor(job.bundle_dir, job.model_name, job.model_version, job.runtime, job.trust_modules)
     key = job.scorer_key()
     if key not in _PREDICTORS:
         _PREDICTORS[key] = job.scorer()

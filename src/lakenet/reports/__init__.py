@@ -1,5 +1,8 @@
-"""Standalone HTML reports: data profiles and model evaluations, viewable offline in any browser."""
+"""Standalone HTML reports: data profiles, model evaluations and tuning studies, viewable offline in any browser.
 
+Jinja templates (templates/) lay them out; charts are matplotlib figures inlined as SVG (charts.figure_svg)."""
+
+from lakenet.reports.charts import figure_svg
 from lakenet.reports.html import (
     bar_chart_svg,
     data_table,
@@ -18,6 +21,7 @@ __all__ = [
     "bar_chart_svg",
     "data_table",
     "evaluation_html",
+    "figure_svg",
     "heatmap_table",
     "image_grid",
     "kv_table",

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakenet.inference.predictor import Predictor
 from lakenet.serving.batcher import Draining, MicroBatcher, Overloaded
-from lakenet.serving.metrics import CONTENT_TYPE, ServeMetrics
+from lakenet.serving.metrics import ServeMetrics
 from lakenet.serving.schema import (
     InvalidRequest,
     RequestSchema,
@@ -308,40 +308,49 @@ def _error_responses(schema_ref: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refresh | None = None) -> FastAPI:
-    """The app serving `predictor`; with `refresh`, a background task swaps in the Predictor it returns."""
-    metrics = ServeMetrics()
-    scorer = Scorer(predictor)
-    schema = RequestSchema(scorer.signature, max_rows=settings.max_request_rows)
-    batcher: MicroBatcher[Scorer] = MicroBatcher(
-        scorer,
-        max_batch_size=settings.max_batch_size,
-        max_batch_delay_ms=settings.max_batch_delay_ms,
-        max_queue_rows=settings.max_queue_rows,
-        # a batch decodes at most one request's worth of pixels, so a request whose deadline passes behind it
-        # is dropped soon, not after many requests' large images
-        max_batch_cost=settings.max_request_pixels,
-        metrics=metrics,
-    )
-    metrics.set_model(scorer.name or "bundle", scorer.version or "")
-    state: dict[str, Any] = {"draining": False, "predicting": 0}  # predicting: requests past the body read
+class _Service:
+    """What the routes share: the scorer behind its micro-batcher, the request schema, the metrics and whether
+    the server is draining. Its methods are the routes and the lifespan."""
+
+    def __init__(self, predictor: Predictor, settings: ServeSettings, refresh: Refresh | None) -> None:
+        self.settings, self.refresh = settings, refresh
+        self.metrics = metrics = ServeMetrics()
+        self.scorer = scorer = Scorer(predictor)
+        self.schema = RequestSchema(scorer.signature, max_rows=settings.max_request_rows)
+        self.batcher: MicroBatcher[Scorer] = MicroBatcher(
+            scorer,
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            max_queue_rows=settings.max_queue_rows,
+            # a batch decodes at most one request's worth of pixels, so a request whose deadline passes behind it
+            # is dropped soon, not after many requests' large images
+            max_batch_cost=settings.max_request_pixels,
+            metrics=metrics,
+        )
+        metrics.set_model(scorer.name or "bundle", scorer.version or "")
+        self.token = settings.token.get_secret_value() if settings.token is not None else None
+        self.draining = False
+        self.predicting = 0  # requests past the body read
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        settings, metrics, batcher, scorer = self.settings, self.metrics, self.batcher, self.scorer
         await batcher.start()
-        follower = asyncio.create_task(_follow(), name="lakenet-follow-alias") if refresh is not None else None
+        follower = None
+        if self.refresh is not None:
+            follower = asyncio.create_task(self._follow(self.refresh), name="lakenet-follow-alias")
         metrics.ready.set(1)
         served = f"{scorer.name} version {scorer.version}" if scorer.name else "a model bundle"
-        following = f", following the alias every {settings.poll_interval_s:g} s" if refresh is not None else ""
+        following = f", following the alias every {settings.poll_interval_s:g} s" if follower is not None else ""
         log.info("serving %s: batches of ≤ %d rows, %g ms delay, queue ≤ %d rows, ≤ %d requests in flight, "
                  "bodies within %g s, %s%s",
                  served, settings.max_batch_size, settings.max_batch_delay_ms, settings.max_queue_rows,
                  settings.max_inflight_requests, settings.body_timeout_s,
-                 "token required" if settings.token is not None else "no token (loopback only)", following)  # fmt: skip
+                 "token required" if self.token is not None else "no token (loopback only)", following)  # fmt: skip
         try:
             yield
         finally:
-            state["draining"] = True
+            self.draining = True
             metrics.ready.set(0)
             if follower is not None:
                 follower.cancel()
@@ -350,10 +359,10 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
             await batcher.close(settings.drain_timeout_s)
             log.info("drained: every admitted request was answered")
 
-    async def _follow() -> None:
-        assert refresh is not None
+    async def _follow(self, refresh: Refresh) -> None:
+        metrics, batcher = self.metrics, self.batcher
         while True:
-            await asyncio.sleep(settings.poll_interval_s)
+            await asyncio.sleep(self.settings.poll_interval_s)
             try:
                 new = await asyncio.to_thread(_load_next, refresh)
             except Exception as err:
@@ -375,58 +384,38 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
             metrics.set_model(new.name or "bundle", new.version or "")
             log.info("--follow-alias: now serving %s version %s (was %s)", new.name, new.version, old.version)
 
-    app = FastAPI(
-        title=f"lakenet: {scorer.name or 'model'}",
-        version=str(scorer.version or "bundle"),
-        description="Scores rows with the model's training-time preprocessing. POST /v1/predict with JSON "
-        '(`{"rows": [...]}`, images base64) or multipart/form-data (one part per input column).',
-        lifespan=lifespan,
-        redoc_url=None,
-    )
-    token = settings.token.get_secret_value() if settings.token is not None else None
-    app.add_middleware(
-        _Gate,
-        token=token,
-        max_body_bytes=settings.max_body_bytes,
-        metrics=metrics,
-        body_timeout_s=settings.body_timeout_s,
-        max_held_bytes=settings.max_inflight_requests * settings.max_body_bytes,
-    )
-    app.state.batcher = batcher
-    app.state.metrics = metrics
-    deadline = settings.request_timeout_s
-
-    async def predict(request: Request) -> Response:
+    async def predict(self, request: Request) -> Response:
         """A plain Starlette route (FastAPI's dependency machinery costs ~0.1 ms a request and validates nothing
         here: the body is validated against the bundle's schema below); documented in _install_openapi."""
         t0: float = request.scope["state"]["t0"]
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         form = ctype == "multipart/form-data"
         try:
-            batcher.admit(1)  # a full queue refuses before the body is read: shedding must cost next to nothing
+            self.batcher.admit(1)  # a full queue refuses before the body is read: shedding must cost next to nothing
             if not form and ctype != "application/json" and not ctype.endswith("+json"):
                 return _json_response(415, {"detail": "Send application/json or multipart/form-data"})
             body = await request.body()  # within the _Gate's time and size limits
         except Overloaded as err:
-            return _queue_full(err)
+            return self._queue_full(err)
         except Draining:
-            return _draining()
+            return self._draining()
         except ClientDisconnect:  # gone before its body was complete: nobody to answer
             return Response(status_code=499)
-        if state["predicting"] >= settings.max_inflight_requests:
+        if self.predicting >= self.settings.max_inflight_requests:
             # Refused before parsing: under overload the event loop itself is the bottleneck, and every request it
             # takes on lengthens every admitted request's wait.
-            metrics.shed.inc("busy")
+            self.metrics.shed.inc("busy")
             return _json_response(
                 503, {"detail": "Overloaded: too many requests in flight; retry later"}, {"Retry-After": "1"}
             )
-        state["predicting"] += 1
+        self.predicting += 1
         try:
-            return await _predict(request, body, form, t0)
+            return await self._predict(request, body, form, t0)
         finally:
-            state["predicting"] -= 1
+            self.predicting -= 1
 
-    async def _predict(request: Request, body: bytes, form: bool, t0: float) -> Response:
+    async def _predict(self, request: Request, body: bytes, form: bool, t0: float) -> Response:
+        settings, schema, batcher, metrics = self.settings, self.schema, self.batcher, self.metrics
         try:
             table = schema.from_form(await _read_form(request, schema, settings)) if form else schema.from_json(body)
             # From the image headers, before anything is decoded: a few huge images would otherwise hold the
@@ -440,16 +429,17 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
         except TooLarge as err:
             return _json_response(413, {"detail": str(err)})
         except Overloaded as err:
-            return _queue_full(err)
+            return self._queue_full(err)
         except Draining:
-            return _draining()
+            return self._draining()
+        deadline = settings.request_timeout_s
         try:
             used, rows = await asyncio.wait_for(future, deadline - (time.perf_counter() - t0))
         except TimeoutError:
             metrics.shed.inc("deadline")
             return _json_response(504, {"detail": f"Not scored within the {deadline:g} s deadline"})
         except Draining:  # the drain timed out before this request's batch ran
-            return _draining()
+            return self._draining()
         except Exception:
             log.exception("scoring a request failed")
             return _json_response(500, {"detail": "The model failed on this request; the server log says why"})
@@ -463,23 +453,20 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
             return _json_response(422, {"detail": errors})
         return Response(json.dumps({"model": used.describe(), "predictions": rows}), media_type="application/json")
 
-    def _queue_full(err: Overloaded) -> Response:
-        metrics.shed.inc("queue_full")
+    def _queue_full(self, err: Overloaded) -> Response:
+        self.metrics.shed.inc("queue_full")
         return _json_response(
             503,
             {"detail": "Overloaded: too many rows waiting for the model; retry later"},
             {"Retry-After": str(err.retry_after_s)},
         )
 
-    def _draining() -> Response:
-        metrics.shed.inc("draining")
+    def _draining(self) -> Response:
+        self.metrics.shed.inc("draining")
         return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
 
-    app.add_route(PREDICT, predict, methods=["POST"], include_in_schema=False)
-
-    @app.get("/v1/model", summary="The model being served and its inputs")
-    async def model_info() -> dict[str, Any]:
-        current = batcher.model
+    async def model_info(self) -> dict[str, Any]:
+        current, settings = self.batcher.model, self.settings
         return {
             **current.describe(),
             "task": "classification" if current.classification else "regression",
@@ -494,25 +481,50 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
             },
         }
 
-    @app.get("/healthz", summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
+    async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: a model is loaded and requests are admitted",
-             responses={503: {"description": "Not ready (starting or shutting down)."}})  # fmt: skip
-    async def readyz() -> Response:
-        if batcher.running and not state["draining"]:
+    async def readyz(self) -> Response:
+        if self.batcher.running and not self.draining:
             # With a token, the probes are the only routes open to anyone: they must not tell what is served.
-            shown = {"model": batcher.model.describe()} if token is None else {}
+            shown = {"model": self.batcher.model.describe()} if self.token is None else {}
             return _json_response(200, {"status": "ready", **shown})
         return _json_response(503, {"status": "not ready"})
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
-    async def metrics_route() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+    async def metrics_route(self, request: Request) -> Response:
+        body, content_type = self.metrics.exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
-    _install_openapi(app, schema, scorer, secured=token is not None)
+
+def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refresh | None = None) -> FastAPI:
+    """The app serving `predictor`; with `refresh`, a background task swaps in the Predictor it returns."""
+    svc = _Service(predictor, settings, refresh)
+    app = FastAPI(
+        title=f"lakenet: {svc.scorer.name or 'model'}",
+        version=str(svc.scorer.version or "bundle"),
+        description="Scores rows with the model's training-time preprocessing. POST /v1/predict with JSON "
+        '(`{"rows": [...]}`, images base64) or multipart/form-data (one part per input column).',
+        lifespan=svc.lifespan,
+        redoc_url=None,
+    )
+    app.add_middleware(
+        _Gate,
+        token=svc.token,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=svc.metrics,
+        body_timeout_s=settings.body_timeout_s,
+        max_held_bytes=settings.max_inflight_requests * settings.max_body_bytes,
+    )
+    app.state.batcher = svc.batcher
+    app.state.metrics = svc.metrics
+    app.add_route(PREDICT, svc.predict, methods=["POST"], include_in_schema=False)
+    app.get("/v1/model", summary="The model being served and its inputs")(svc.model_info)
+    app.get("/healthz", summary="Liveness: the process answers")(svc.healthz)
+    app.get("/readyz", summary="Readiness: a model is loaded and requests are admitted",
+            responses={503: {"description": "Not ready (starting or shutting down)."}})(svc.readyz)  # fmt: skip
+    text: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
+    app.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=text)(svc.metrics_route)
+    _install_openapi(app, svc.schema, svc.scorer, secured=svc.token is not None)
     return app
 
 

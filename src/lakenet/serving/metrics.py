@@ -1,127 +1,111 @@
-"""Prometheus text exposition (format 0.0.4) for the server: counters, gauges and histograms, hand-written so
-serving needs no metrics library. Updated from the event loop thread only, so no locks are needed."""
+"""The server's Prometheus metrics, on prometheus_client: one CollectorRegistry per server (a process may run
+several, as the tests do), with the standard process, platform and GC collectors, exposed in the format the
+scraper's Accept header asks for (Prometheus text 0.0.4 by default, or OpenMetrics)."""
 
 from __future__ import annotations
 
-import bisect
-import resource
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import choose_encoder, generate_latest
 
 __all__ = ["Counter", "Gauge", "Histogram", "ServeMetrics"]
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Request latencies from 0.5 ms to 10 s; batch sizes in powers of two.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-LabelValues = tuple[str, ...]
 
+class _Family:
+    """A prometheus_client metric that the server calls with its label values in order (`shed.inc("busy")`),
+    and whose current value can be read back (`shed.get("busy")`, for tests and diagnostics)."""
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def __init__(self, metric: Any, sample: str, labels: Sequence[str]) -> None:
+        self.metric, self.sample, self.label_names = metric, sample, tuple(labels)
 
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _num(v: float) -> str:
-    if v == float("inf"):
-        return "+Inf"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
-
-
-class _Metric:
-    kind = ""
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.label_names = name, help, tuple(labels)
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-
-    def render(self) -> list[str]:
-        raise NotImplementedError
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labels)
-        self.values: dict[LabelValues, float] = {} if labels else {(): 0.0}
-
-    def inc(self, *labels: str, by: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + by
+    def _child(self, labels: tuple[str, ...]) -> Any:
+        return self.metric.labels(*labels) if labels else self.metric
 
     def get(self, *labels: str) -> float:
-        return self.values.get(labels, 0.0)
+        return self._value(self.sample, dict(zip(self.label_names, labels, strict=True)))
 
-    def render(self) -> list[str]:
-        return [*self.header()] + [
-            f"{self.name}{_labels(self.label_names, k)} {_num(v)}" for k, v in sorted(self.values.items())
-        ]
+    def _value(self, sample: str, labels: dict[str, str]) -> float:
+        for family in self.metric.collect():
+            for s in family.samples:
+                if s.name == sample and s.labels == labels:
+                    return float(s.value)
+        return 0.0
 
 
-class Gauge(Counter):
-    kind = "gauge"
+class Counter(_Family):
+    def __init__(self, registry: CollectorRegistry, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        # prometheus_client names a counter without its _total suffix and adds it to the sample.
+        base = name.removesuffix("_total")
+        super().__init__(prometheus_client.Counter(base, help, labels, registry=registry), base + "_total", labels)
+
+    def inc(self, *labels: str, by: float = 1.0) -> None:
+        self._child(labels).inc(by)
+
+
+class Gauge(_Family):
+    def __init__(self, registry: CollectorRegistry, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        super().__init__(prometheus_client.Gauge(name, help, labels, registry=registry), name, labels)
 
     def set(self, value: float, *labels: str) -> None:
-        self.values[labels] = float(value)
+        self._child(labels).set(value)
+
+    def inc(self, *labels: str, by: float = 1.0) -> None:
+        self._child(labels).inc(by)
 
 
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(self, name: str, help: str, buckets: Iterable[float]) -> None:
-        super().__init__(name, help)
-        self.bounds = sorted(float(b) for b in buckets)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
+class Histogram(_Family):
+    def __init__(self, registry: CollectorRegistry, name: str, help: str, buckets: Sequence[float]) -> None:
+        metric = prometheus_client.Histogram(name, help, registry=registry, buckets=buckets)
+        super().__init__(metric, name + "_count", ())
+        self.name = name
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
+        self.metric.observe(value)
 
-    def render(self) -> list[str]:
-        lines = self.header()
-        cumulative = 0
-        for bound, n in zip([*self.bounds, float("inf")], self.counts, strict=True):
-            cumulative += n
-            lines.append(f'{self.name}_bucket{{le="{_num(bound)}"}} {cumulative}')
-        lines += [f"{self.name}_sum {_num(self.sum)}", f"{self.name}_count {self.count}"]
-        return lines
+    @property
+    def count(self) -> float:
+        return self._value(self.name + "_count", {})
+
+    @property
+    def sum(self) -> float:
+        return self._value(self.name + "_sum", {})
 
 
 class ServeMetrics:
-    """Every figure the server exports."""
+    """Every figure the server exports, in a registry of its own."""
 
     def __init__(self) -> None:
-        self.started = time.time()
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=r)  # process_cpu_seconds_total, process_start_time_seconds, python_info, ...
         self.requests = Counter(
-            "lakenet_http_requests_total", "HTTP requests by route and status code.", ("route", "status")
+            r, "lakenet_http_requests_total", "HTTP requests by route and status code.", ("route", "status")
         )
         self.latency = Histogram(
+            r,
             "lakenet_predict_latency_seconds",
             "Latency of /v1/predict requests, arrival to response (all statuses).",
             LATENCY_BUCKETS,
         )
-        self.rows = Counter("lakenet_predict_rows_total", "Rows scored, by outcome (ok or row error).", ("outcome",))
-        self.batch_rows = Histogram("lakenet_batch_size_rows", "Rows per micro-batch sent to the model.", BATCH_BUCKETS)
-        self.batch_seconds = Histogram(
-            "lakenet_batch_duration_seconds", "Time the model took per micro-batch.", LATENCY_BUCKETS
+        self.rows = Counter(r, "lakenet_predict_rows_total", "Rows scored, by outcome (ok or row error).", ("outcome",))
+        self.batch_rows = Histogram(
+            r, "lakenet_batch_size_rows", "Rows per micro-batch sent to the model.", BATCH_BUCKETS
         )
-        self.queue_rows = Gauge("lakenet_queue_rows", "Rows waiting in the micro-batching queue.")
-        self.queue_requests = Gauge("lakenet_queue_requests", "Requests waiting in the micro-batching queue.")
-        self.inflight = Gauge("lakenet_inflight_requests", "Requests being handled now.")
+        self.batch_seconds = Histogram(
+            r, "lakenet_batch_duration_seconds", "Time the model took per micro-batch.", LATENCY_BUCKETS
+        )
+        self.queue_rows = Gauge(r, "lakenet_queue_rows", "Rows waiting in the micro-batching queue.")
+        self.queue_requests = Gauge(r, "lakenet_queue_requests", "Requests waiting in the micro-batching queue.")
+        self.inflight = Gauge(r, "lakenet_inflight_requests", "Requests being handled now.")
         self.shed = Counter(
+            r,
             "lakenet_rejected_requests_total",
             "Requests refused before scoring: busy (503: too many in flight), queue_full (503: too many rows "
             "waiting), body_bytes (503: too many request bytes held at once), body_timeout (408: the body was not "
@@ -129,39 +113,25 @@ class ServeMetrics:
             "open connections), deadline (504), draining (503).",
             ("reason",),
         )
-        self.model = Gauge("lakenet_model_info", "The model being served (value 1).", ("name", "version"))
-        self.swaps = Counter("lakenet_model_swaps_total", "Times --follow-alias switched to a new model version.")
+        # Exposed as the gauge lakenet_model_info{name=...,version=...} 1.
+        self.model = prometheus_client.Info("lakenet_model", "The model being served (value 1).", registry=r)
+        self.swaps = Counter(r, "lakenet_model_swaps_total", "Times --follow-alias switched to a new model version.")
         self.swap_refusals = Counter(
+            r,
             "lakenet_model_swap_refusals_total",
             "New versions --follow-alias did not switch to (failed to load, or a different input signature).",
         )
-        self.ready = Gauge("lakenet_ready", "1 when a model is loaded and requests are admitted.")
-        self.cpu = Gauge("process_cpu_seconds_total", "User + system CPU time of the server process.")
-        self.start_time = Gauge("process_start_time_seconds", "Start time of the server, seconds since the epoch.")
-        self.start_time.set(self.started)
+        self.ready = Gauge(r, "lakenet_ready", "1 when a model is loaded and requests are admitted.")
 
     def set_model(self, name: str, version: str) -> None:
-        self.model.values.clear()
-        self.model.set(1, name, version)
+        self.model.info({"name": name, "version": version})
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The metrics in the format an Accept header asks for (prometheus_client's negotiation: OpenMetrics or
+        text 1.0.0 when asked for, else text 0.0.4), and its content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
 
     def render(self) -> str:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        self.cpu.set(usage.ru_utime + usage.ru_stime)
-        metrics: list[_Metric] = [
-            self.requests,
-            self.latency,
-            self.rows,
-            self.batch_rows,
-            self.batch_seconds,
-            self.queue_rows,
-            self.queue_requests,
-            self.inflight,
-            self.shed,
-            self.model,
-            self.swaps,
-            self.swap_refusals,
-            self.ready,
-            self.cpu,
-            self.start_time,
-        ]
-        return "\n".join(line for m in metrics for line in m.render()) + "\n"
+        """The metrics in the Prometheus text format 0.0.4."""
+        return generate_latest(self.registry).decode()

@@ -47,7 +47,7 @@ def default_threads() -> int:
     """Intra-op threads for the model: the usable cores but one, which the event loop needs (HTTP parsing,
     validation, encoding requests). With every core given to torch, its threads wait at each barrier for one
     the event loop has preempted: on 2 cores a 0.7 ms forward was seen to take 16 ms."""
-    from lakenet.engines.local import cpu_count
+    from lakenet.host import cpu_count
 
     return max(1, cpu_count() - 1)
 

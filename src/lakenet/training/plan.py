@@ -3,6 +3,7 @@ once, size the model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from lakenet.models.spec import ModelSpec
 from lakenet.training.loop import TrainJob
 from lakenet.training.transfer import PretrainedInit, plan_pretrained
 
-__all__ = ["TrainPlan", "TrainingPolicy", "plan_training", "training_policy"]
+__all__ = ["BackboneResolver", "TrainPlan", "TrainingPolicy", "plan_training", "training_policy"]
+
+# A registered backbone (models:/…, runs:/…) → (its local bundle directory, its version): the caller's registry.
+BackboneResolver = Callable[[str], tuple[Path, str | None]]
 
 _INIT_FILE = "pretrained.safetensors"
 
@@ -61,10 +65,10 @@ class TrainPlan:
                 save_file({k: v.detach().cpu().contiguous().clone() for k, v in pretrained.weights.items()}, init_path)
         policy = training_policy(cfg, self.scan)
         return TrainJob(
-            config=cfg.to_yaml_dict(),
+            config=cfg,
             snapshot=self.snapshot,
-            preprocessor=pre.to_dict(),
-            spec=spec.to_dict(),
+            preprocessor=pre,
+            spec=spec,
             fragment_counts=self.scan.fragment_counts,
             output_dir=str(output_dir),
             checkpoint_dir=str(checkpoint_dir),
@@ -135,7 +139,7 @@ def training_policy(cfg: Config, scan: ScanResult) -> TrainingPolicy:
     return TrainingPolicy(watch, min_epochs, weights, tuple(notes))
 
 
-def _backbone(cfg: Config, workdir: Path | None) -> ResolvedBackbone | None:
+def _backbone(cfg: Config, resolve_ref: BackboneResolver | None) -> ResolvedBackbone | None:
     b = cfg.model.backbone
     if b is None:
         return None
@@ -143,10 +147,9 @@ def _backbone(cfg: Config, workdir: Path | None) -> ResolvedBackbone | None:
         raise ConfigError("model.backbone and model.module cannot be combined: load pretrained weights in your module")
     bundle_dir, version = None, None
     if b.source.startswith(("models:/", "runs:/")):
-        from lakenet.tracking.store import resolve_model
-
-        r = resolve_model(b.source, cache_dir=(workdir or Path.cwd()) / ".lakenet" / "models")
-        bundle_dir, version = r.bundle_dir, r.version
+        if resolve_ref is None:
+            raise ConfigError(f"model.backbone {b.source} is a registry reference, and no registry was given to plan")
+        bundle_dir, version = resolve_ref(b.source)
     resolved = resolve_backbone(b, bundle_dir=bundle_dir, version=version)
     images = {n: f for n, f in cfg.features.inputs.items() if isinstance(f, ImageFeature)}
     if resolved.image is not None:
@@ -192,15 +195,15 @@ def plan_training(
     *,
     version: int | None = None,
     min_fragments: int | None = None,
-    workdir: Path | None = None,
     engine: Any = None,
+    resolve_backbone: BackboneResolver | None = None,
 ) -> TrainPlan:
     """Open the table at `version` (default: the config's, else the latest), cut it into at least
     `min_fragments` pieces (default: 4 per training worker) and scan it: profile, bad rows, preprocessor; and
-    resolve the pretrained backbone and text encoders, if any."""
+    resolve the pretrained backbone (a registered one through `resolve_backbone`) and text encoders, if any."""
     snap = open_table(cfg.data.table, version if version is not None else cfg.data.version)
     cfg, inference = resolve_features(cfg, snap)
-    backbone = _backbone(cfg, workdir)
+    backbone = _backbone(cfg, resolve_backbone)
     # Enough fragments for every worker to get a share, even of a table stored as one big row group.
     snap = snap.subdivided(min_fragments if min_fragments is not None else 4 * cfg.engine.workers)
     # The whole-table pass runs where the engine runs work (Spark: on the executors), partial results merged.

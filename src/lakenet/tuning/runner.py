@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from filelock import FileLock
 from optuna.trial import Trial, TrialState
 
-from lakenet.config.loader import config_hash, parse_config
+from lakenet.config.loader import config_hash
 from lakenet.config.schema import Config
 from lakenet.errors import LakenetError, TrainingError
 from lakenet.training.callbacks import Callback
@@ -29,12 +30,12 @@ from lakenet.training.checkpoint import latest_checkpoint
 from lakenet.training.loop import WorkerContext, train_worker
 from lakenet.training.plan import TrainPlan, plan_training
 from lakenet.tuning.study import (
-    apply_params,
     ask,
     fail_stale,
     finished,
     open_study,
     requeue,
+    retried_trial_number,
     snapshot_trials,
     suggest,
     target_trials,
@@ -47,7 +48,7 @@ __all__ = ["TuneJob", "kept_value", "run_trials"]
 class TuneJob:
     """What every trial runner needs; picklable, so a local process or a Spark task can run it unchanged."""
 
-    config: dict[str, Any]  # the validated config with tune:, data.version pinned to the study's version
+    config: Config  # validated, with tune:, data.version pinned to the study's version
     study: str
     storage: str
     trials_dir: str  # one directory per configuration: checkpoints, and the weights of completed trials
@@ -142,32 +143,20 @@ def _say(job: TuneJob, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def _ask_lock(storage: str) -> Any:
+def _ask_lock(storage: str) -> contextlib.AbstractContextManager[Any]:
     """Runners count the trials and ask for the next one under one lock, so two of them cannot both see room
     for the last trial and both start one. A sqlite study lives on one machine (file stores are refused on a
     cluster), where a file lock next to it serialises every process; other databases go without (at worst
     `parallel - 1` trials more than tune.trials)."""
     if not storage.startswith("sqlite:///"):
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    with open(storage.removeprefix("sqlite:///") + ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        return contextlib.nullcontext()
+    return FileLock(storage.removeprefix("sqlite:///") + ".lock")
 
 
 class _Runner:
     def __init__(self, job: TuneJob, index: int) -> None:
         self.job, self.index = job, index
-        self.base = parse_config(job.config)
+        self.base = job.config
         assert self.base.tune is not None
         self.tune = self.base.tune
         self.study = open_study(
@@ -219,7 +208,7 @@ class _Runner:
     def _trial(self, trial: Trial) -> None:
         job, tune = self.job, self.tune
         params = suggest(trial, tune)
-        retry_of = self.study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+        retry_of = retried_trial_number(self.study._storage.get_trial(trial._trial_id))
         cdir = _config_dir(Path(job.trials_dir), params)
         trial.set_user_attr("config_dir", str(cdir))
         trial.set_user_attr("runner", f"{socket.gethostname()}:{os.getpid()}:{self.index}")
@@ -229,7 +218,7 @@ class _Runner:
         reporter: _Reporter | None = None
         try:
             try:
-                cfg = parse_config(_apply(self.base, params))
+                cfg = self.base.with_overrides({"tune": None, **params})
             except LakenetError as err:
                 raise _BadCombination(str(err)) from None
             plan = self._plan(cfg)
@@ -269,10 +258,11 @@ class _Runner:
             self.counts["pruned"] += 1
             self._end(child, trial, "KILLED", "pruned", str(err))
         except KeyboardInterrupt:
-            # Ctrl-C: the configuration is queued again and will continue from its checkpoint next time.
+            # Ctrl-C: the configuration is queued again and will continue from its checkpoint next time. Queued
+            # first: the retry copies the trial's user attributes, and must not inherit its fail_reason.
+            requeue(self.study, self.study._storage.get_trial(trial._trial_id))
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); queued to run again")
             self._tell_stopped(trial, reporter, t0, TrialState.FAIL)
-            requeue(self.study, self.study._storage.get_trial(trial._trial_id))
             self._end(child, trial, "KILLED", "interrupted", "interrupted")
             raise
         except Exception as err:
@@ -335,10 +325,6 @@ class _Runner:
 class _BadCombination(Exception):
     def __str__(self) -> str:
         return f"invalid combination of sampled values: {self.args[0]}"
-
-
-def _apply(base: Config, params: dict[str, Any]) -> dict[str, Any]:
-    return apply_params(base.to_yaml_dict(), params)
 
 
 def _same_job(cdir: Path, cfg: Config) -> bool:

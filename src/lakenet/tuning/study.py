@@ -19,14 +19,14 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from lakenet.config.schema import Config, SearchParam, TuneConfig, set_path
+from lakenet.config.schema import Config, SearchParam, TuneConfig
 from lakenet.errors import ConfigError
 from lakenet.evaluation.metrics import metric_mode
 
 __all__ = [
-    "apply_params",
     "ask",
     "direction",
     "distributions",
@@ -36,6 +36,8 @@ __all__ = [
     "make_sampler",
     "open_study",
     "requeue",
+    "retried_trial_number",
+    "retry_callback",
     "snapshot_trials",
     "storage_url",
     "study_name",
@@ -77,14 +79,6 @@ def suggest(trial: optuna.Trial, tune: TuneConfig) -> dict[str, Any]:
             assert p.choice is not None
             values[path] = trial.suggest_categorical(path, p.choice)
     return values
-
-
-def apply_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The config dict with each dotted path set to the trial's value (and no tune section)."""
-    raw = {k: v for k, v in base.items() if k != "tune"}
-    for path, value in params.items():
-        raw = set_path(raw, path, value)
-    return raw
 
 
 def direction(tune: TuneConfig) -> str:
@@ -158,28 +152,27 @@ def make_pruner(tune: TuneConfig, max_epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def retry_callback() -> RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry of a trial whose process stopped: its configuration is queued again (params, user attrs
+    and reported epochs; `failed_trial` and `retry_history` in the retry's system attrs), at most MAX_RETRIES
+    times. The storage calls it for a trial whose heartbeat stopped; the runner calls it after Ctrl-C."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # experimental since 2.8
+        return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES, inherit_intermediate_values=True)
+
+
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue the configuration of a trial whose process stopped (Ctrl-C, killed, lost) so it is tried again,
-    with the epochs it already reported, at most MAX_RETRIES times."""
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    if len(history) > MAX_RETRIES:
-        return
-    system_attrs = {"failed_trial": history[0], "retry_history": history}
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=trial.params,
-            distributions=trial.distributions,
-            user_attrs={k: v for k, v in trial.user_attrs.items() if k not in {"fail_reason", "state_reason"}},
-            system_attrs=system_attrs,
-            intermediate_values=dict(trial.intermediate_values),
-        )
-    )
+    """Queue the configuration of a trial whose process is stopping (Ctrl-C) to run again. Optuna only retries
+    heartbeat-stale trials by itself, so an interrupted trial goes through the same callback here. Called while
+    the trial is still running, before it records why it stopped: the callback copies every user attribute."""
+    retry_callback()(study, trial)
 
 
-def _stale_callback(study: optuna.Study, trial: FrozenTrial) -> None:
-    # The stale trial is finished now and takes no more attributes: its retry says why it exists.
-    requeue(study, trial)
+def retried_trial_number(trial: FrozenTrial) -> int | None:
+    """The first trial of the retry series `trial` belongs to, or None if it is no retry."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 def open_study(
@@ -200,7 +193,7 @@ def open_study(
             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
             heartbeat_interval=tune.heartbeat_seconds,
             grace_period=3 * tune.heartbeat_seconds,
-            heartbeat_stale_trial_callback=_stale_callback,
+            heartbeat_stale_trial_callback=retry_callback(),
         )
     sampler, pruner = make_sampler(tune, seed), make_pruner(tune, max_epochs)
     if not create:
@@ -225,7 +218,8 @@ def open_study(
 
 
 def fail_stale(study: optuna.Study) -> None:
-    """Fail the trials whose process stopped sending heartbeats and queue their configurations again."""
+    """Fail the trials whose process stopped sending heartbeats; the storage's retry_callback queues their
+    configurations again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -242,7 +236,9 @@ def ask(study: optuna.Study) -> optuna.Trial:
 def finished(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trials that count towards tune.trials: complete, pruned, or failed for a reason of their own (a trial
     whose process died and that was queued again does not count; its retry does)."""
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
     done = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
     return [t for t in trials if t.state in done and t.number not in retried]
 

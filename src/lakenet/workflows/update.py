@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -28,6 +28,10 @@ from lakenet.data.delta_io import app_id, commit_once
 from lakenet.data.sources import Snapshot, open_table
 from lakenet.data.split import TEST, VAL
 from lakenet.errors import ModelError
+from lakenet.workflows.common import scratch_dir
+
+if TYPE_CHECKING:
+    from lakenet.training.job import TrainOutcome
 
 __all__ = ["UpdateResult", "run_update"]
 
@@ -47,6 +51,7 @@ class UpdateResult:
     drift: str | None = None
     report: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None  # the MLflow run that registered the challenger
 
 
 def _update_table(cfg: Config, snap: Snapshot, changes: Changes, wd: Path, name: str) -> str:
@@ -76,25 +81,16 @@ def _update_table(cfg: Config, snap: Snapshot, changes: Changes, wd: Path, name:
 
 def _train(
     cfg: Config, wd: Path, *, plan: Any, job_overrides: dict[str, Any], spark: Any, progress: bool
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the training loop on the engine for a plan; (weights, outcome)."""
-    from safetensors.torch import load_file
+) -> tuple[dict[str, Any], TrainOutcome]:
+    """Run the training loop on the engine for a plan, in scratch folders; (weights, outcome)."""
+    from lakenet.workflows.train import train_on_engine
 
-    from lakenet.engines import get_engine
-    from lakenet.training.callbacks import ConsoleProgress
-    from lakenet.training.loop import resolve_device
-
-    scratch = wd / ".lakenet" / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = scratch_dir(wd)
     out_dir = Path(tempfile.mkdtemp(prefix="update-", dir=scratch))
     ckpt = Path(tempfile.mkdtemp(prefix="update-ckpt-", dir=scratch))
     try:
         job = dataclasses.replace(plan.job(output_dir=out_dir, checkpoint_dir=ckpt), **job_overrides)
-        callbacks = [ConsoleProgress(job.watch)] if progress else []
-        engine = get_engine(cfg.engine, spark=spark)
-        engine.train(job, workers=cfg.engine.workers, device=resolve_device(cfg.trainer.device), callbacks=callbacks)
-        outcome = json.loads((out_dir / "result.json").read_text())
-        return load_file(str(out_dir / "weights.safetensors")), outcome
+        return train_on_engine(cfg, job, spark=spark, progress=progress)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -115,10 +111,8 @@ def _warm_start(
 
     base = load_config(champion.training.get("config") or cfg.to_yaml_dict())
     rows_uri = _update_table(cfg, snap, changes, wd, cfg.registry.name)
-    raw = base.to_yaml_dict()
-    raw["data"] = {**raw["data"], "table": rows_uri, "version": None}
-    raw["trainer"] = {**raw["trainer"], "epochs": cfg.update.epochs or max(1, cfg.trainer.epochs // 2)}
-    ws_cfg = load_config(raw)
+    epochs = cfg.update.epochs or max(1, cfg.trainer.epochs // 2)
+    ws_cfg = base.with_overrides({"data.table": rows_uri, "data.version": None, "trainer.epochs": epochs})
     plan = plan_training(ws_cfg)
     train_tables = (snap.read(f, champion.preprocessor.columns(with_label=True)) for f in changes.added.fragments)
     grown, growth = grow_preprocessor(champion.preprocessor, train_tables)
@@ -135,7 +129,7 @@ def _warm_start(
     init.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in weights.items()}, str(init))
     plan.scan.preprocessor = grown
-    overrides = {"preprocessor": grown.to_dict(), "spec": spec.to_dict(), "init_weights": str(init)}
+    overrides = {"preprocessor": grown, "spec": spec, "init_weights": str(init)}
     t0 = time.perf_counter()
     trained, outcome = _train(ws_cfg, wd, plan=plan, job_overrides=overrides, spark=spark, progress=progress)
     seconds = time.perf_counter() - t0
@@ -172,8 +166,8 @@ def _retrain(cfg: Config, snap: Snapshot, wd: Path, *, spark: Any, progress: boo
     return bundle, seconds, plan
 
 
-def _training(outcome: dict[str, Any]) -> dict[str, Any]:
-    return {k: outcome[k] for k in ("history", "best_epoch", "stopped_early", "step") if k in outcome}
+def _training(outcome: TrainOutcome) -> dict[str, Any]:
+    return {k: v for k, v in outcome.summary().items() if k in ("history", "best_epoch", "stopped_early", "step")}
 
 
 def _headline(cfg: Config, bundle: Any) -> str:
@@ -217,103 +211,94 @@ def _score(bundle: Any, snap: Snapshot, cfg: Config, metric: str, split: int, tr
     return None if value is None else float(value)
 
 
-def run_update(
-    config: Config, wd: Path, *, strategy: str | None = None, spark: Any = None, progress: bool = True
-) -> UpdateResult:
-    from lakenet.data.infer import resolve_features
+def _champion(cfg: Config, wd: Path) -> tuple[Any, Any]:
+    """The registered champion (registry.name@alias) to update: (its resolved reference, its bundle)."""
     from lakenet.models.bundle import Bundle
-    from lakenet.models.registry import config_trust
-    from lakenet.monitoring.workflow import run_drift
-    from lakenet.tracking.store import resolve_model, setup_tracking
+    from lakenet.workflows.common import resolve
 
-    cfg = config
-    setup_tracking(cfg.tracking, workdir=wd)
     name, alias = cfg.registry.name, cfg.registry.alias
     try:
-        resolved = resolve_model(f"models:/{name}@{alias}", cache_dir=wd / ".lakenet" / "models")
+        resolved = resolve(f"models:/{name}@{alias}", wd, cfg.tracking)
     except ModelError as err:
         raise ModelError(f"{err} `lakenet update` needs a champion to start from: run `lakenet train` first.") from None
-    champion = Bundle.load(resolved.bundle_dir)
-    trust = config_trust(cfg)
-    from lakenet.inference.predictor import Predictor
+    return resolved, Bundle.load(resolved.bundle_dir)
 
-    champ_predictor = Predictor(champion, model_name=name, model_version=resolved.version, trust_modules=trust)
-    v0 = champion.lineage.get("table_version")
-    v0 = v0 if isinstance(v0, int) else None
-    snap = open_table(cfg.data.table)
-    metric = _headline(cfg, champion)
-    if v0 is not None and snap.version is not None and v0 >= snap.version:
-        return UpdateResult(
-            name,
-            False,
-            f"up to date: the champion learned from version {snap.version}",
-            "none",
-            str(resolved.version),
-            None,
-            None,
-            (v0, snap.version or 0),
-            metric,
-        )
-    reports = wd / "reports" / name / "update"
-    drift = run_drift(
-        champ_predictor,
-        model=f"models:/{name}@{alias}",
-        table=None,
-        version=None,
-        since=None,
-        cfg=cfg.monitor,
-        out_dir=reports,
-    )
-    changes = table_changes(cfg.data.table, v0, cfg.data.key, snap.version)
-    chosen = strategy or cfg.update.strategy
+
+def _challenger(
+    cfg: Config, champion: Any, snap: Snapshot, changes: Changes, wd: Path, *, chosen: str, spark: Any, progress: bool
+) -> tuple[str, Any, dict[str, float], Config]:
+    """Train the strategy's candidates; with `both`, keep the better on the current validation split.
+    (kept strategy, its bundle, training seconds per candidate, the config with features resolved)."""
+    from lakenet.data.infer import resolve_features
+    from lakenet.models.registry import config_trust
+
     candidates: dict[str, tuple[Any, float, Any]] = {}
     if chosen in ("warm_start", "both"):
         candidates["warm_start"] = _warm_start(cfg, champion, snap, changes, wd, spark=spark, progress=progress)
     if chosen in ("retrain", "both"):
         candidates["retrain"] = _retrain(cfg, snap, wd, spark=spark, progress=progress)
     resolved_cfg, _ = resolve_features(cfg, snap)
-    if len(candidates) > 1:  # both: the better on the current validation split
+    metric, trust = _headline(cfg, champion), config_trust(cfg)
+    if len(candidates) > 1:
         val = {k: _score(b, snap, resolved_cfg, metric, VAL, trust) for k, (b, _, _) in candidates.items()}
         kept = max(val, key=lambda k: float("-inf") if val[k] is None else float(val[k]))  # type: ignore[arg-type]
     else:
         (kept,) = candidates
-    bundle = candidates[kept][0]
-    from lakenet.api import _choose_threshold  # the same rule as training
+    seconds = {f"{k}_train_s": v[1] for k, v in candidates.items()}
+    return kept, candidates[kept][0], seconds, resolved_cfg
 
-    threshold = _choose_threshold(resolved_cfg, snap, bundle, trust)
+
+def run_update(
+    config: Config, wd: Path, *, strategy: str | None = None, spark: Any = None, progress: bool = True
+) -> UpdateResult:
+    from lakenet.inference.predictor import Predictor
+    from lakenet.models.registry import config_trust
+    from lakenet.monitoring.workflow import run_drift
+    from lakenet.tracking.store import setup_tracking
+    from lakenet.workflows.train import choose_threshold  # the same rule as training
+
+    cfg = config
+    setup_tracking(cfg.tracking, workdir=wd)
+    name, alias = cfg.registry.name, cfg.registry.alias
+    resolved, champion = _champion(cfg, wd)
+    trust = config_trust(cfg)
+    v0 = champion.lineage.get("table_version")
+    v0 = v0 if isinstance(v0, int) else None
+    snap = open_table(cfg.data.table)
+    metric = _headline(cfg, champion)
+    if v0 is not None and snap.version is not None and v0 >= snap.version:
+        verdict = f"up to date: the champion learned from version {snap.version}"
+        return UpdateResult(name, False, verdict, "none", str(resolved.version), None, None, (v0, snap.version), metric)
+    reports = wd / "reports" / name / "update"
+    champ_predictor = Predictor(champion, model_name=name, model_version=resolved.version, trust_modules=trust)
+    drift = run_drift(
+        champ_predictor, model=f"models:/{name}@{alias}", table=None, version=None, since=None, cfg=cfg.monitor,
+        out_dir=reports,
+    )  # fmt: skip
+    changes = table_changes(cfg.data.table, v0, cfg.data.key, snap.version)
+    kept, bundle, seconds, resolved_cfg = _challenger(
+        cfg, champion, snap, changes, wd, chosen=strategy or cfg.update.strategy, spark=spark, progress=progress
+    )
+    threshold = choose_threshold(resolved_cfg, snap, bundle, trust)
     added = {f.path for f in changes.added.fragments}
     evaluations = {
-        name: _evaluate_slices(b, snap, added, resolved_cfg, trust)
-        for name, b in (("champion", champion), ("challenger", bundle))
+        who: _evaluate_slices(b, snap, added, resolved_cfg, trust)
+        for who, b in (("champion", champion), ("challenger", bundle))
     }
     scores: dict[str, dict[str, float | None]] = {
-        name: {k: r.get("metrics", {}).get(f"test_{metric}") for k, r in parts.items()}
-        for name, parts in evaluations.items()
+        who: {k: r.get("metrics", {}).get(f"test_{metric}") for k, r in parts.items()}
+        for who, parts in evaluations.items()
     }
     confusion = {
-        name: (parts["current"].get("classes"), parts["current"].get("confusion_matrix"))
-        for name, parts in evaluations.items()
+        who: (parts["current"].get("classes"), parts["current"].get("confusion_matrix"))
+        for who, parts in evaluations.items()
     }
     promoted, verdict = _gate(cfg, scores, metric)
     return _register(
-        cfg,
-        wd,
-        bundle=bundle,
-        parent=resolved,
-        champion=champion,
-        snap=snap,
-        parent_table_version=v0,
-        strategy=kept,
-        promoted=promoted,
-        verdict=verdict,
-        scores=scores,
-        confusion=confusion,
-        metric=metric,
-        drift=drift,
-        threshold=threshold,
-        seconds={f"{k}_train_s": v[1] for k, v in candidates.items()},
-        reports=reports,
-    )
+        cfg, wd, bundle=bundle, parent=resolved, champion=champion, snap=snap, parent_table_version=v0,
+        strategy=kept, promoted=promoted, verdict=verdict, scores=scores, confusion=confusion, metric=metric,
+        drift=drift, threshold=threshold, seconds=seconds, reports=reports,
+    )  # fmt: skip
 
 
 def _gate(cfg: Config, scores: dict[str, dict[str, float | None]], metric: str) -> tuple[bool, str]:
@@ -412,6 +397,7 @@ def _register(
         drift.verdict,
         report,
         seconds,
+        run.run_id,
     )
 
 

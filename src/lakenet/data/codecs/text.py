@@ -63,12 +63,12 @@ def text_state(name: str, column: str, spec: Any) -> TextState:
     fill = None if constant is None else str(constant)
     if spec.encoder == "bag":
         return TextState(name, column, "bag", spec.max_length, buckets=spec.buckets, missing=rule, fill=fill)
-    from lakenet.models.pretrained import load_text_encoder
+    from lakenet.data.hf import text_tokenizer
 
-    enc = load_text_encoder(spec.encoder)
-    length = min(spec.max_length, enc.max_positions)
+    tok = text_tokenizer(spec.encoder)
+    length = min(spec.max_length, tok.max_positions)
     return TextState(
-        name, column, "pretrained", length, tokenizer=enc.tokenizer_json, source=enc.source, missing=rule, fill=fill
+        name, column, "pretrained", length, tokenizer=tok.tokenizer_json, source=tok.source, missing=rule, fill=fill
     )
 
 
