@@ -36,3 +36,14 @@ class DiesInWorkers(MLP):
         if multiprocessing.current_process().name != "MainProcess":
             os.kill(os.getpid(), signal.SIGKILL)
         return super().forward(inputs)
+
+
+def fraud_config(table: str) -> dict[str, Any]:
+    """A small fraud model on a transactions table (see lakenet.examples): what the growing-table tests train."""
+    return {
+        "data": {"table": table, "key": "transaction_id"},
+        "features": {"label": "is_fraud", "include": "auto", "exclude": ["customer_id", "key"]},
+        "model": {"width": 16},
+        "trainer": {"epochs": 2, "baseline": "none"},
+        "registry": {"name": "fraud"},
+    }

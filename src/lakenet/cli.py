@@ -122,8 +122,8 @@ def profile(config: ConfigArg, workdir: WorkdirOpt = None) -> None:
 
     res = api.profile(config, workdir=workdir)
     p = res.profile
-    out.print(f"rows {p['table']['rows']}, splits {p['splits']}, bad rows {p['bad_rows']['total']}")
-    for w in p.get("warnings", []):
+    out.print(f"rows {p.table.rows}, splits {p.splits}, bad rows {p.bad_rows.total}")
+    for w in p.warnings:
         out.print(f"[yellow]warning:[/] {w}")
     out.print(f"report: {res.html_path}\njson:   {res.json_path}")
     if res.quarantine:

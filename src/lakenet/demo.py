@@ -73,7 +73,7 @@ def run_demo(workdir: Path, *, workers: int = 2, epochs: int = 15, limit: int | 
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     log(f"config: {config}")
     prof = api.profile(config, workdir=workdir)
-    log(f"profile: {prof.html_path} ({prof.profile['bad_rows']['total']} bad rows → {prof.quarantine})")
+    log(f"profile: {prof.html_path} ({prof.profile.bad_rows.total} bad rows → {prof.quarantine})")
     fit = api.fit(config, workdir=workdir)
     log(
         f"registered {fit.model_uri} (version {fit.version}); test metrics: "

@@ -19,6 +19,7 @@ from lakenet.config.schema import MonitorConfig
 from lakenet.examples import transactions_frame
 from lakenet.inference.predictor import Predictor
 from lakenet.monitoring import compare
+from tests.model_helpers import fraud_config
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +31,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     csv = wd / "day1.csv"
     transactions_frame(3000, seed=1).to_csv(csv, index=False)
     table = lakenet.ingest(csv, wd / "data" / "fraud").table
-    cfg = {
-        "data": {"table": table, "key": "transaction_id"},
-        "features": {"label": "is_fraud", "include": "auto", "exclude": ["customer_id", "key"]},
-        "model": {"width": 16},
-        "trainer": {"epochs": 2, "baseline": "none"},
-        "registry": {"name": "fraud"},
-    }
-    fit = lakenet.fit(cfg, progress=False, workdir=wd)
+    fit = lakenet.fit(fraud_config(table), progress=False, workdir=wd)
     return {"wd": wd, "table": table, "fit": fit}
 
 

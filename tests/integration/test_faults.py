@@ -205,7 +205,7 @@ def test_every_command_works_on_a_path_with_spaces_and_accents(env: dict[str, An
     cfg.write_text(yaml.safe_dump(raw))
     wd = home / "wörk"
     wd.mkdir()
-    assert lakenet.profile(cfg, workdir=wd).profile["table"]["rows"] == 178
+    assert lakenet.profile(cfg, workdir=wd).profile.table.rows == 178
     fit = lakenet.fit(cfg, progress=False, workdir=wd)
     assert lakenet.evaluate(cfg, model=fit.model_uri, workdir=wd)["rows"] > 0
     scored = lakenet.predict(fit.model_uri, table, str(home / "scöred"), workdir=wd)

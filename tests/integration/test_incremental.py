@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 
 import lakenet
 from lakenet.examples import transactions_frame
+from tests.model_helpers import fraud_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +37,7 @@ def grown(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     table = str(wd / "data" / "fraud")
     lakenet.ingest(_batch(wd, 1200, 0, 1), table)
-    cfg = {
-        "data": {"table": table, "key": "transaction_id"},
-        "features": {"label": "is_fraud", "include": "auto", "exclude": ["customer_id", "key"]},
-        "model": {"width": 16},
-        "trainer": {"epochs": 2, "baseline": "none"},
-        "registry": {"name": "fraud"},
-    }
-    fit = lakenet.fit(cfg, progress=False, workdir=wd)
+    fit = lakenet.fit(fraud_config(table), progress=False, workdir=wd)
     return {"wd": wd, "table": table, "model": fit.model_uri}
 
 

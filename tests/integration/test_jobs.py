@@ -32,6 +32,7 @@ import lakenet.jobs
 from lakenet.examples import transactions_frame
 from lakenet.jobs.runner import JobBusy
 from lakenet.jobs.scheduler import Scheduler
+from tests.model_helpers import fraud_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,14 +141,7 @@ def fraud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     table = str(wd / "data" / "fraud")
     lakenet.ingest(_batch(wd, 1200, 0, 1), table)
-    cfg = {
-        "data": {"table": table, "key": "transaction_id"},
-        "features": {"label": "is_fraud", "include": "auto", "exclude": ["customer_id", "key"]},
-        "model": {"width": 16},
-        "trainer": {"epochs": 2, "baseline": "none"},
-        "registry": {"name": "fraud"},
-    }
-    fit = lakenet.fit(cfg, progress=False, workdir=wd)
+    fit = lakenet.fit(fraud_config(table), progress=False, workdir=wd)
     mail, hooks = Mailbox(wd), Hooks()
     yield {"wd": wd, "table": table, "model": fit.model_uri, "mail": mail, "hooks": hooks}
     mail.stop()

@@ -159,8 +159,8 @@ def test_the_scan_runs_on_the_executors_and_equals_the_local_one(spark: Any, dig
     jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
     distributed = scan_table(cfg, snap, map_fragments=SparkEngine(spark=spark).map_fragments)
     assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) > jobs_before  # it ran as a Spark job
-    assert distributed.profile["splits"] == local.profile["splits"]
-    assert distributed.profile["bad_rows"]["by_reason"] == local.profile["bad_rows"]["by_reason"]
+    assert distributed.profile.splits == local.profile.splits
+    assert distributed.profile.bad_rows.by_reason == local.profile.bad_rows.by_reason
     assert (distributed.fragment_counts == local.fragment_counts).all()
     a, b = local.preprocessor.to_dict(), distributed.preprocessor.to_dict()
     assert a["label"] == b["label"]

@@ -19,16 +19,17 @@ from tests.conftest import digits_config
 def test_scan_counts_bad_rows_by_reason(digits_table: Path) -> None:
     cfg = parse_config(digits_config(digits_table))
     result = scan_table(cfg, open_table(str(digits_table)))
-    reasons = result.profile["bad_rows"]["by_reason"]
+    reasons = result.profile.bad_rows.by_reason
     assert sum(reasons.values()) == 3
     assert reasons.get("empty_image") == 1
     assert reasons.get("undecodable_image", 0) + reasons.get("truncated_image", 0) == 2
-    assert result.profile["table"]["rows"] == 243
-    assert sum(result.profile["splits"].values()) == 240  # usable rows only
+    assert result.profile.table.rows == 243
+    assert sum(result.profile.splits.values()) == 240  # usable rows only
     assert int(result.fragment_counts.sum()) == 240
     assert set(result.bad_rows.column("source").to_pylist()) != {None}
-    assert result.profile["images"]["sizes"] == [[8, 8, 240]]
-    assert len(result.profile["images"]["samples"]) == 10
+    assert result.profile.images is not None
+    assert result.profile.images.sizes == [[8, 8, 240]]
+    assert len(result.profile.images.samples) == 10
 
 
 def test_quarantine_written_once(digits_table: Path, tmp_path: Path) -> None:

@@ -1,16 +1,34 @@
-"""Checks the HTML reports are complete, escaped, self-contained documents that tolerate partial input."""
+"""Checks the HTML reports are complete, escaped, self-contained documents, built from the typed profile, evaluation
+and tuning summaries (whose to_dict() is the JSON beside each report)."""
 
 from __future__ import annotations
 
 import base64
 import io
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from lakenet.data.profile import (
+    BadRowExample,
+    BadRows,
+    ColumnProfile,
+    Duplicates,
+    ImagesProfile,
+    LabelProfile,
+    LabelStats,
+    Leakage,
+    LeakExample,
+    MissingProfile,
+    Profile,
+    TableInfo,
+    Unlabelled,
+)
+from lakenet.evaluation.report import Baseline, ClassMetrics, Evaluation, Scores, Threshold, WorstExample
 from lakenet.reports import (
     bar_chart_svg,
     data_table,
@@ -24,6 +42,7 @@ from lakenet.reports import (
     scatter_svg,
 )
 from lakenet.reports.html import _nice_range
+from lakenet.tuning.summary import TrialRow, TuneSummary
 
 EVIL = "<script>alert(1)</script>"
 VOID = {"meta", "img", "br", "hr", "input", "link", "source", "wbr", "col", "area", "base", "embed"}
@@ -97,70 +116,116 @@ def _assert_self_contained(doc: str) -> None:
         assert src.startswith("data:image/"), src
 
 
-def _full_profile() -> dict[str, Any]:
-    return {
-        "table": {"uri": "s3://lake/pets", "version": 7, "rows": 12345, "format": "delta"},
-        "columns": [
-            {"name": "image", "type": "binary", "nulls": 45, "min": None, "max": None, "distinct": None},
-            {
-                "name": "price",
-                "type": "double",
-                "nulls": 0,
-                "min": 0.5,
-                "max": 99.25,
-                "distinct": 800,
-                "mean": 12.5,
-            },
+def _full_profile() -> Profile:
+    return Profile(
+        table=TableInfo(uri="s3://lake/pets", version=7, rows=12345, format="delta"),
+        columns=[
+            ColumnProfile(
+                name="image",
+                type="binary",
+                nulls=45,
+                missing_rate=45 / 12345,
+                min=None,
+                max=None,
+                distinct=None,
+                mean=None,
+            ),
+            ColumnProfile(
+                name="price", type="double", nulls=0, missing_rate=0.0, min=0.5, max=99.25, distinct=800, mean=12.5
+            ),
         ],
-        "splits": {"train": 9876, "val": 1234, "test": 1235},
-        "label": {
-            "column": "species",
-            "task": "classification",
-            "counts": {"cat": 7000, "dog": 5000, EVIL: 345},
-            "by_split": {"train": {"cat": 5600, "dog": 4000}, "val": {"cat": 700, "dog": 500}, "test": {}},
-        },
-        "images": {
-            "column": "image",
-            "count": 12345,
-            "undecodable": 3,
-            "sizes": [[640, 480, 2345], [224, 224, 10000]],
-            "modes": {"RGB": 12000, "L": 345},
-            "samples": {"cat": [_png("red"), _png("blue")], EVIL: [_png("green")]},
-        },
-        "duplicates": {"rows": 4, "groups": 2, "examples": [["k1", "k2"], ["k3", "k4"]]},
-        "leakage": {"rows": 2, "examples": [{"keys": ["k9", "k10"], "splits": ["train", "test"]}]},
-        "bad_rows": {
-            "total": 7,
-            "fraction": 0.0005,
-            "by_reason": {"undecodable image": 3, "null label": 4},
-            "examples": [{"key": "k42", "reason": "null label", "column": "species", "source": "part-0.parquet"}],
-        },
-        "warnings": ["3 images could not be decoded", f"class {EVIL} has only 345 rows"],
-    }
+        splits={"train": 9876, "val": 1234, "test": 1235},
+        unlabelled=Unlabelled(total=0, by_split={}),
+        missing={},
+        label=LabelProfile(
+            column="species",
+            task="classification",
+            counts={"cat": 7000, "dog": 5000, EVIL: 345},
+            by_split={"train": {"cat": 5600, "dog": 4000}, "val": {"cat": 700, "dog": 500}, "test": {}},
+        ),
+        images=ImagesProfile(
+            column="image",
+            count=12345,
+            undecodable=3,
+            sizes=[[640, 480, 2345], [224, 224, 10000]],
+            modes={"RGB": 12000, "L": 345},
+            samples={"cat": [_png("red"), _png("blue")], EVIL: [_png("green")]},
+        ),
+        duplicates=Duplicates(rows=4, groups=2, examples=[["k1", "k2"], ["k3", "k4"]]),
+        leakage=Leakage(rows=2, examples=[LeakExample(keys=["k9", "k10"], splits=["train", "test"])]),
+        bad_rows=BadRows(
+            total=7,
+            fraction=0.0005,
+            by_reason={"undecodable image": 3, "null label": 4},
+            examples=[BadRowExample(key="k42", reason="null label", column="species", source="part-0.parquet")],
+        ),
+        warnings=["3 images could not be decoded", f"class {EVIL} has only 345 rows"],
+    )
 
 
-def _full_evaluation() -> dict[str, Any]:
-    return {
-        "model": {"name": "pets-resnet", "version": 3, "uri": "models:/pets-resnet/3"},
-        "task": "classification",
-        "split": "test",
-        "rows": 1235,
-        "metrics": {"test_accuracy": 0.87654321, "test_macro_f1": 0.8, "test_loss": 0.3125},
-        "classes": ["cat", "dog", EVIL],
-        "confusion_matrix": [[500, 80, 20], [50, 440, 10], [1, 2, 132]],
-        "per_class": {
-            "cat": {"precision": 0.9074, "recall": 0.8333, "f1": 0.8688, "support": 600},
-            EVIL: {"precision": 0.8, "recall": 0.97, "f1": 0.88, "support": 135},
+def _empty_profile() -> Profile:
+    """The profile of a table with no rows."""
+    return Profile(
+        table=TableInfo(uri="/data/empty", version=None, rows=0, format="parquet"),
+        columns=[],
+        splits={"train": 0, "val": 0, "test": 0},
+        unlabelled=Unlabelled(total=0, by_split={}),
+        missing={},
+        label=LabelProfile(column="y", task="classification", counts={}, by_split={"train": {}, "val": {}, "test": {}}),
+        images=None,
+        duplicates=Duplicates(rows=0, groups=0, examples=[]),
+        leakage=Leakage(rows=0, examples=[]),
+        bad_rows=BadRows(total=0, fraction=0.0, by_reason={}, examples=[]),
+        warnings=["the train split is empty"],
+    )
+
+
+def _full_evaluation() -> Evaluation:
+    return Evaluation(
+        model={"name": "pets-resnet", "version": 3, "uri": "models:/pets-resnet/3"},
+        task="classification",
+        split="test",
+        rows=1235,
+        skipped_rows=0,
+        metrics={"test_accuracy": 0.87654321, "test_macro_f1": 0.8, "test_loss": 0.3125},
+        classes=["cat", "dog", EVIL],
+        confusion_matrix=[[500, 80, 20], [50, 440, 10], [1, 2, 132]],
+        per_class={
+            "cat": ClassMetrics(precision=0.9074, recall=0.8333, f1=0.8688, support=600),
+            EVIL: ClassMetrics(precision=0.8, recall=0.97, f1=0.88, support=135),
         },
-        "history": [
+        history=[
             {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_accuracy": 1 - 0.5 / e, "lr": 0.1}
             for e in range(1, 6)
         ],
-        "worst": [
-            {"key": "k7", "label": "cat", "prediction": "dog", "confidence": 0.987, "thumbnail": _png()},
-            {"key": "k8", "label": EVIL, "prediction": "cat", "confidence": 0.9, "thumbnail": None},
+        worst=[
+            WorstExample(key="k7", label="cat", prediction="dog", confidence=0.987, thumbnail=_png()),
+            WorstExample(key="k8", label=EVIL, prediction="cat", confidence=0.9, thumbnail=None),
         ],
+    )
+
+
+def _trial(number: int, state: str, value: float | None = None, **fields: Any) -> TrialRow:
+    row = {"params": {}, "intermediate": {}, "epochs": None, "seconds": None, "reason": None, "start": None}
+    return TrialRow(number=number, state=state, value=value, **{**row, **fields})
+
+
+def _summary(trials: list[TrialRow], **fields: Any) -> TuneSummary:
+    done = [t for t in trials if t.state == "complete" and t.value is not None]
+    best = max(done, key=lambda t: t.value or 0.0) if done else None
+    base: dict[str, Any] = {
+        "study": "s",
+        "metric": "m",
+        "direction": "maximize",
+        "counts": {"complete": len(done)},
+        "best_value": best.value if best else None,
+        "best_trial": best.number if best else None,
+        "best_params": best.params if best else {},
+        "importances": {},
+        "importance_note": "parameter importances need at least 3 complete trials",
+        "space": {},
     }
+    return TuneSummary(**{**base, **fields}, trials=trials)
 
 
 # --- building blocks ----------------------------------------------------------------------------------
@@ -312,40 +377,50 @@ def test_profile_report_renders_every_section() -> None:
 
 
 def test_profile_report_for_regression_shows_target_statistics() -> None:
-    doc = profile_html({"label": {"column": "price", "task": "regression", "stats": {"mean": 12.25, "std": 3.5}}})
-    text = "".join(_check_document(doc).text)
+    label = LabelProfile(column="price", task="regression", stats=LabelStats(min=1.0, max=40.0, mean=12.25, std=3.5))
+    doc = profile_html(replace(_full_profile(), label=label, images=None))
+    checker = _check_document(doc)
+    text = "".join(checker.text)
     assert "Target statistics" in text
     assert "12.25" in text
     assert "3.5" in text
+    assert "Images" not in checker.headings
 
 
 @pytest.mark.parametrize(
-    "profile",
+    "change",
     [
         {},
-        {"table": None, "columns": None, "label": None, "images": None, "warnings": None},
-        {"table": "oops", "columns": [None, 3, {"name": None}], "splits": {"train": "many"}},
-        {
-            "label": {"counts": {"a": None, "b": True}, "by_split": {"train": None}},
-            "images": {"sizes": [[1], None]},
-        },
-        {
-            "bad_rows": {"fraction": "n/a", "by_reason": [], "examples": [None]},
-            "duplicates": {"examples": "x"},
-        },
+        {"label": LabelProfile(column="price", task="regression")},  # no finite label: no statistics
+        {"columns": [ColumnProfile("x", "double", 3, 1.0, "nan", "inf", ">10000", float("nan"))]},
+        {"table": TableInfo(uri="/data/empty", version=None, rows=0, format="csv"), "warnings": ["", EVIL]},
     ],
 )
-def test_profile_report_tolerates_missing_and_malformed_keys(profile: dict[str, Any]) -> None:
-    doc = profile_html(profile)
+def test_profile_report_renders_what_a_profile_may_hold(change: dict[str, Any]) -> None:
+    doc = profile_html(replace(_empty_profile(), **change))
     checker = _check_document(doc)
     assert "Overview" in checker.headings
+    assert EVIL not in doc
 
 
-def test_empty_profile_report_says_there_is_no_data() -> None:
-    doc = profile_html({})
+def test_profile_of_an_empty_table_has_no_columns_images_or_shares() -> None:
+    doc = profile_html(_empty_profile())
     checker = _check_document(doc)
-    assert checker.headings == ["Data profile", "Overview"]
-    assert "no table information" in doc
+    assert checker.headings == [
+        "Data profile: /data/empty",
+        "Overview",
+        "Splits",
+        "Label balance",
+        "Per split",
+        "Duplicates and leakage",
+        "Duplicate rows",
+        "Leakage across splits",
+        "Bad rows",
+    ]
+    assert "Columns" not in checker.headings and "Images" not in checker.headings
+    assert "Missing values" not in checker.headings
+    assert '<td class="num">0</td><td class="num">—</td>' in doc  # no share of no rows
+    assert "the train split is empty" in doc
 
 
 # --- evaluation report --------------------------------------------------------------------------------
@@ -366,6 +441,7 @@ def test_evaluation_report_for_classification() -> None:
     ):
         assert heading in checker.headings
     assert "Predicted vs actual" not in checker.headings
+    assert "Baseline" not in checker.headings
     text = "".join(checker.text)
     for expected in (
         "0.8765",
@@ -390,13 +466,16 @@ def test_evaluation_report_for_classification() -> None:
 
 
 def test_evaluation_report_for_regression_without_thumbnails() -> None:
-    report = {
-        "model": {"name": "price-mlp", "version": "v2"},
-        "task": "regression",
-        "metrics": {"test_rmse": 1.5, "test_r2": 0.93},
-        "scatter": [[float(i), float(i) + 0.5] for i in range(50)],
-        "worst": [{"key": "row-1", "label": "10.0", "prediction": "55.0", "confidence": None}],
-    }
+    report = Evaluation(
+        model={"name": "price-mlp", "version": "v2"},
+        task="regression",
+        split="",
+        rows=50,
+        skipped_rows=0,
+        metrics={"test_rmse": 1.5, "test_r2": 0.93},
+        scatter=[[float(i), float(i) + 0.5] for i in range(50)],
+        worst=[WorstExample(key="row-1", label="10.0", prediction="55.0", confidence=0.5, thumbnail=None)],
+    )
     doc = evaluation_html(report)
     checker = _check_document(doc)
     assert checker.headings[0] == "Model evaluation: price-mlp v2"
@@ -411,52 +490,51 @@ def test_evaluation_report_for_regression_without_thumbnails() -> None:
 
 
 @pytest.mark.parametrize(
-    "report",
+    "change",
     [
         {},
-        {"model": None, "metrics": None, "history": None, "worst": None, "scatter": None},
-        {"metrics": {"val_loss": "nan?"}, "confusion_matrix": [[1, "x"], [2]], "classes": None},
-        {"history": [None, {"epoch": "one", "train_loss": None}], "scatter": [[1], None, ["a", 2]]},
-        {"per_class": {"a": None}, "worst": [None, {"thumbnail": 42}]},
+        {"model": None, "history": [], "worst": []},
+        {"metrics": {"test_loss": float("nan"), "test_r2": float("-inf")}, "classes": ["a", "b"],
+         "confusion_matrix": [[0, 0], [0, 0]], "per_class": {"a": ClassMetrics(0.0, 0.0, 0.0, 0.0)}},
+        {"history": [{"epoch": 1.0, "train_loss": float("nan")}, {"train_loss": 0.5}],
+         "scatter": [[1.0, float("nan")]]},
+        {"worst": [WorstExample("k", "a", "b", 0.5, thumbnail="not base64 <b>")], "baseline": Baseline()},
     ],
-)
-def test_evaluation_report_tolerates_missing_and_malformed_keys(report: dict[str, Any]) -> None:
-    checker = _check_document(evaluation_html(report))
+)  # fmt: skip
+def test_evaluation_report_renders_what_an_evaluation_may_hold(change: dict[str, Any]) -> None:
+    report = Evaluation(task="classification", split="test", rows=0, skipped_rows=0, metrics={})
+    checker = _check_document(evaluation_html(replace(report, **change)))
     assert "Summary" in checker.headings
+    assert "Baseline" not in checker.headings  # no baseline was asked for
 
 
-def test_empty_evaluation_report_says_there_is_no_data() -> None:
-    doc = evaluation_html({})
+def test_evaluation_of_no_rows_has_only_a_summary() -> None:
+    doc = evaluation_html(Evaluation(task="classification", split="test", rows=0, skipped_rows=4, metrics={}))
     checker = _check_document(doc)
-    assert checker.headings == ["Model evaluation", "Summary"]
-    assert "no model information" in doc
+    assert checker.headings == ["Model evaluation on test", "Summary"]
+    assert "classification" in doc
 
 
 def test_tune_report_draws_history_curves_importances_and_parallel_axes() -> None:
     from lakenet.reports import tune_html
 
     trials = [
-        {"number": 0, "state": "complete", "value": 0.80, "params": {"lr": 0.01, "width": 32},
-         "intermediate": {"1": 0.5, "2": 0.7, "3": 0.8}, "epochs": 3, "seconds": 1.0},
-        {"number": 1, "state": "pruned", "value": None, "params": {"lr": 0.0001, "width": 64},
-         "intermediate": {"1": 0.2}, "epochs": 1, "reason": "pruned after epoch 1"},
-        {"number": 2, "state": "complete", "value": 0.90, "params": {"lr": 0.05, "width": 64},
-         "intermediate": {"1": 0.6, "2": 0.8, "3": 0.9}, "epochs": 3},
-        {"number": 3, "state": "failed", "value": None, "params": {"lr": 0.3, "width": 32},
-         "reason": "<non-finite> loss"},
+        _trial(0, "complete", 0.80, params={"lr": 0.01, "width": 32}, intermediate={1: 0.5, 2: 0.7, 3: 0.8},
+               epochs=3, seconds=1.0),
+        _trial(1, "pruned", params={"lr": 0.0001, "width": 64}, intermediate={1: 0.2}, epochs=1,
+               reason="pruned after epoch 1"),
+        _trial(2, "complete", 0.90, params={"lr": 0.05, "width": 64}, intermediate={1: 0.6, 2: 0.8, 3: 0.9}, epochs=3),
+        _trial(3, "failed", params={"lr": 0.3, "width": 32}, reason="<non-finite> loss"),
     ]  # fmt: skip
-    summary = {
-        "study": "wine-abc",
-        "metric": "val_accuracy",
-        "direction": "maximize",
-        "counts": {"complete": 2, "pruned": 1, "failed": 1},
-        "best_value": 0.9,
-        "best_trial": 2,
-        "best_params": {"lr": 0.05, "width": 64},
-        "importances": {"lr": 0.8, "width": 0.2},
-        "space": {"lr": {"log_uniform": [1e-4, 0.3]}, "width": {"choice": [32, 64]}},
-        "trials": trials,
-    }
+    summary = _summary(
+        trials,
+        study="wine-abc",
+        metric="val_accuracy",
+        counts={"complete": 2, "pruned": 1, "failed": 1},
+        importances={"lr": 0.8, "width": 0.2},
+        importance_note=None,
+        space={"lr": {"log_uniform": [1e-4, 0.3]}, "width": {"choice": [32, 64]}},
+    )
     html = tune_html(summary)
     for heading in ("Optimisation history", "Parameter importances", "Parallel coordinates", "Trials"):
         assert f"<h2>{heading}</h2>" in html
@@ -464,7 +542,7 @@ def test_tune_report_draws_history_curves_importances_and_parallel_axes() -> Non
     assert html.count("<svg") == 4  # history, per-epoch curves, importances, parallel coordinates
     assert "&lt;non-finite&gt; loss" in html  # reasons are escaped
     # a study with nothing finished yet still renders
-    empty = tune_html({"study": "s", "trials": [], "importance_note": "need 3 complete trials"})
+    empty = tune_html(_summary([], importance_note="need 3 complete trials"))
     assert "no trial reported a value yet" in empty and "need 3 complete trials" in empty
 
 
@@ -472,22 +550,36 @@ def test_missing_values_and_the_baseline_are_reported() -> None:
     from lakenet.reports import evaluation_html, profile_html
 
     html = evaluation_html(
-        {
-            "metrics": {"test_roc_auc": 0.91},
-            "baseline": {
-                "model": "HistGradientBoostingClassifier",
-                "metrics": {"roc_auc": 0.89},
-                "summary": "The deep model wins <really>",
-            },
-        }
+        Evaluation(
+            task="classification",
+            split="test",
+            rows=10,
+            skipped_rows=0,
+            metrics={"test_roc_auc": 0.91},
+            baseline=Baseline(
+                model="HistGradientBoostingClassifier",
+                metrics={"roc_auc": 0.89},
+                seconds=0.1,
+                train_rows=8,
+                headline="roc_auc",
+                summary="The deep model wins <really>",
+            ),
+        )
     )
     assert "HistGradientBoostingClassifier" in html and "&lt;really&gt;" in html and "0.89" in html
+    skipped = evaluation_html(
+        Evaluation(task="classification", split="test", rows=10, skipped_rows=0, metrics={},
+                   baseline=Baseline(skipped="features of type ['image'] have no gradient-boosting baseline"))
+    )  # fmt: skip
+    assert "<h2>Baseline</h2>" in skipped and "No baseline: features of type" in skipped
     profile = profile_html(
-        {
-            "missing": {"amount": {"column": "amount", "missing": 3, "rate": 0.02, "action": "filled: median"}},
-            "unlabelled": {"total": 2},
-        }
-    )
+        replace(
+            _empty_profile(),
+            missing={"amount": MissingProfile(column="amount", missing=3, rate=0.02, rule="impute",
+                                              action="filled: median")},
+            unlabelled=Unlabelled(total=2, by_split={"train": 2}),
+        )
+    )  # fmt: skip
     assert "Missing values" in profile and "2.0%" in profile and "no label" in profile
 
 
@@ -542,10 +634,8 @@ def test_reports_render_byte_for_byte_the_same_twice() -> None:
 
     assert evaluation_html(_full_evaluation()) == evaluation_html(_full_evaluation())
     assert profile_html(_full_profile()) == profile_html(_full_profile())
-    summary = {"study": "s", "metric": "m", "direction": "minimize", "trials": [
-        {"number": i, "state": "complete", "value": 1.0 / (i + 1), "params": {"x": i}, "intermediate": {"1": 1.0}}
-        for i in range(3)
-    ], "space": {"x": {"int_uniform": [0, 9]}}}  # fmt: skip
+    trials = [_trial(i, "complete", 1.0 / (i + 1), params={"x": i}, intermediate={1: 1.0}) for i in range(3)]
+    summary = _summary(trials, direction="minimize", space={"x": {"int_uniform": [0, 9]}})
     assert tune_html(summary) == tune_html(summary)
 
 
@@ -553,10 +643,10 @@ def test_tune_history_marks_pruned_trials_and_the_best_so_far() -> None:
     from lakenet.reports.tune import _history_figure
 
     trials = [
-        {"number": 0, "state": "complete", "value": 0.5},
-        {"number": 1, "state": "pruned", "intermediate": {"1": 0.1, "2": 0.2}},
-        {"number": 2, "state": "complete", "value": 0.3},
-        {"number": 3, "state": "failed"},
+        _trial(0, "complete", 0.5),
+        _trial(1, "pruned", intermediate={1: 0.1, 2: 0.2}),
+        _trial(2, "complete", 0.3),
+        _trial(3, "failed"),
     ]
     with matplotlib_style():
         fig = _history_figure(trials, maximize=False, metric="loss")
@@ -575,43 +665,74 @@ def matplotlib_style() -> Any:
     return styled()
 
 
-def test_reports_accept_objects_as_well_as_mappings() -> None:
-    """Templates read x.field, which Jinja resolves as an attribute or a key: dataclass inputs work too."""
-    from dataclasses import dataclass, field
+def test_tune_report_reads_the_summary_dataclasses() -> None:
+    """The report takes lakenet.tuning.summary's dataclasses; tune.json is their to_dict()."""
+    import json
 
     from lakenet.reports import tune_html
 
-    @dataclass
-    class Trial:
-        number: int
-        state: str
-        value: float | None = None
-        params: dict[str, Any] = field(default_factory=dict)
-        intermediate: dict[str, float] = field(default_factory=dict)
-        reason: str | None = None
+    trials = [
+        _trial(0, "complete", 0.8, params={"lr": 0.1}, intermediate={1: 0.8}),
+        _trial(1, "complete", 0.9, params={"lr": 0.01}, intermediate={1: 0.9}),
+        _trial(2, "pruned", None, params={"lr": 0.3}, intermediate={1: 0.2}, reason="pruned <early>"),
+    ]
+    summary = _summary(trials, metric="acc", space={"lr": {"log_uniform": [1e-3, 1]}})
+    html = tune_html(summary)
+    assert "pruned &lt;early&gt;" in html and "needs at least 2 complete trials" not in html
+    data = json.loads(json.dumps(summary.to_dict()))
+    assert list(data) == [
+        "study", "metric", "direction", "counts", "best_value", "best_trial", "best_params", "importances",
+        "importance_note", "space", "trials",
+    ]  # fmt: skip
+    assert data["trials"][0] == {
+        "number": 0, "state": "complete", "value": 0.8, "params": {"lr": 0.1}, "intermediate": {"1": 0.8},
+        "epochs": None, "seconds": None, "reason": None, "start": None,
+    }  # fmt: skip
 
-    @dataclass
-    class Summary:
-        study: str
-        metric: str
-        direction: str
-        trials: list[Trial]
-        space: dict[str, Any]
 
-    trials = [Trial(0, "complete", 0.8, {"lr": 0.1}, {"1": 0.8}), Trial(1, "complete", 0.9, {"lr": 0.01}, {"1": 0.9}),
-              Trial(2, "pruned", None, {"lr": 0.3}, {"1": 0.2}, reason="pruned <early>")]  # fmt: skip
-    as_objects = tune_html(Summary("s", "acc", "maximize", trials, {"lr": {"log_uniform": [1e-3, 1]}}))
-    as_dicts = tune_html(
-        {
-            "study": "s",
-            "metric": "acc",
-            "direction": "maximize",
-            "trials": [vars(t) for t in trials],
-            "space": {"lr": {"log_uniform": [1e-3, 1]}},
-        }
+def test_profile_to_dict_leaves_out_the_sections_it_lacks() -> None:
+    full = _full_profile().to_dict()
+    assert list(full) == [
+        "table", "columns", "splits", "unlabelled", "missing", "label", "duplicates", "leakage", "bad_rows",
+        "images", "warnings",
+    ]  # fmt: skip
+    assert full["label"] == {
+        "column": "species",
+        "task": "classification",
+        "counts": {"cat": 7000, "dog": 5000, EVIL: 345},
+        "by_split": {"train": {"cat": 5600, "dog": 4000}, "val": {"cat": 700, "dog": 500}, "test": {}},
+    }
+    assert full["leakage"] == {"rows": 2, "examples": [{"keys": ["k9", "k10"], "splits": ["train", "test"]}]}
+    assert full["bad_rows"]["examples"] == [
+        {"key": "k42", "reason": "null label", "column": "species", "source": "part-0.parquet"}
+    ]
+    regression = replace(_empty_profile(), label=LabelProfile(column="y", task="regression")).to_dict()
+    assert "images" not in regression and regression["label"] == {"column": "y", "task": "regression"}
+
+
+def test_evaluation_to_dict_leaves_out_absent_sections_and_the_scores() -> None:
+    import numpy as np
+
+    empty = Evaluation(task="regression", split="test", rows=0, skipped_rows=2, metrics={})
+    assert empty.to_dict() == {"task": "regression", "split": "test", "rows": 0, "skipped_rows": 2, "metrics": {}}
+    part = replace(empty, rows=3)
+    report = replace(
+        _full_evaluation(),
+        scores=Scores(positive="dog", truth=np.zeros(3), p=np.zeros(3)),
+        threshold=Threshold(positive="dog", value=0.4),
+        parts={"new": part},
+        baseline=Baseline(),
     )
-    assert as_objects == as_dicts
-    assert "pruned &lt;early&gt;" in as_objects and "needs at least 2 complete trials" not in as_objects
+    data = report.to_dict()
+    assert list(data) == [
+        "task", "split", "rows", "skipped_rows", "threshold", "classes", "confusion_matrix", "per_class", "worst",
+        "metrics", "parts", "baseline", "history", "model",
+    ]  # fmt: skip
+    assert data["threshold"] == {"positive": "dog", "value": 0.4}
+    assert data["parts"] == {"new": part.to_dict()} and data["baseline"] == {}
+    assert data["per_class"]["cat"] == {"precision": 0.9074, "recall": 0.8333, "f1": 0.8688, "support": 600}
+    assert data["worst"][1] == {"key": "k8", "label": EVIL, "prediction": "cat", "confidence": 0.9, "thumbnail": None}
+    assert Baseline(skipped="why").to_dict() == {"skipped": "why"}
 
 
 def test_templates_ship_with_the_package() -> None:
@@ -620,3 +741,24 @@ def test_templates_ship_with_the_package() -> None:
     templates = files("lakenet.reports") / "templates"
     for name in ("base.html", "macros.html", "profile.html", "evaluation.html", "tune.html", "report.css"):
         assert (templates / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    "fixture", ["profile-digits", "profile-houses", "evaluation-digits", "evaluation-houses", "tune-wine"]
+)
+def test_summaries_read_back_from_their_json_write_it_byte_for_byte(fixture: str) -> None:
+    """docs/screenshots/inputs holds real profile.json, evaluation.json and tune.json files: from_dict reads them
+    back, to_dict writes exactly what was read (keys, order, values) and the report renders."""
+    import json
+    from pathlib import Path
+
+    from lakenet.reports import tune_html
+
+    path = Path(__file__).parents[2] / "docs" / "screenshots" / "inputs" / f"{fixture}.json"
+    text = path.read_text()
+    kind = fixture.split("-")[0]
+    cls = {"profile": Profile, "evaluation": Evaluation, "tune": TuneSummary}[kind]
+    summary = cls.from_dict(json.loads(text))
+    assert json.dumps(summary.to_dict(), indent=2) == json.dumps(json.loads(text), indent=2)
+    render = {"profile": profile_html, "evaluation": evaluation_html, "tune": tune_html}[kind]
+    _check_document(render(summary))

@@ -176,13 +176,7 @@ def ingest(
     key: str = "key",
     delimiter: str | None = None,
 ) -> IngestResult:
-    """Write `source` (image folder with one sub-folder per class, CSV or Parquet) to the Delta table `table`.
-
-    In append mode rows whose key is already in the table are skipped, so ingesting a folder again only adds
-    the new files, and a rerun adds nothing. Rows without a key column get one that identifies their source
-    file by name and contents. The write is one conditional commit: two ingests running at once cannot add the
-    same rows twice. A CSV's delimiter is detected unless `delimiter` is given.
-    """
+    """`lakenet.api.ingest`: an image folder, CSV or Parquet source into a Delta table, one conditional commit."""
     from deltalake import DeltaTable
 
     src = Path(source)

@@ -40,17 +40,17 @@ def write_quarantine(result: ScanResult, *, job: str) -> str | None:
     bad: pa.Table = result.bad_rows
     if bad.num_rows == 0:
         return None
-    table = result.profile["table"]
-    uri = quarantine_uri(table["uri"])
+    table = result.profile.table
+    uri = quarantine_uri(table.uri)
     found = _identities(bad)
 
     def new_rows(dt: DeltaTable | None) -> pa.Table | None:
         rows = bad
         if dt is not None:
-            version = table["version"]
+            version = table.version
             held = dt.to_pyarrow_dataset().to_table(
                 columns=list(_IDENTITY),
-                filter=(pc.field("table") == table["uri"])
+                filter=(pc.field("table") == table.uri)
                 & (pc.field("table_version").is_null() if version is None else pc.field("table_version") == version),
             )
             seen = _identities(held) & found
@@ -61,7 +61,7 @@ def write_quarantine(result: ScanResult, *, job: str) -> str | None:
                 rows = bad.filter(pa.array(keep))
         return rows if rows.num_rows else None
 
-    txn = app_id("quarantine", table["uri"], table["version"], sorted(found, key=str))
+    txn = app_id("quarantine", table.uri, table.version, sorted(found, key=str))
     commit_once(uri, new_rows, txn=txn, mode="append", metadata={"lakenet.job": job})
     return uri
 
@@ -71,9 +71,9 @@ def enforce_bad_fraction(result: ScanResult, max_fraction: float, quarantine: st
     frac = result.bad_fraction
     if frac <= max_fraction:
         return
-    reasons = ", ".join(f"{k}: {v}" for k, v in result.profile["bad_rows"]["by_reason"].items())
+    reasons = ", ".join(f"{k}: {v}" for k, v in result.profile.bad_rows.by_reason.items())
     raise BadRowsError(
-        f"{result.bad_rows.num_rows} of {result.profile['table']['rows']} rows ({frac:.2%}) are bad, more than "
+        f"{result.bad_rows.num_rows} of {result.profile.table.rows} rows ({frac:.2%}) are bad, more than "
         f"data.max_bad_fraction = {max_fraction:.2%} ({reasons}). They are listed in {quarantine}. "
         "Fix the source rows, or raise data.max_bad_fraction to train on the rest."
     )

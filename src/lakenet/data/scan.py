@@ -11,7 +11,7 @@ import hashlib
 import io
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,22 @@ import pyarrow.compute as pc
 from lakenet.config.schema import Config, ImageFeature, VectorFeature
 from lakenet.data.codecs import Moments, blank_to_null, codec_for
 from lakenet.data.encoders import LabelState, Preprocessor, StatsAccumulator
+from lakenet.data.profile import (
+    BadRowExample,
+    BadRows,
+    ColumnProfile,
+    Duplicates,
+    ImagesProfile,
+    LabelProfile,
+    LabelStats,
+    Leakage,
+    LeakExample,
+    MissingProfile,
+    Profile,
+    Scalar,
+    TableInfo,
+    Unlabelled,
+)
 from lakenet.data.sources import Fragment, Snapshot
 from lakenet.data.split import SPLIT_NAMES, TRAIN, assign_splits
 from lakenet.errors import DataError
@@ -58,14 +74,14 @@ class ScanResult:
     """What one pass over the table learned."""
 
     preprocessor: Preprocessor
-    profile: dict[str, Any]
+    profile: Profile
     bad_rows: pa.Table  # QUARANTINE_SCHEMA
     # Usable rows per fragment and split: (fragments, 3). Lets every worker plan its steps without talking.
     fragment_counts: np.ndarray
 
     @property
     def bad_fraction(self) -> float:
-        rows = self.profile["table"]["rows"]
+        rows = self.profile.table.rows
         return self.bad_rows.num_rows / rows if rows else 0.0
 
 
@@ -220,24 +236,24 @@ class _ColumnStats:
         if self.distinct is not None and other.distinct is not None and len(self.distinct) <= _DISTINCT_CAP:
             self.distinct.update(other.distinct)
 
-    def to_dict(self, rows: int) -> dict[str, Any]:
+    def to_profile(self, rows: int) -> ColumnProfile:
         distinct: int | str | None = None
         if self.distinct is not None:
             known = len(self.distinct - {None})
             distinct = known if len(self.distinct) <= _DISTINCT_CAP else f">{_DISTINCT_CAP}"
-        return {
-            "name": self.name,
-            "type": str(self.dtype),
-            "nulls": self.nulls,
-            "missing_rate": self.nulls / rows if rows else 0.0,
-            "min": _jsonable(self.min),
-            "max": _jsonable(self.max),
-            "distinct": distinct,
-            "mean": self.moments.mean if self.moments.n else None,
-        }
+        return ColumnProfile(
+            name=self.name,
+            type=str(self.dtype),
+            nulls=self.nulls,
+            missing_rate=self.nulls / rows if rows else 0.0,
+            min=_jsonable(self.min),
+            max=_jsonable(self.max),
+            distinct=distinct,
+            mean=self.moments.mean if self.moments.n else None,
+        )
 
 
-def _jsonable(v: Any) -> Any:
+def _jsonable(v: Any) -> Scalar:
     if v is None or isinstance(v, bool | int | str):
         return v
     if isinstance(v, float):
@@ -280,7 +296,7 @@ class ScanPartial:
     dup_rows: int = 0
     leak_rows: int = 0
     dup_examples: list[list[str]] = field(default_factory=list)
-    leak_examples: list[dict[str, list[str]]] = field(default_factory=list)
+    leak_examples: list[LeakExample] = field(default_factory=list)
     dup_groups: set[bytes] = field(default_factory=set)
     sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
     modes: Counter[str] = field(default_factory=Counter)
@@ -313,9 +329,7 @@ class ScanPartial:
         if prev[1] != split:
             self.leak_rows += 1
             if len(self.leak_examples) < _EXAMPLES:
-                self.leak_examples.append(
-                    {"keys": [prev[0], key], "splits": [SPLIT_NAMES[prev[1]], SPLIT_NAMES[split]]}
-                )
+                self.leak_examples.append(LeakExample([prev[0], key], [SPLIT_NAMES[prev[1]], SPLIT_NAMES[split]]))
 
     def merge(self, other: ScanPartial) -> ScanPartial:
         for name, cs in self.columns.items():
@@ -464,41 +478,47 @@ def _finish(plan: _Plan, snap: Snapshot, part: ScanPartial) -> ScanResult:
     bad_table = pa.table(bad, schema=QUARANTINE_SCHEMA)
     rows = snap.num_rows
     by_reason = Counter(bad["reason"])
-    profile = {
-        "table": {"uri": snap.uri, "version": snap.version, "rows": rows, "format": snap.format},
-        "columns": [cs.to_dict(rows) for cs in part.columns.values()],
-        "splits": {name: int(counts[:, i].sum()) for i, name in enumerate(SPLIT_NAMES)},
-        "unlabelled": {"total": sum(part.unlabelled.values()), "by_split": dict(part.unlabelled)},
-        "missing": _missing_profile(cfg, part, rows),
-        "label": _label_profile(cfg, part.label_by_split, part.label_moments, part.label_range),
-        "duplicates": {"rows": part.dup_rows, "groups": len(part.dup_groups), "examples": part.dup_examples},
-        "leakage": {"rows": part.leak_rows, "examples": part.leak_examples},
-        "bad_rows": {
-            "total": bad_table.num_rows,
-            "fraction": bad_table.num_rows / rows if rows else 0.0,
-            "by_reason": dict(by_reason),
-            "examples": bad_table.slice(0, _EXAMPLES).select(["key", "reason", "column", "source"]).to_pylist(),
-        },
-    }
-    if plan.image_col:
-        profile["images"] = {
-            "column": plan.image_col,
-            "count": int(sum(part.sizes.values())) + int(sum(v for k, v in by_reason.items() if "image" in k)),
-            "undecodable": int(sum(v for k, v in by_reason.items() if "image" in k and k != "missing_image")),
-            "sizes": [[w, h, c] for (w, h), c in part.sizes.most_common(20)],
-            "modes": dict(part.modes),
-            "samples": part.samples,
-        }
-    profile["warnings"] = _warnings(profile, cfg)
-    return ScanResult(preprocessor, profile, bad_table, counts)
+    examples = bad_table.slice(0, _EXAMPLES).select(["key", "reason", "column", "source"]).to_pylist()
+    profile = Profile(
+        table=TableInfo(uri=snap.uri, version=snap.version, rows=rows, format=snap.format),
+        columns=[cs.to_profile(rows) for cs in part.columns.values()],
+        splits={name: int(counts[:, i].sum()) for i, name in enumerate(SPLIT_NAMES)},
+        unlabelled=Unlabelled(total=sum(part.unlabelled.values()), by_split=dict(part.unlabelled)),
+        missing=_missing_profile(cfg, part, rows),
+        label=_label_profile(cfg, part.label_by_split, part.label_moments, part.label_range),
+        duplicates=Duplicates(rows=part.dup_rows, groups=len(part.dup_groups), examples=part.dup_examples),
+        leakage=Leakage(rows=part.leak_rows, examples=part.leak_examples),
+        bad_rows=BadRows(
+            total=bad_table.num_rows,
+            fraction=bad_table.num_rows / rows if rows else 0.0,
+            by_reason=dict(by_reason),
+            examples=[BadRowExample(**row) for row in examples],
+        ),
+        images=_images_profile(plan, part, by_reason),
+        warnings=[],
+    )
+    return ScanResult(preprocessor, replace(profile, warnings=_warnings(profile, cfg)), bad_table, counts)
 
 
-def _missing_profile(cfg: Config, part: ScanPartial, rows: int) -> dict[str, Any]:
+def _images_profile(plan: _Plan, part: ScanPartial, by_reason: Counter[str]) -> ImagesProfile | None:
+    if not plan.image_col:
+        return None
+    return ImagesProfile(
+        column=plan.image_col,
+        count=int(sum(part.sizes.values())) + int(sum(v for k, v in by_reason.items() if "image" in k)),
+        undecodable=int(sum(v for k, v in by_reason.items() if "image" in k and k != "missing_image")),
+        sizes=[[w, h, c] for (w, h), c in part.sizes.most_common(20)],
+        modes=dict(part.modes),
+        samples=part.samples,
+    )
+
+
+def _missing_profile(cfg: Config, part: ScanPartial, rows: int) -> dict[str, MissingProfile]:
     """Per input feature: missing values over the whole table and what is done about them."""
     from lakenet.data.codecs.base import missing_rule
 
     feats = cfg.features
-    out: dict[str, Any] = {}
+    out: dict[str, MissingProfile] = {}
     for name, spec in feats.inputs.items():
         col = feats.column_of(name)
         n = part.columns[col].nulls if col in part.columns else 0
@@ -509,53 +529,51 @@ def _missing_profile(cfg: Config, part: ScanPartial, rows: int) -> dict[str, Any
             "zeros": "read as zeros, with an indicator input",
             "quarantine": "rows quarantined",
         }[rule]
-        out[name] = {"column": col, "missing": n, "rate": n / rows if rows else 0.0, "rule": rule, "action": done}
+        out[name] = MissingProfile(column=col, missing=n, rate=n / rows if rows else 0.0, rule=rule, action=done)
     return out
 
 
 def _label_profile(
     cfg: Config, by_split: list[Counter[str]], moments: Moments, value_range: list[float]
-) -> dict[str, Any]:
+) -> LabelProfile:
     lab = cfg.features.label
-    out: dict[str, Any] = {"column": lab.column, "task": lab.task}
     if lab.task == "classification":
         total: Counter[str] = Counter()
         for c in by_split:
             total.update(c)
-        out["counts"] = {k: v for k, v in sorted(total.items()) if v > 0}
-        out["by_split"] = {
-            SPLIT_NAMES[i]: {k: v for k, v in sorted(c.items()) if v > 0} for i, c in enumerate(by_split)
-        }
-    elif moments.n:
-        mean, _ = moments.mean_std()
-        out["stats"] = {
-            "min": value_range[0],
-            "max": value_range[1],
-            "mean": mean,
-            "std": float(np.sqrt(moments.m2 / moments.n)),
-        }
-    return out
+        return LabelProfile(
+            column=lab.column,
+            task=lab.task,
+            counts={k: v for k, v in sorted(total.items()) if v > 0},
+            by_split={SPLIT_NAMES[i]: {k: v for k, v in sorted(c.items()) if v > 0} for i, c in enumerate(by_split)},
+        )
+    if not moments.n:
+        return LabelProfile(column=lab.column, task=lab.task)
+    mean, _ = moments.mean_std()
+    std = float(np.sqrt(moments.m2 / moments.n))
+    stats = LabelStats(min=value_range[0], max=value_range[1], mean=mean, std=std)
+    return LabelProfile(column=lab.column, task=lab.task, stats=stats)
 
 
-def _warnings(profile: dict[str, Any], cfg: Config) -> list[str]:
+def _warnings(profile: Profile, cfg: Config) -> list[str]:
     w = []
-    bad = profile["bad_rows"]
-    if bad["total"]:
-        reasons = ", ".join(f"{k}: {v}" for k, v in bad["by_reason"].items())
-        w.append(f"{bad['total']} bad row(s) ({bad['fraction']:.2%}) will be quarantined and skipped ({reasons})")
-    if profile["leakage"]["rows"]:
+    bad = profile.bad_rows
+    if bad.total:
+        reasons = ", ".join(f"{k}: {v}" for k, v in bad.by_reason.items())
+        w.append(f"{bad.total} bad row(s) ({bad.fraction:.2%}) will be quarantined and skipped ({reasons})")
+    if profile.leakage.rows:
         w.append(
-            f"{profile['leakage']['rows']} row(s) have the same content as a row in another split "
+            f"{profile.leakage.rows} row(s) have the same content as a row in another split "
             "(leakage inflates validation and test scores)"
         )
-    if profile["duplicates"]["rows"]:
-        w.append(f"{profile['duplicates']['rows']} row(s) duplicate the content of another row")
-    counts = profile["label"].get("counts") or {}
+    if profile.duplicates.rows:
+        w.append(f"{profile.duplicates.rows} row(s) duplicate the content of another row")
+    counts = profile.label.counts or {}
     if counts:
         lo, hi = min(counts.values()), max(counts.values())
         if lo and hi / lo >= 10:
             w.append(f"label classes are imbalanced: largest/smallest = {hi}/{lo}")
-    for name, n in profile["splits"].items():
+    for name, n in profile.splits.items():
         if n == 0 and (name == "train" or getattr(cfg.data.split, name) > 0):
             w.append(f"the {name} split is empty")
     return w

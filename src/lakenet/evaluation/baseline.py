@@ -20,6 +20,7 @@ from lakenet.evaluation.metrics import (
     regression_metrics,
     roc_auc_binary,
 )
+from lakenet.evaluation.report import Baseline
 
 __all__ = ["fit_baseline", "headline_metric"]
 
@@ -61,18 +62,19 @@ def _matrices(snap: Snapshot, pre: Preprocessor, cfg: Config) -> dict[int, tuple
     return out
 
 
-def fit_baseline(cfg: Config, snap: Snapshot, pre: Preprocessor, deep: dict[str, float]) -> dict[str, Any]:
-    """Fit, score on the test split, and compare with the deep model's `test_*` metrics. Returns {} when the
-    features are not all tabular (images, text and vectors have no fair gradient-boosting counterpart here)."""
+def fit_baseline(cfg: Config, snap: Snapshot, pre: Preprocessor, deep: dict[str, float]) -> Baseline:
+    """Fit, score on the test split, and compare with the deep model's `test_*` metrics. Skipped (saying why)
+    when the features are not all tabular (images, text and vectors have no fair gradient-boosting counterpart
+    here) or a split it needs is empty."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     kinds = {s.type for s in cfg.features.inputs.values()}
     if not kinds <= _TABULAR:
-        return {"skipped": f"features of type {sorted(kinds - _TABULAR)} have no gradient-boosting baseline"}
+        return Baseline(skipped=f"features of type {sorted(kinds - _TABULAR)} have no gradient-boosting baseline")
     t0 = time.perf_counter()
     data = _matrices(snap, pre, cfg)
     if TRAIN not in data or TEST not in data:
-        return {"skipped": "the train or test split is empty"}
+        return Baseline(skipped="the train or test split is empty")
     x_train, y_train = data[TRAIN]
     if len(y_train) > _MAX_TRAIN_ROWS:
         keep = np.random.default_rng(cfg.trainer.seed).choice(len(y_train), _MAX_TRAIN_ROWS, replace=False)
@@ -119,14 +121,14 @@ def fit_baseline(cfg: Config, snap: Snapshot, pre: Preprocessor, deep: dict[str,
         metrics.update(regression_metrics(yt, yp, prefix="test"))
     seconds = time.perf_counter() - t0
     name = headline_metric(pre.label.task, len(classes))
-    return {
-        "model": type(model).__name__,
-        "metrics": {k.removeprefix("test_"): v for k, v in metrics.items()},
-        "seconds": seconds,
-        "train_rows": len(y_train),
-        "headline": name,
-        "summary": _sentence(name, metrics.get(f"test_{name}"), deep.get(f"test_{name}")),
-    }
+    return Baseline(
+        model=type(model).__name__,
+        metrics={k.removeprefix("test_"): v for k, v in metrics.items()},
+        seconds=seconds,
+        train_rows=len(y_train),
+        headline=name,
+        summary=_sentence(name, metrics.get(f"test_{name}"), deep.get(f"test_{name}")),
+    )
 
 
 def _sentence(name: str, baseline: float | None, deep: float | None) -> str:

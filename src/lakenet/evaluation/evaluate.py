@@ -6,6 +6,7 @@ import base64
 import heapq
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from lakenet.evaluation.metrics import (
     regression_metrics,
     roc_auc_binary,
 )
+from lakenet.evaluation.report import ClassMetrics, Evaluation, Scores, Threshold, WorstExample
 from lakenet.inference.predictor import Predictor
 
 __all__ = ["evaluate_split"]
@@ -57,10 +59,10 @@ def evaluate_split(
     prefix: str = "test",
     scores: bool = False,
     parts: Callable[[Fragment], str] | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Metrics named `<prefix>_<metric>` plus the material for the HTML report. `scores`: also return, for two
-    classes, the truth and the rarer class's probability per row (`report["scores"]`: for the threshold).
-    `parts`: also report each part of the table (named per fragment) in `report["parts"]`, from the same pass."""
+    classes, the truth and the rarer class's probability per row (`.scores`: for the threshold). `parts`: also
+    evaluate each part of the table (named per fragment) in `.parts`, from the same pass."""
     pre = predictor.pre
     cols = list(dict.fromkeys([*pre.columns(with_label=True)]))
     whole = _Tally(predictor, prefix)
@@ -77,7 +79,7 @@ def evaluate_split(
             by_part.setdefault(parts(frag), _Tally(predictor, prefix)).add(table, out)
     report = whole.report(scores=scores)
     if parts is not None:
-        report["parts"] = {name: t.report(scores=False) for name, t in by_part.items()}
+        report = replace(report, parts={name: t.report(scores=False) for name, t in by_part.items()})
     return report
 
 
@@ -139,30 +141,27 @@ class _Tally:
                     heapq.heappushpop(self.worst, entry)
         return known
 
-    def report(self, *, scores: bool) -> dict[str, Any]:
-        pre, prefix = self.pre, self.prefix
-        report: dict[str, Any] = {
-            "task": pre.label.task,
-            "split": prefix,
+    def report(self, *, scores: bool) -> Evaluation:
+        head: dict[str, Any] = {
+            "task": self.pre.label.task,
+            "split": self.prefix,
             "rows": len(self.y_true),
             "skipped_rows": self.skipped,
         }
         if not self.y_true:
-            report["metrics"] = {}
-            return report
+            return Evaluation(**head, metrics={})
         if self.predictor.classification:
-            report["metrics"] = self._classification(report, scores=scores)
-        else:
-            yt, yp = np.asarray(self.y_true), np.asarray(self.y_pred)
-            take = np.linspace(0, len(yt) - 1, min(len(yt), _SCATTER)).astype(int)
-            report["scatter"] = [[float(yt[i]), float(yp[i])] for i in take]
-            report["metrics"] = regression_metrics(yt, yp, prefix=prefix)
-        return report
+            return self._classification(head, scores=scores)
+        yt, yp = np.asarray(self.y_true), np.asarray(self.y_pred)
+        take = np.linspace(0, len(yt) - 1, min(len(yt), _SCATTER)).astype(int)
+        scatter = [[float(yt[i]), float(yp[i])] for i in take]
+        return Evaluation(**head, scatter=scatter, metrics=regression_metrics(yt, yp, prefix=self.prefix))
 
-    def _classification(self, report: dict[str, Any], *, scores: bool) -> dict[str, float]:
+    def _classification(self, head: dict[str, Any], *, scores: bool) -> Evaluation:
         pre, prefix, classes = self.pre, self.prefix, self.classes
         cm = confusion_matrix(np.asarray(self.y_true), np.asarray(self.y_pred), len(classes))
         metrics = classification_metrics(cm, classes, prefix=prefix)
+        found_scores, threshold = None, None
         if len(classes) == 2:
             positive = pre.label.positive if pre.label.positive in classes else classes[1]
             pos = classes.index(positive)
@@ -175,16 +174,20 @@ class _Tally:
             if ap is not None:
                 metrics[f"{prefix}_pr_auc"] = ap
             if scores:
-                report["scores"] = {"positive": positive, "truth": truth_pos, "p": p_pos}
+                found_scores = Scores(positive=positive, truth=truth_pos, p=p_pos)
             if pre.label.threshold is not None:
-                report["threshold"] = {"positive": positive, "value": pre.label.threshold}
-        report.update(
+                threshold = Threshold(positive=positive, value=pre.label.threshold)
+        worst = [
+            WorstExample(**{k: v for k, v in item.items() if k != "_blob"}, thumbnail=_thumb(item["_blob"]))
+            for _, _, item in sorted(self.worst, key=lambda e: -e[0])
+        ]
+        return Evaluation(
+            **head,
+            scores=found_scores,
+            threshold=threshold,
             classes=classes,
             confusion_matrix=cm.tolist(),
-            per_class=per_class_metrics(cm, classes),
-            worst=[
-                {**{k: v for k, v in item.items() if k != "_blob"}, "thumbnail": _thumb(item["_blob"])}
-                for _, _, item in sorted(self.worst, key=lambda e: -e[0])
-            ],
+            per_class={k: ClassMetrics(**v) for k, v in per_class_metrics(cm, classes).items()},
+            worst=worst,
+            metrics=metrics,
         )
-        return metrics

@@ -32,6 +32,9 @@ def exit_code_for(err: BaseException) -> ExitCode:
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        to_dict = getattr(value, "to_dict", None)
+        if callable(to_dict):  # a summary (a Profile) as its JSON file has it
+            return _plain(to_dict())
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}

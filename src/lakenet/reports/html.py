@@ -5,15 +5,19 @@ little data shaping the charts need."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from markupsafe import Markup
 
 from lakenet.evaluation.metrics import metric_mode
 from lakenet.reports.charts import WIDTH, bar_chart_svg, line_chart_svg, scatter_svg
 from lakenet.reports.charts import _nice_range as _nice_range  # importable from here, where it used to live
-from lakenet.reports.render import MAX_TABLE_ROWS, finite, fmt, get, in_order, macro, render, trusted
+from lakenet.reports.render import MAX_TABLE_ROWS, finite, fmt, in_order, macro, render, trusted
+
+if TYPE_CHECKING:
+    from lakenet.data.profile import LabelProfile, Profile
+    from lakenet.evaluation.report import Evaluation
 
 __all__ = [
     "bar_chart_svg",
@@ -97,44 +101,41 @@ def heatmap_table(
 # Chart data for the templates
 
 
-def _counts(value: object) -> list[tuple[str, float]]:
-    """A {name: count} mapping as (name, count) pairs, largest first; counts that are not numbers are left out."""
-    pairs = [(str(k), float(v)) for k, v in value.items() if finite(v)] if isinstance(value, Mapping) else []
-    return sorted(pairs, key=lambda kv: (-kv[1], kv[0]))
+def _counts(value: Mapping[str, float]) -> list[tuple[str, float]]:
+    """A {name: count} mapping as (name, count) pairs, largest first."""
+    return sorted(((str(k), float(v)) for k, v in value.items()), key=lambda kv: (-kv[1], kv[0]))
 
 
-def counts_chart(value: object, title: str, order: Sequence[str] = (), width: float = WIDTH) -> Markup:
+def counts_chart(value: Mapping[str, float], title: str, order: Sequence[str] = (), width: float = WIDTH) -> Markup:
     """Bar chart of a {name: count} mapping, largest first, or in the given order (names not in it last)."""
     pairs = dict(_counts(value))
     names = in_order(pairs, order) if order else list(pairs)
     return bar_chart_svg(names, [pairs[n] for n in names], title=title, width=width)
 
 
-def class_order(label: object) -> list[str]:
+def class_order(label: LabelProfile) -> list[str]:
     """All classes, the most common overall first, then any only some split has."""
-    order = [k for k, _ in _counts(get(label, "counts"))]
-    for counts in (get(label, "by_split") or {}).values():
+    order = [k for k, _ in _counts(label.counts or {})]
+    for counts in (label.by_split or {}).values():
         order += [k for k, _ in _counts(counts) if k not in order]
     return order
 
 
-def sizes_chart(sizes: Iterable[Any]) -> Markup | str:
+def sizes_chart(sizes: Sequence[Sequence[int]]) -> Markup | str:
     """Image sizes [[width, height, count], ...] as bars, the most common first."""
-    entries = [e for e in sizes or () if isinstance(e, list | tuple) and len(e) >= 3 and finite(e[2])]
-    pairs = sorted(((f"{fmt(e[0])}x{fmt(e[1])}", float(e[2])) for e in entries), key=lambda s: -s[1])
+    pairs = sorted(((f"{fmt(w)}x{fmt(h)}", float(n)) for w, h, n in sizes), key=lambda s: -s[1])
     if not pairs:
         return ""
     return bar_chart_svg([s for s, _ in pairs], [n for _, n in pairs], title="Image sizes (WxH)")
 
 
-def learning_curves(history: Iterable[Any]) -> list[Markup]:
+def learning_curves(history: Sequence[Mapping[str, float]]) -> list[Markup]:
     """A loss chart (train_loss, val_loss, ...) and a chart of the other validation metrics, per epoch."""
     losses: dict[str, list[tuple[float, float]]] = {}
     others: dict[str, list[tuple[float, float]]] = {}
-    for i, row in enumerate(history or ()):
-        epoch = get(row, "epoch")
-        x = float(epoch) if finite(epoch) else float(i + 1)
-        for key, y in row.items() if isinstance(row, Mapping) else ():
+    for i, row in enumerate(history):
+        x = float(row.get("epoch", i + 1))
+        for key, y in row.items():
             if key != "epoch" and finite(y) and ("loss" in key or key.startswith("val_")):
                 (losses if "loss" in key else others).setdefault(key, []).append((x, float(y)))
     charts = []
@@ -158,11 +159,12 @@ _HELPERS = {
 }
 
 
-def profile_html(profile: Mapping[str, Any]) -> str:
-    """The data profile report; every key of the profile is optional."""
+def profile_html(profile: Profile) -> str:
+    """The data profile report: a section per part of the profile (images only with an image feature)."""
     return render("profile.html", p=profile, **_HELPERS)
 
 
-def evaluation_html(report: Mapping[str, Any]) -> str:
-    """The model evaluation report; every key of the report is optional."""
+def evaluation_html(report: Evaluation) -> str:
+    """The model evaluation report: the sections the evaluation has (the model, the baseline and the learning
+    curves when they are set)."""
     return render("evaluation.html", r=report, **_HELPERS)

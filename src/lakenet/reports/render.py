@@ -14,7 +14,7 @@ from markupsafe import Markup
 
 from lakenet._version import __version__
 
-__all__ = ["MAX_TABLE_ROWS", "env", "finite", "fmt", "get", "in_order", "macro", "render", "trusted"]
+__all__ = ["MAX_TABLE_ROWS", "env", "finite", "fmt", "in_order", "macro", "render", "trusted"]
 
 # Caps keep a report for a 1000-class model or a 100,000-column table in the megabytes.
 MAX_TABLE_ROWS = 500
@@ -28,11 +28,6 @@ _B64_MAGIC = (("iVBORw0KGgo", "image/png"), ("/9j/", "image/jpeg"), ("R0lGOD", "
 def finite(value: object) -> TypeGuard[float]:
     """A real, finite number; bools are not counts."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def get(obj: object, name: str) -> Any:
-    """obj[name] for a mapping, obj.name for anything else (dataclasses), None when absent: Jinja's own rule."""
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
 def fmt(value: object) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import matplotlib
 from markupsafe import Markup
@@ -13,26 +13,73 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lakenet.reports.charts import MUTED, PALETTE, bar_chart_svg, chart, line_chart_svg, new_figure, styled
-from lakenet.reports.render import finite, fmt, get, macro, render
+from lakenet.reports.render import finite, fmt, macro, render
 
-__all__ = ["tune_html"]
+__all__ = ["Trial", "TuneSummary", "tune_html"]
 
 _MAX_CURVES = 40
 
 
-def _last_reported(trial: object) -> float | None:
-    inter = get(trial, "intermediate") or {}
-    values = [v for _, v in sorted((int(k), v) for k, v in inter.items()) if finite(v)]
+class Trial(Protocol):
+    """What the report reads of a trial: lakenet.tuning.summary.TrialRow (the tuning layer sits above this one)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def intermediate(self) -> Mapping[int, float]: ...
+    @property
+    def epochs(self) -> int | None: ...
+    @property
+    def seconds(self) -> float | None: ...
+    @property
+    def reason(self) -> str | None: ...
+
+
+class TuneSummary(Protocol):
+    """What the report reads of a study summary: lakenet.tuning.summary.TuneSummary."""
+
+    @property
+    def study(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+    @property
+    def best_value(self) -> float | None: ...
+    @property
+    def best_trial(self) -> int | None: ...
+    @property
+    def best_params(self) -> Mapping[str, Any]: ...
+    @property
+    def importances(self) -> Mapping[str, float]: ...
+    @property
+    def importance_note(self) -> str | None: ...
+    @property
+    def space(self) -> Mapping[str, Any]: ...
+    @property
+    def trials(self) -> Sequence[Trial]: ...
+
+
+def _last_reported(trial: Trial) -> float | None:
+    values = [v for _, v in sorted(trial.intermediate.items()) if finite(v)]
     return float(values[-1]) if values else None
 
 
-def _history_figure(trials: Sequence[Any], maximize: bool, metric: str) -> Figure | None:
+def _history_figure(trials: Sequence[Trial], maximize: bool, metric: str) -> Figure | None:
     """Each complete trial's value (filled), each pruned trial's last reported value (hollow, grey) and the
     best value so far (a step line)."""
-    done = sorted((float(get(t, "number")), float(get(t, "value"))) for t in trials
-                  if get(t, "state") == "complete" and finite(get(t, "value")))  # fmt: skip
-    pruned = [(float(get(t, "number")), v) for t in trials
-              if get(t, "state") == "pruned" and (v := _last_reported(t)) is not None]  # fmt: skip
+    done = sorted((float(t.number), float(t.value)) for t in trials
+                  if t.state == "complete" and finite(t.value))  # fmt: skip
+    pruned = [(float(t.number), v) for t in trials
+              if t.state == "pruned" and (v := _last_reported(t)) is not None]  # fmt: skip
     if not done and not pruned:
         return None
     fig = new_figure()
@@ -57,19 +104,18 @@ def _history_figure(trials: Sequence[Any], maximize: bool, metric: str) -> Figur
     return fig
 
 
-def history_chart(trials: Sequence[Any], maximize: bool, metric: str) -> Markup:
+def history_chart(trials: Sequence[Trial], maximize: bool, metric: str) -> Markup:
     with styled():
         fig = _history_figure(trials, maximize, metric)
         return chart("Optimisation history", fig, empty="no trial reported a value yet")
 
 
-def curves_chart(trials: Sequence[Any], metric: str) -> Markup:
+def curves_chart(trials: Sequence[Trial], metric: str) -> Markup:
     """Every trial's per-epoch values: what the pruner saw."""
     series: dict[str, list[tuple[float, float]]] = {}
     for t in trials:
-        inter = get(t, "intermediate") or {}
-        if pts := [(float(k), float(v)) for k, v in inter.items() if finite(v)]:
-            series[f"#{get(t, 'number')} {get(t, 'state') or ''}"] = pts
+        if pts := [(float(k), float(v)) for k, v in t.intermediate.items() if finite(v)]:
+            series[f"#{t.number} {t.state}"] = pts
     note = ""
     if len(series) > _MAX_CURVES:
         note = f"First {_MAX_CURVES} of {len(series)} trials shown."
@@ -110,24 +156,24 @@ def _parallel_figure(axes: list[tuple[str, list[Any], bool]], quality: list[floa
     return fig
 
 
-def parallel_chart(trials: Sequence[Any], space: Mapping[str, Any], metric: str, maximize: bool) -> Markup:
+def parallel_chart(trials: Sequence[Trial], space: Mapping[str, Any], metric: str, maximize: bool) -> Markup:
     """One vertical axis per tuned key plus the metric; one line per complete trial, darker = better."""
     title = "Parallel coordinates (complete trials; darker and thicker = better)"
-    done = [t for t in trials if get(t, "state") == "complete" and finite(get(t, "value"))]
-    keys = [k for k in space if all(k in (get(t, "params") or {}) for t in done)]
+    done = [t for t in trials if t.state == "complete" and finite(t.value)]
+    keys = [k for k in space if all(k in t.params for t in done)]
     if len(done) < 2 or not keys:
         return chart("Parallel coordinates", None, empty="needs at least 2 complete trials")
-    values = [float(get(t, "value")) for t in done]
-    log = {k: any(s in (space[k] or {}) for s in ("log_uniform", "log_int_uniform")) for k in keys}
-    axes = [(k, [get(t, "params")[k] for t in done], log[k]) for k in keys] + [(metric, values, False)]
+    values = [float(t.value) for t in done if t.value is not None]
+    log = {k: any(s in space[k] for s in ("log_uniform", "log_int_uniform")) for k in keys}
+    axes = [(k, [t.params[k] for t in done], log[k]) for k in keys] + [(metric, values, False)]
     lo, hi = min(values), max(values)
     quality = [(v - lo) / ((hi - lo) or 1.0) for v in values]
     with styled():
         return chart(title, _parallel_figure(axes, quality if maximize else [1 - q for q in quality]))
 
 
-def tune_html(summary: Mapping[str, Any]) -> str:
-    """The report of a study summary as written by `lakenet tune` (tune.json)."""
+def tune_html(summary: TuneSummary) -> str:
+    """The report of a study summary (`lakenet tune` writes summary.to_dict() as tune.json beside it)."""
     return render(
         "tune.html",
         s=summary,

@@ -104,7 +104,7 @@ def training_policy(cfg: Config, scan: ScanResult) -> TrainingPolicy:
     t = cfg.trainer
     notes = []
     pre = scan.preprocessor
-    counts = scan.profile.get("label", {}).get("by_split", {}).get("train", {})
+    counts = (scan.profile.label.by_split or {}).get("train", {})
     classes = pre.label.classes or []
     present = [counts.get(c, 0) for c in classes]
     rare = bool(classes) and min(present) < _RARE * max(present)
@@ -130,7 +130,7 @@ def training_policy(cfg: Config, scan: ScanResult) -> TrainingPolicy:
             watch = "val_loss"
             if rare:
                 watch = "val_pr_auc" if len(classes) == 2 else "val_balanced_accuracy"
-        val_rows = scan.profile.get("splits", {}).get("val", 0)
+        val_rows = scan.profile.splits.get("val", 0)
         if es.min_epochs == "auto":
             min_epochs = max(1, t.epochs // (2 if val_rows < _SMALL_VAL else 4))
         else:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakenet.config.loader import config_hash
 from lakenet.config.schema import Config
+from lakenet.data.profile import Profile
 from lakenet.data.quarantine import write_quarantine
 from lakenet.engines import get_engine
 from lakenet.workflows.common import atomic_write, backbone_resolver, reports_dir, write_json
@@ -21,7 +22,7 @@ __all__ = ["ProfileResult", "run_profile", "scan", "write_profile"]
 
 @dataclass(frozen=True)
 class ProfileResult:
-    profile: dict[str, Any]
+    profile: Profile  # profile.json is profile.to_dict()
     json_path: Path
     html_path: Path
     quarantine: str | None
@@ -44,7 +45,7 @@ def scan(
 def write_profile(result: ScanResult, out: Path) -> tuple[Path, Path]:
     from lakenet.reports import profile_html
 
-    json_path, html_path = write_json(out / "profile.json", result.profile), out / "profile.html"
+    json_path, html_path = write_json(out / "profile.json", result.profile.to_dict()), out / "profile.html"
     atomic_write(html_path, profile_html(result.profile))
     return json_path, html_path
 

@@ -19,6 +19,7 @@ from lakenet.data.quarantine import enforce_bad_fraction
 from lakenet.data.sources import Snapshot, open_table
 from lakenet.engines import get_engine
 from lakenet.errors import TrainingError
+from lakenet.evaluation.report import Baseline, Evaluation
 from lakenet.training.callbacks import Callback, ConsoleProgress
 from lakenet.workflows.common import atomic_write, reports_dir, resolve, scratch_dir, write_json
 from lakenet.workflows.profile import scan, write_profile
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from lakenet.training.plan import TrainPlan
 
 __all__ = ["FitResult", "Trained", "choose_threshold", "run_evaluate", "run_fit", "train_on_engine"]
+
+_BUNDLE_PROFILE = ("table", "splits", "label", "bad_rows")  # the profile's sections a bundle keeps
 
 
 @dataclass(frozen=True)
@@ -289,7 +292,7 @@ def _bundle(fit: _Fit, weights: dict[str, torch.Tensor], outcome: TrainOutcome) 
         preprocessor=plan.scan.preprocessor,
         weights=weights,
         lineage={k[len("lakenet.") :]: v for k, v in fit.lineage.items()},
-        profile={k: plan.scan.profile[k] for k in ("table", "splits", "label", "bad_rows")},
+        profile={k: v for k, v in plan.scan.profile.to_dict().items() if k in _BUNDLE_PROFILE},
         training={
             **outcome.summary(),
             **({"pretrained": plan.pretrained.report} if plan.pretrained else {}),
@@ -310,15 +313,15 @@ def _evaluate_and_register(fit: _Fit, run: TrackedRun, bundle: Bundle, outcome: 
     threshold = choose_threshold(cfg, snap, bundle, trust)
     bundle_dir = bundle.save(fit.wd / ".lakenet" / "bundles" / run.run_id)
     report = evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split)
-    metrics = {**kept_val, **report["metrics"], **threshold}
-    baseline = _baseline(cfg, fit.plan, report) if fit.trained is None or fit.refit else {}
-    report["baseline"] = baseline
-    metrics.update({f"baseline_{k}": v for k, v in baseline.get("metrics", {}).items()})
+    metrics = {**kept_val, **report.metrics, **threshold}
+    baseline = _baseline(cfg, fit.plan, report) if fit.trained is None or fit.refit else Baseline()
+    report = replace(report, baseline=baseline)
+    metrics.update({f"baseline_{k}": v for k, v in (baseline.metrics or {}).items()})
     bundle.metrics = metrics
     bundle.save(bundle_dir)
     run.log_metrics({k: v for k, v in metrics.items() if not k.startswith("val_")})
-    if baseline.get("summary"):
-        run.set_tags({"lakenet.baseline": baseline["summary"]})
+    if baseline.summary:
+        run.set_tags({"lakenet.baseline": baseline.summary})
     eval_paths = write_evaluation(report, outcome.history, reports_dir(cfg, fit.wd), model={"name": cfg.registry.name})
     for p in eval_paths.values():
         run.log_artifact(p, "reports")
@@ -335,7 +338,7 @@ def _evaluate_and_register(fit: _Fit, run: TrackedRun, bundle: Bundle, outcome: 
             "lakenet.run_id": run.run_id,
             "lakenet.task": bundle.preprocessor.label.task,
             "lakenet.signature": json.dumps(bundle.signature()),
-            **({"lakenet.baseline": baseline["summary"]} if baseline.get("summary") else {}),
+            **({"lakenet.baseline": baseline.summary} if baseline.summary else {}),
         },
         allow_incompatible=cfg.registry.allow_incompatible,
     )
@@ -354,7 +357,7 @@ def _evaluate_and_register(fit: _Fit, run: TrackedRun, bundle: Bundle, outcome: 
         bundle_dir=bundle_dir,
         history=outcome.history,
         alias_refused=refused,
-        baseline=baseline.get("summary") or baseline.get("skipped"),
+        baseline=baseline.summary or baseline.skipped,
     )
 
 
@@ -377,7 +380,7 @@ def choose_threshold(cfg: Config, snap: Snapshot, bundle: Bundle, trust: tuple[s
             return {}
         predictor = Predictor(bundle, trust_modules=trust)
         val = evaluate_split(snap, predictor, cfg.data.split, split=VAL, prefix="val", scores=True)
-        found = best_f1_threshold(val["scores"]["truth"], val["scores"]["p"]) if "scores" in val else None
+        found = best_f1_threshold(val.scores.truth, val.scores.p) if val.scores is not None else None
         if found is None:
             return {}
         value, f1 = found
@@ -385,22 +388,22 @@ def choose_threshold(cfg: Config, snap: Snapshot, bundle: Bundle, trust: tuple[s
     return {"threshold": float(value), **({"val_f1_at_threshold": f1} if f1 is not None else {})}
 
 
-def _baseline(cfg: Config, plan: TrainPlan, report: dict[str, Any]) -> dict[str, Any]:
+def _baseline(cfg: Config, plan: TrainPlan, report: Evaluation) -> Baseline:
     """scikit-learn's HistGradientBoosting on the same split, compared with the deep model (trainer.baseline)."""
     if cfg.trainer.baseline == "none":
-        return {}
+        return Baseline()
     from lakenet.evaluation.baseline import fit_baseline
 
-    return fit_baseline(cfg, plan.snapshot, plan.scan.preprocessor, report["metrics"])
+    return fit_baseline(cfg, plan.snapshot, plan.scan.preprocessor, report.metrics)
 
 
 def write_evaluation(
-    report: dict[str, Any], history: list[dict[str, float]], out: Path, *, model: dict[str, Any]
+    report: Evaluation, history: list[dict[str, float]], out: Path, *, model: dict[str, Any]
 ) -> dict[str, Path]:
     from lakenet.reports import evaluation_html
 
-    full = {**report, "history": history, "model": model}
-    json_path, html_path = write_json(out / "evaluation.json", full), out / "evaluation.html"
+    full = replace(report, history=history, model=model)
+    json_path, html_path = write_json(out / "evaluation.json", full.to_dict()), out / "evaluation.html"
     atomic_write(html_path, evaluation_html(full))
     return {"evaluation": html_path, "evaluation_json": json_path}
 
@@ -427,7 +430,7 @@ def run_evaluate(cfg: Config, wd: Path, *, model: str, trust: tuple[str, ...]) -
         f"evaluate-{resolved.name or 'bundle'}",
         tags={"lakenet.model": model, "lakenet.table": snap.uri, "lakenet.table_version": snap.version},
     ) as run:
-        run.log_metrics(report["metrics"])
+        run.log_metrics(report.metrics)
         for p in paths.values():
             run.log_artifact(p, "reports")
-    return {**report, "reports": {k: str(v) for k, v in paths.items()}, "model": info}
+    return {**report.to_dict(), "reports": {k: str(v) for k, v in paths.items()}, "model": info}

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from lakenet.tracking.store import TrackedRun
     from lakenet.training.plan import TrainPlan
+    from lakenet.tuning.summary import TuneSummary
 
 __all__ = ["TuneResult", "run_tune"]
 
@@ -77,7 +78,7 @@ def run_tune(cfg: Config, wd: Path, *, register: bool = True, spark: Any = None,
         best_value=float(best.value),
         best_params=dict(best.params),
         best_trial=best.number,
-        counts=summary["counts"],
+        counts=summary.counts,
         best_config=best_cfg,
         report=report,
         fit=result_fit,
@@ -120,12 +121,13 @@ def _open(cfg: Config, wd: Path, spark: Any) -> _Study:
     return _Study(cfg, wd, name, url, tracking_uri, study, plan, base, lineage)
 
 
-def _search(s: _Study, *, spark: Any, quiet: bool) -> tuple[dict[str, Any], Path, Any, Path, TrackedRun]:
+def _search(s: _Study, *, spark: Any, quiet: bool) -> tuple[TuneSummary, Path, Any, Path, TrackedRun]:
     """The trials, on the engine, under one parent MLflow run; then the summary, the report and the best config."""
     from lakenet.tracking.store import start_run
     from lakenet.training.loop import resolve_device
     from lakenet.tuning import TuneJob, run_trials
     from lakenet.tuning.study import finished
+    from lakenet.tuning.summary import summarise_study
 
     cfg, study = s.cfg, s.study
     tcfg = cfg.tune
@@ -156,12 +158,12 @@ def _search(s: _Study, *, spark: Any, quiet: bool) -> tuple[dict[str, Any], Path
             print(f"tuning {s.name}: {done}/{tcfg.trials} trials done, {tcfg.parallel} at once, study in {s.url}",
                   file=sys.stderr, flush=True)  # fmt: skip
         engine.run_tasks(partial(run_trials, job), tcfg.parallel)
-        summary = _tune_summary(study, tcfg.metric)
-        best_value = summary["best_value"]
+        summary = summarise_study(study, tcfg.metric)
+        best_value = summary.best_value
         run.log_metrics(
             {
                 "best_value": best_value if best_value is not None else float("nan"),
-                **{f"trials_{k}": float(v) for k, v in summary["counts"].items()},
+                **{f"trials_{k}": float(v) for k, v in summary.counts.items()},
             }
         )
         out = reports_dir(cfg, s.wd) / "tune"
@@ -225,98 +227,19 @@ def _best_trial(study: Any) -> Any:
     )
 
 
-def _trial_rows(trials: list[Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """One row per trial for the report, and the count per state (a dead trial that was retried: 'retried')."""
-    from optuna.trial import TrialState
-
-    from lakenet.tuning.study import finished
-
-    counted = {t.number for t in finished(trials)}
-    retried_as = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", [])[-1:]}
-    counts = {"complete": 0, "pruned": 0, "failed": 0, "retried": 0, "running": 0}
-    rows = []
-    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-    for t in trials:
-        state = names.get(t.state, t.state.name.lower())
-        if t.state == TrialState.FAIL and t.number not in counted:
-            state = "retried"
-        counts[state] = counts.get(state, 0) + 1
-        rows.append(
-            {
-                "number": t.number,
-                "state": state,
-                "value": t.value,
-                "params": dict(t.params),
-                "intermediate": {int(k): float(v) for k, v in t.intermediate_values.items()},
-                "epochs": t.user_attrs.get("trained_epochs"),
-                "seconds": t.user_attrs.get("seconds"),
-                "reason": _trial_reason(t, retried_as.get(t.number)),
-                "start": t.datetime_start.isoformat() if t.datetime_start else None,
-            }
-        )
-    return rows, counts
-
-
-def _importances(study: Any, complete: int) -> tuple[dict[str, float], str | None]:
-    """fANOVA parameter importances, or why there are none."""
-    if complete < 3 or not study.best_params:
-        return {}, "parameter importances need at least 3 complete trials"
-    import warnings
-
-    import optuna
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
-        return {k: float(v) for k, v in found.items()}, None
-    except (RuntimeError, ValueError) as err:
-        return {}, f"parameter importances unavailable: {err}"
-
-
-def _tune_summary(study: Any, metric: str) -> dict[str, Any]:
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    rows, counts = _trial_rows(trials)
-    any_complete = any(t.state == TrialState.COMPLETE for t in trials)
-    importances, importance_note = _importances(study, counts["complete"])
-    return {
-        "study": study.study_name,
-        "metric": metric,
-        "direction": study.direction.name.lower(),
-        "counts": counts,
-        "best_value": study.best_value if any_complete else None,
-        "best_trial": study.best_trial.number if any_complete else None,
-        "best_params": dict(study.best_params) if any_complete else {},
-        "importances": importances,
-        "importance_note": importance_note,
-        "space": study.user_attrs.get("config", {}).get("tune", {}).get("space", {}),
-        "trials": rows,
-    }
-
-
-def _trial_reason(t: Any, retried_as: int | None) -> str | None:
-    reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("state_reason")
-    if retried_as is None:
-        return reason
-    return f"{reason or 'its process stopped'}; retried as trial {retried_as}"
-
-
-def _write_tune_report(summary: dict[str, Any], out: Path) -> Path:
+def _write_tune_report(summary: TuneSummary, out: Path) -> Path:
     from lakenet.reports import tune_html
 
-    write_json(out / "tune.json", summary)
+    write_json(out / "tune.json", summary.to_dict())
     atomic_write(out / "tune.html", tune_html(summary))
     return out / "tune.html"
 
 
-def _best_config(base: Config, best: Any, summary: dict[str, Any], path: Path) -> Path:
+def _best_config(base: Config, best: Any, summary: TuneSummary, path: Path) -> Path:
     raw = base.with_overrides({"tune": None, **best.params}).to_yaml_dict()  # validated on the way
     header = (
-        f"# Best configuration of study {summary['study']}: trial {best.number}, "
-        f"{summary['metric']} {best.value:.6g} ({summary['direction']}).\n"
+        f"# Best configuration of study {summary.study}: trial {best.number}, "
+        f"{summary.metric} {best.value:.6g} ({summary.direction}).\n"
         f"# Tuned values: {json.dumps(dict(best.params))}\n"
         "# data.version is pinned to the table version the study searched on.\n"
     )

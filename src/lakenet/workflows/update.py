@@ -31,6 +31,7 @@ from lakenet.errors import ModelError
 from lakenet.workflows.common import scratch_dir
 
 if TYPE_CHECKING:
+    from lakenet.evaluation.report import Evaluation
     from lakenet.training.job import TrainOutcome
 
 __all__ = ["UpdateResult", "run_update"]
@@ -176,20 +177,21 @@ def _headline(cfg: Config, bundle: Any) -> str:
     return headline_metric(bundle.preprocessor.label.task, len(bundle.preprocessor.label.classes or []))
 
 
-def _evaluate(bundle: Any, snap: Snapshot, cfg: Config, split: int, trust: tuple[str, ...]) -> dict[str, Any]:
+def _evaluate(bundle: Any, snap: Snapshot, cfg: Config, split: int, trust: tuple[str, ...]) -> Evaluation | None:
     from lakenet.evaluation.evaluate import evaluate_split
     from lakenet.inference.predictor import Predictor
 
     if not snap.fragments:
-        return {}
+        return None
     prefix = "val" if split == VAL else "test"
     return evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split, split=split, prefix=prefix)
 
 
 def _evaluate_slices(
     bundle: Any, snap: Snapshot, added: set[str], cfg: Config, trust: tuple[str, ...]
-) -> dict[str, dict[str, Any]]:
-    """The test split as a whole (current), its appended rows (new) and the rest (old): one scoring pass."""
+) -> dict[str, Evaluation | None]:
+    """The test split as a whole (current), its appended rows (new) and the rest (old, or None where the table
+    has no such rows): one scoring pass."""
     from lakenet.evaluation.evaluate import evaluate_split
     from lakenet.inference.predictor import Predictor
 
@@ -201,13 +203,18 @@ def _evaluate_slices(
         prefix="test",
         parts=lambda f: "new" if f.path in added else "old",
     )
-    parts = report.pop("parts", {})
-    return {"current": report, "new": parts.get("new", {}), "old": parts.get("old", {})}
+    parts = report.parts or {}
+    return {"current": dataclasses.replace(report, parts=None), "new": parts.get("new"), "old": parts.get("old")}
+
+
+def _confusion(report: Evaluation | None) -> tuple[list[str] | None, list[list[int]] | None]:
+    return (report.classes, report.confusion_matrix) if report is not None else (None, None)
 
 
 def _score(bundle: Any, snap: Snapshot, cfg: Config, metric: str, split: int, trust: tuple[str, ...]) -> float | None:
     prefix = "val" if split == VAL else "test"
-    value = _evaluate(bundle, snap, cfg, split, trust).get("metrics", {}).get(f"{prefix}_{metric}")
+    report = _evaluate(bundle, snap, cfg, split, trust)
+    value = report.metrics.get(f"{prefix}_{metric}") if report is not None else None
     return None if value is None else float(value)
 
 
@@ -286,13 +293,10 @@ def run_update(
         for who, b in (("champion", champion), ("challenger", bundle))
     }
     scores: dict[str, dict[str, float | None]] = {
-        who: {k: r.get("metrics", {}).get(f"test_{metric}") for k, r in parts.items()}
+        who: {k: r.metrics.get(f"test_{metric}") if r is not None else None for k, r in parts.items()}
         for who, parts in evaluations.items()
     }
-    confusion = {
-        who: (parts["current"].get("classes"), parts["current"].get("confusion_matrix"))
-        for who, parts in evaluations.items()
-    }
+    confusion = {who: _confusion(parts["current"]) for who, parts in evaluations.items()}
     promoted, verdict = _gate(cfg, scores, metric)
     return _register(
         cfg, wd, bundle=bundle, parent=resolved, champion=champion, snap=snap, parent_table_version=v0,
