@@ -24,7 +24,7 @@ from lakenet.data.encoders import (
 )
 from lakenet.models.bundle import Bundle
 from lakenet.models.registry import ARCHITECTURES, build_model
-from lakenet.models.spec import ModelSpec
+from lakenet.models.spec import BackboneSpec, ModelSpec, TextSpec
 
 TINY_BERT = {
     "model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -63,15 +63,8 @@ SPECS = {
         depth=1,
         vector_dim=5,
         texts=(
-            {"name": "t", "kind": "bag", "buckets": 64, "dim": 4},
-            {
-                "name": "u",
-                "kind": "pretrained",
-                "hf_config": TINY_BERT,
-                "pooling": "mean",
-                "normalize": True,
-                "dim": 16,
-            },
+            TextSpec(name="t", kind="bag", buckets=64, dim=4),
+            TextSpec(name="u", kind="pretrained", hf_config=TINY_BERT, pooling="mean", normalize=True, dim=16),
         ),
     ),
     "resnet": ModelSpec("resnet", 3, **TAB, image_channels=3, image_size=12, width=4, depth=2),
@@ -81,7 +74,7 @@ SPECS = {
         **TAB,
         image_channels=3,
         image_size=12,
-        backbone={"kind": "hf", "hf_config": TINY_VIT, "out_dim": 16},
+        backbone=BackboneSpec(kind="hf", hf_config=TINY_VIT, out_dim=16),
     ),
     "transfer-onnx": ModelSpec(
         "transfer",
@@ -89,7 +82,7 @@ SPECS = {
         **TAB,
         image_channels=3,
         image_size=12,
-        backbone={"kind": "onnx", "nbytes": len(ONNX), "input": "x", "output": "y", "batch": None, "out_dim": 4},
+        backbone=BackboneSpec(kind="onnx", nbytes=len(ONNX), input="x", output="y", batch=None, out_dim=4),
     ),
 }
 
@@ -112,7 +105,7 @@ def inputs(spec: ModelSpec, batch: int = 5) -> dict[str, torch.Tensor]:
     if spec.vector_dim:
         x["vector"] = torch.randn(batch, spec.vector_dim, generator=g)
     for t in spec.texts:
-        ids, mask = text_input_keys(t["name"])
+        ids, mask = text_input_keys(t.name)
         x[ids] = torch.randint(1, 40, (batch, 6), generator=g)
         x[mask] = torch.ones(batch, 6, dtype=torch.int64)
         x[mask][:, 4:] = 0

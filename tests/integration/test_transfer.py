@@ -163,7 +163,11 @@ def test_onnx_backbone_round_trip_training_and_scoring(src: dict[str, Any]) -> N
         assert torch.allclose(backbone(x), net(x).mean((2, 3)), atol=1e-5)  # ONNX Runtime == torch
     res = _target(src, "onnx_head", str(path), trainer__learning_rate=0.05, trainer__epochs=3)
     bundle = Bundle.load(res.bundle_dir)
-    assert bundle.spec.architecture == "transfer" and bundle.spec.backbone["kind"] == "onnx"
+    assert (
+        bundle.spec.architecture == "transfer"
+        and bundle.spec.backbone is not None
+        and bundle.spec.backbone.kind == "onnx"
+    )
     assert torch.equal(bundle.weights["backbone.onnx"], torch.frombuffer(bytearray(info.data), dtype=torch.uint8))
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < losses[0]  # the head learns on the frozen graph's features
@@ -209,7 +213,8 @@ def test_hugging_face_vision_backbone_from_a_local_directory(src: dict[str, Any]
     )
     res = _target(src, "vit", {"source": str(src["wd"] / "tiny-vit"), "freeze": "embeddings"})
     bundle = Bundle.load(res.bundle_dir)
-    assert bundle.spec.backbone["kind"] == "hf" and bundle.preprocessor.image.mean == [0.5]
+    assert bundle.spec.backbone is not None and bundle.spec.backbone.kind == "hf"
+    assert bundle.preprocessor.image.mean == [0.5]
     report = bundle.training["pretrained"]["backbone"]
     assert report["frozen_parameters"] > 0 and report["trainable_backbone_parameters"] > 0  # the pooler trains
     scored = Predictor(res.bundle_dir)(DeltaTable(str(src["table"])).to_pyarrow_table().slice(0, 8))

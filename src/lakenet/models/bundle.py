@@ -74,10 +74,10 @@ class Bundle:
     def requirements(self) -> list[str]:
         """Packages beyond lakenet's own that this model needs at inference time."""
         reqs = []
-        kind = (self.spec.backbone or {}).get("kind")
+        kind = self.spec.backbone.kind if self.spec.backbone is not None else None
         if kind == "onnx":
             reqs.append("onnxruntime>=1.18")
-        if kind == "hf" or any(t.get("kind") == "pretrained" for t in self.spec.texts):
+        if kind == "hf" or any(t.kind == "pretrained" for t in self.spec.texts):
             reqs += ["transformers>=4.40", "tokenizers>=0.19"]
         return reqs
 

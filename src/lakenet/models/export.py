@@ -47,7 +47,7 @@ def export_onnx(bundle: Bundle, *, trusted: tuple[str, ...] = ()) -> bytes:
     """The bundle's model as an ONNX graph with the bundle's JSON in its metadata."""
     import onnx
 
-    if (bundle.spec.backbone or {}).get("kind") == "onnx":
+    if bundle.spec.backbone is not None and bundle.spec.backbone.kind == "onnx":
         raise ModelError(
             "This model's backbone already runs in ONNX Runtime inside the torch model; exporting the combined "
             "graph is not supported. Serve and score it with the torch runtime."

@@ -16,7 +16,7 @@ from lakenet.data.encoders import Preprocessor
 from lakenet.errors import ModelError
 from lakenet.models.mlp import MLP
 from lakenet.models.resnet import ResNet
-from lakenet.models.spec import ModelSpec
+from lakenet.models.spec import BackboneSpec, ModelSpec, TextSpec
 from lakenet.models.transfer import TransferNet
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
 ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {"mlp": MLP, "resnet": ResNet, "transfer": TransferNet}
 
 
-def _text_specs(cfg: Config, pre: Preprocessor) -> tuple[dict[str, Any], ...]:
+def _text_specs(cfg: Config, pre: Preprocessor) -> tuple[TextSpec, ...]:
     from lakenet.config.schema import TextFeature
 
     out = []
@@ -40,12 +40,12 @@ def _text_specs(cfg: Config, pre: Preprocessor) -> tuple[dict[str, Any], ...]:
         spec = cfg.features.inputs[t.name]
         assert isinstance(spec, TextFeature)
         if t.kind == "bag":
-            out.append({"name": t.name, "kind": "bag", "buckets": t.buckets, "dim": spec.embedding_dim})
+            out.append(TextSpec(name=t.name, kind="bag", buckets=t.buckets, dim=spec.embedding_dim))
         else:
             from lakenet.models.pretrained import load_text_encoder
 
             enc = load_text_encoder(spec.encoder)
-            out.append({"name": t.name, "dim": enc.dim, **enc.spec()})
+            out.append(TextSpec(name=t.name, dim=enc.dim, **enc.spec()))
     return tuple(out)
 
 
@@ -57,6 +57,8 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
     if arch == "auto":
         arch = "resnet" if pre.image is not None else "mlp"
     fixed = dict(backbone or {})
+    if isinstance(fixed.get("backbone"), dict):  # what a resolved backbone fixes, as JSON
+        fixed["backbone"] = BackboneSpec.from_dict(fixed["backbone"], f"model.backbone {m.backbone}")
     return ModelSpec(
         architecture=fixed.pop("architecture", arch),
         num_outputs=pre.num_outputs,

@@ -2,12 +2,81 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lakenet.errors import ModelError
 
-__all__ = ["ModelSpec"]
+__all__ = ["BackboneSpec", "ModelSpec", "TextSpec"]
+
+
+def _fields_only(cls: type, d: Any, what: str, where: str) -> dict[str, Any]:
+    """`d` as keyword arguments of `cls`: a mapping whose keys are all its fields (unknown keys are refused)."""
+    if not isinstance(d, dict):
+        raise ModelError(f"{where}: model spec {what} must be a JSON object, not {d!r}")
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ModelError(f"{where}: unknown model spec {what} keys {unknown}; the file was not written by this lakenet")
+    return d
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """One text feature's encoder: a trainable bag of hashed words, or a pretrained transformer."""
+
+    name: str
+    kind: str  # bag, pretrained
+    dim: int
+    buckets: int = 0  # bag: hashed word and bigram ids
+    hf_config: dict[str, Any] | None = None  # pretrained: the Hugging Face config (JSON by nature)
+    pooling: str = "mean"  # pretrained: mean or cls
+    normalize: bool = False  # pretrained: L2-normalise the pooled vector
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "bag":
+            return {"name": self.name, "kind": "bag", "buckets": self.buckets, "dim": self.dim}
+        return {"name": self.name, "dim": self.dim, "kind": self.kind, "hf_config": self.hf_config,
+                "pooling": self.pooling, "normalize": self.normalize}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "the model") -> TextSpec:
+        t = cls(**_fields_only(cls, d, "text entry", where))
+        if t.kind not in ("bag", "pretrained") or not isinstance(t.name, str):
+            raise ModelError(f"{where}: model spec text entry {d!r} is not a bag or pretrained encoder")
+        if t.kind == "pretrained" and not isinstance(t.hf_config, dict):
+            raise ModelError(f"{where}: model spec text entry {t.name!r} has no Hugging Face config")
+        if t.pooling not in ("mean", "cls") or not isinstance(t.normalize, bool):
+            raise ModelError(f"{where}: model spec text entry {t.name!r} has pooling {t.pooling!r}")
+        return t
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """An external image backbone: an ONNX graph (its bytes travel as a buffer in the weights) or a Hugging Face
+    vision model built from its config."""
+
+    kind: str  # onnx, hf
+    out_dim: int
+    nbytes: int = 0  # onnx: the graph's size
+    input: str = ""  # onnx: input and output names, and a fixed batch size if the graph has one
+    output: str = ""
+    batch: int | None = None
+    hf_config: dict[str, Any] | None = None  # hf
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "onnx":
+            return {"kind": "onnx", "nbytes": self.nbytes, "input": self.input, "output": self.output,
+                    "batch": self.batch, "out_dim": self.out_dim}  # fmt: skip
+        return {"kind": self.kind, "hf_config": self.hf_config, "out_dim": self.out_dim}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "the model") -> BackboneSpec:
+        b = cls(**_fields_only(cls, d, "backbone", where))
+        if b.kind not in ("onnx", "hf"):
+            raise ModelError(f"{where}: model spec backbone {d!r} is not an ONNX or Hugging Face backbone")
+        if b.kind == "hf" and not isinstance(b.hf_config, dict):
+            raise ModelError(f"{where}: model spec backbone has no Hugging Face config")
+        return b
 
 
 @dataclass(frozen=True)
@@ -26,16 +95,16 @@ class ModelSpec:
     dropout: float = 0.1
     options: dict[str, Any] = field(default_factory=dict)
     vector_dim: int = 0  # width of the concatenated vector features
-    # One entry per text feature: {"name", "kind": "bag" | "pretrained", "dim", "buckets" | "hf_config", ...}
-    texts: tuple[dict[str, Any], ...] = ()
-    # An external image backbone (architecture "transfer"): {"kind": "onnx" | "hf", "out_dim", ...}
-    backbone: dict[str, Any] | None = None
+    texts: tuple[TextSpec, ...] = ()  # one per text feature
+    backbone: BackboneSpec | None = None  # an external image backbone (architecture "transfer")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["category_sizes"] = list(self.category_sizes)
         d["category_dims"] = list(self.category_dims)
-        d["texts"] = list(self.texts)
+        d["options"] = dict(self.options)
+        d["texts"] = [t.to_dict() for t in self.texts]
+        d["backbone"] = self.backbone.to_dict() if self.backbone is not None else None
         return d
 
     @classmethod
@@ -51,7 +120,9 @@ class ModelSpec:
         try:
             d["category_sizes"] = tuple(d.get("category_sizes", ()))
             d["category_dims"] = tuple(d.get("category_dims", ()))
-            d["texts"] = tuple(d.get("texts", ()))
+            d["texts"] = tuple(TextSpec.from_dict(t, where) for t in d.get("texts", ()))
+            if d.get("backbone") is not None:
+                d["backbone"] = BackboneSpec.from_dict(d["backbone"], where)
             spec = cls(**d)
         except TypeError as err:
             raise ModelError(f"{where}: invalid model spec ({err})") from None
@@ -88,9 +159,13 @@ class ModelSpec:
         if not isinstance(self.options, dict):
             raise ModelError(f"{where}: model spec options must be a mapping, not {self.options!r}")
         for t in self.texts:
-            if not isinstance(t, dict) or t.get("kind") not in ("bag", "pretrained"):
+            if not isinstance(t, TextSpec):
                 raise ModelError(f"{where}: model spec text entry {t!r} is not a bag or pretrained encoder")
-        if self.backbone is not None and (
-            not isinstance(self.backbone, dict) or self.backbone.get("kind") not in ("onnx", "hf")
-        ):
-            raise ModelError(f"{where}: model spec backbone {self.backbone!r} is not an ONNX or Hugging Face backbone")
+            check("texts[].dim", t.dim, 1, 65_536)
+            if t.kind == "bag":
+                check("texts[].buckets", t.buckets, 1, 100_000_000)
+        if self.backbone is not None:
+            if not isinstance(self.backbone, BackboneSpec):
+                raise ModelError(f"{where}: model spec backbone {self.backbone!r} is not an ONNX or Hugging Face one")
+            check("backbone.out_dim", self.backbone.out_dim, 1, 1_000_000)
+            check("backbone.nbytes", self.backbone.nbytes, 0, 2**34)

@@ -23,10 +23,8 @@ class TabularEncoder(nn.Module):
             nn.Embedding(size, dim) for size, dim in zip(spec.category_sizes, spec.category_dims, strict=True)
         )
         self.texts = nn.ModuleList(build_text_encoder(t) for t in spec.texts)
-        self._text_keys = [text_input_keys(t["name"]) for t in spec.texts]
-        self.out_dim = (
-            spec.numeric_dim + sum(spec.category_dims) + spec.vector_dim + sum(int(t["dim"]) for t in spec.texts)
-        )
+        self._text_keys = [text_input_keys(t.name) for t in spec.texts]
+        self.out_dim = spec.numeric_dim + sum(spec.category_dims) + spec.vector_dim + sum(t.dim for t in spec.texts)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         parts = []

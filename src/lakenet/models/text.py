@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lakenet.models.spec import TextSpec
+
 __all__ = ["BagEncoder", "PretrainedTextEncoder", "build_text_encoder"]
 
 
@@ -63,8 +65,9 @@ class PretrainedTextEncoder(nn.Module):
         return F.normalize(x, p=2.0, dim=1) if self.normalize else x
 
 
-def build_text_encoder(d: dict[str, Any]) -> nn.Module:
-    """The encoder for one text feature of a ModelSpec (`d` is its JSON description)."""
-    if d["kind"] == "bag":
-        return BagEncoder(int(d["buckets"]), int(d["dim"]))
-    return PretrainedTextEncoder(d["hf_config"], d.get("pooling", "mean"), bool(d.get("normalize", False)))
+def build_text_encoder(t: TextSpec) -> nn.Module:
+    """The encoder for one text feature of a ModelSpec."""
+    if t.kind == "bag":
+        return BagEncoder(t.buckets, t.dim)
+    assert t.hf_config is not None
+    return PretrainedTextEncoder(t.hf_config, t.pooling, t.normalize)

@@ -21,13 +21,14 @@ class TransferNet(nn.Module):
         b = spec.backbone
         assert b is not None, "architecture 'transfer' needs spec.backbone"
         self.backbone: nn.Module
-        if b["kind"] == "onnx":
-            self.backbone = OnnxBackbone(int(b["nbytes"]), b["input"], b["output"], b.get("batch"))
+        if b.kind == "onnx":
+            self.backbone = OnnxBackbone(b.nbytes, b.input, b.output, b.batch)
         else:
-            self.backbone = HFVisionBackbone(b["hf_config"])
+            assert b.hf_config is not None
+            self.backbone = HFVisionBackbone(b.hf_config)
         self.tabular = TabularEncoder(spec)
         self.dropout = nn.Dropout(spec.dropout)
-        self.head = nn.Linear(int(b["out_dim"]) + self.tabular.out_dim, spec.num_outputs)
+        self.head = nn.Linear(b.out_dim + self.tabular.out_dim, spec.num_outputs)
 
     def features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.backbone(inputs["image"])  # (B, C, H, W) -> (B, D)
