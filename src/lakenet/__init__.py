@@ -19,6 +19,7 @@ from lakenet._version import __version__
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr__` below imports them
     from lakenet.api import (
+        ExplainResult,
         ExportResult,
         FeaturizeResult,
         FitResult,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr_
         TuneResult,
         drift,
         evaluate,
+        explain,
         export,
         featurize,
         fit,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr_
 __all__ = [
     "Config",
     "DriftResult",
+    "ExplainResult",
     "ExportResult",
     "FeaturizeResult",
     "FitResult",
@@ -61,6 +64,7 @@ __all__ = [
     "__version__",
     "drift",
     "evaluate",
+    "explain",
     "export",
     "featurize",
     "fit",
@@ -78,8 +82,8 @@ __all__ = [
 
 # Public name -> the module that defines it.
 _API = (
-    "ExportResult FeaturizeResult FitResult PredictResult ProfileResult TuneResult drift evaluate export featurize fit "
-    "ingest init_config models predict profile promote serve tune update"
+    "ExplainResult ExportResult FeaturizeResult FitResult PredictResult ProfileResult TuneResult drift evaluate "
+    "explain export featurize fit ingest init_config models predict profile promote serve tune update"
 )
 _HOME = {
     **dict.fromkeys(_API.split(), "lakenet.api"),

@@ -21,12 +21,13 @@ if TYPE_CHECKING:
     from lakenet.training.callbacks import Callback
     from lakenet.workflows.export import ExportResult
     from lakenet.workflows.profile import ProfileResult
-    from lakenet.workflows.score import FeaturizeResult, PredictResult
+    from lakenet.workflows.score import ExplainResult, FeaturizeResult, PredictResult
     from lakenet.workflows.train import FitResult
     from lakenet.workflows.tune import TuneResult
     from lakenet.workflows.update import UpdateResult
 
 __all__ = [
+    "ExplainResult",
     "ExportResult",
     "FeaturizeResult",
     "FitResult",
@@ -35,6 +36,7 @@ __all__ = [
     "TuneResult",
     "drift",
     "evaluate",
+    "explain",
     "export",
     "featurize",
     "fit",
@@ -50,6 +52,7 @@ __all__ = [
 ]
 
 _RESULTS = {
+    "ExplainResult": "lakenet.workflows.score",
     "ExportResult": "lakenet.workflows.export",
     "FeaturizeResult": "lakenet.workflows.score",
     "FitResult": "lakenet.workflows.train",
@@ -236,6 +239,35 @@ def featurize(
     return run_featurize(
         model, table, out, _wd(workdir), spec=spec, version=version, engine_cfg=score_engine(config, engine, master),
         workers=workers, trust=trusted(trust_modules, config), spark=spark,
+    )  # fmt: skip
+
+
+def explain(
+    model: str,
+    table: str,
+    out: str,
+    *,
+    version: int | None = None,
+    top_k: int = 5,
+    n_steps: int = 50,
+    engine: str | None = None,
+    master: str | None = None,
+    config: ConfigLike | None = None,
+    workers: int | None = None,
+    trust_modules: Sequence[str] = (),
+    spark: Any = None,
+    workdir: str | Path | None = None,
+) -> ExplainResult:
+    """Why the model predicted what it did, for every row of `table`: one row per input row in the Delta table
+    `out` (the key, the prediction, the `top_k` input columns by |attribution|, every column's attribution, the
+    completeness gap; per-token attributions for text, a heat-map PNG and region shares for images), exactly
+    once, on the local engine or Spark. Integrated Gradients (Captum, `n_steps`) from an average-row baseline;
+    see `lakenet.inference.explain`."""
+    from lakenet.workflows.score import run_explain
+
+    return run_explain(
+        model, table, out, _wd(workdir), version=version, engine_cfg=score_engine(config, engine, master),
+        workers=workers, trust=trusted(trust_modules, config), top_k=top_k, n_steps=n_steps, spark=spark,
     )  # fmt: skip
 
 

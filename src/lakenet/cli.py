@@ -344,6 +344,35 @@ def featurize(
 
 
 @app.command()
+def explain(
+    model: Annotated[str, typer.Option("--model", help=MODEL_HELP)],
+    table: Annotated[str, typer.Option("--table", help="Table whose rows to explain.")],
+    out_table: Annotated[str, typer.Option("--out", help="Delta table to write the attributions to.")],
+    top_k: Annotated[int, typer.Option(help="Columns listed per row, largest |attribution| first.")] = 5,
+    steps: Annotated[int, typer.Option(help="Integrated Gradients steps (more: smaller completeness gap).")] = 50,
+    version: Annotated[int | None, typer.Option(help="Input Delta version (default: latest).")] = None,
+    engine: Annotated[str | None, typer.Option(help="local or spark (default: --config's, else local).")] = None,
+    master: Annotated[str | None, typer.Option(help="Spark master, e.g. local[2] (implies --engine spark).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes / Spark partitions.")] = None,
+    trust_module: TrustOpt = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Why the model said that: per-row attributions per input column, as a Delta table (exactly once)."""
+    from lakenet import api
+
+    res = api.explain(
+        model, table, out_table, version=version, top_k=top_k, n_steps=steps, engine=engine, master=master,
+        config=config, workers=workers, trust_modules=trust_module or (), workdir=workdir,
+    )  # fmt: skip
+    if not res.committed:
+        out.print(f"[yellow]already explained[/]: {res.table} has these attributions for this input version")
+        return
+    out.print(f"[green]explained[/] {res.rows} rows into {res.table} ({res.bad_rows} with an error); columns: "
+              + ", ".join(res.columns))  # fmt: skip
+
+
+@app.command()
 def export(
     model: Annotated[str, typer.Argument(help="models:/name@alias, models:/name/N or a bundle dir.")],
     out_path: Annotated[Path, typer.Option("--out", help="File to write (.onnx or .safetensors).")],

@@ -298,3 +298,23 @@ def test_featurize_text_with_a_sentence_encoder_on_spark(spark: Any, wd: Path, m
     b = DeltaTable(local.table).to_pandas().sort_values("key")
     assert list(a.columns) == ["key", "product", "sentiment", "embedding", "error"]
     assert np.abs(np.stack(a.embedding.to_numpy()) - np.stack(b.embedding.to_numpy())).max() < 1e-5
+
+
+def test_explain_on_spark_equals_local_and_commits_once(
+    spark: Any, trained: dict[str, Any], wd: Path, digits_table: Path
+) -> None:
+    """An image model: per-row attributions and heat maps from Spark tasks equal the local engine's."""
+    model = trained["spark"].model_uri
+    kw = {"top_k": 3, "n_steps": 16}
+    on_spark = lakenet.explain(model, str(digits_table), str(wd / "why_spark"), engine="spark", spark=spark, **kw)
+    again = lakenet.explain(model, str(digits_table), str(wd / "why_spark"), engine="spark", spark=spark, **kw)
+    local = lakenet.explain(model, str(digits_table), str(wd / "why_local"), **kw)
+    assert on_spark.committed and not again.committed and on_spark.rows == local.rows == 243
+    a = DeltaTable(on_spark.table).to_pyarrow_table().sort_by("key").to_pylist()
+    b = DeltaTable(local.table).to_pyarrow_table().sort_by("key").to_pylist()
+    assert [r["key"] for r in a] == [r["key"] for r in b]
+    assert sum(r["error"] is not None for r in a) == 3  # the corrupt files: an error, no attribution
+    for x, y in zip(a, b, strict=True):
+        assert x["prediction"] == y["prediction"] and (x["image_map"] is None) == (y["image_map"] is None)
+        if x["attributions"] is not None:
+            assert abs(dict(x["attributions"])["image"] - dict(y["attributions"])["image"]) < 1e-5

@@ -7,6 +7,7 @@ import lakenet
 EXPECTED = {
     "Config",
     "DriftResult",
+    "ExplainResult",
     "ExportResult",
     "FeaturizeResult",
     "FitResult",
@@ -19,6 +20,7 @@ EXPECTED = {
     "__version__",
     "drift",
     "evaluate",
+    "explain",
     "export",
     "featurize",
     "fit",

@@ -41,9 +41,16 @@ class ScoreJob:
     reads: tuple[str, ...] = ()  # featurize: the columns the network reads (not copied to the output)
     trust_modules: tuple[str, ...] = ()  # custom architectures the user allowed this bundle to import
     keep: tuple[str, ...] = ()  # predict: input columns copied to the output
+    explain: str | None = None  # {"n_steps", "top_k"} as JSON: attributions per row instead of predictions
 
     def scorer(self) -> Any:
-        """The per-worker callable (arrow batch -> arrow batch): a Predictor, or a Featurizer."""
+        """The per-worker callable (arrow batch -> arrow batch): a Predictor, a Featurizer or an Explainer."""
+        if self.explain is not None:
+            from lakenet.inference.explain import Explainer
+
+            opts = json.loads(self.explain)
+            return Explainer(self.bundle_dir, model_name=self.model_name, model_version=self.model_version,
+                             trust_modules=self.trust_modules, **opts)  # fmt: skip
         if self.featurize is not None:
             from lakenet.inference.featurizer import Featurizer, FeaturizeSpec
 
@@ -63,7 +70,7 @@ class ScoreJob:
         """Identifies the scorer a worker may cache and reuse across tasks and jobs."""
         parts = (
             self.bundle_dir, self.model_name, self.model_version, self.runtime, self.featurize, self.trust_modules,
-            self.keep,
+            self.keep, self.explain,
         )  # fmt: skip
         return "\x1f".join(str(x) for x in parts)
 
@@ -80,6 +87,10 @@ class ScoreJob:
         from lakenet.models.bundle import Bundle
 
         pre = pre if pre is not None else Bundle.load(self.bundle_dir).preprocessor
+        if self.explain is not None:
+            from lakenet.inference.explain import explain_schema
+
+            return explain_schema(pre, with_model=self.model_name is not None)
         return output_schema(
             pre,
             with_key=pre.key in self.snapshot.schema.names,

@@ -176,7 +176,7 @@ def worker_predictor(
 
 
 def _scorer(job: ScoreJob) -> Any:
-    if job.featurize is None and not job.keep:
+    if job.featurize is None and job.explain is None and not job.keep:
         return worker_predictor(job.bundle_dir, job.model_name, job.model_version, job.runtime, job.trust_modules)
     key = job.scorer_key()
     if key not in _PREDICTORS:

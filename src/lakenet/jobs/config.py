@@ -51,6 +51,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "predict": "predict",
     "featurize": "featurize",
+    "explain": "explain",
     "drift": "drift",
     "update": "update",
     "profile": "profile",

@@ -63,9 +63,10 @@ class ResNet(nn.Module):
         self.tabular = TabularEncoder(spec)
         self.dropout = nn.Dropout(spec.dropout)
         self.head = nn.Linear(c + self.tabular.out_dim, spec.num_outputs)
+        self.image_input = nn.Identity()  # where image attributions are taken (no parameters)
 
     def features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = self.stages(self.stem(inputs["image"]))  # (B, C, H, W) -> (B, C', H', W')
+        x = self.stages(self.stem(self.image_input(inputs["image"])))  # (B, C, H, W) -> (B, C', H', W')
         x = self.pool(x).flatten(1)  # (B, C')
         tab = self.tabular(inputs)
         return torch.cat([x, tab], dim=1) if tab is not None else x

@@ -25,16 +25,18 @@ class TabularEncoder(nn.Module):
         self.texts = nn.ModuleList(build_text_encoder(t) for t in spec.texts)
         self._text_keys = [text_input_keys(t.name) for t in spec.texts]
         self.out_dim = spec.numeric_dim + sum(spec.category_dims) + spec.vector_dim + sum(t.dim for t in spec.texts)
+        # Where attributions are taken for the continuous blocks (no parameters: the weights are unchanged)
+        self.numeric_input, self.vector_input = nn.Identity(), nn.Identity()
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         parts = []
         if "numeric" in inputs:
-            parts.append(inputs["numeric"])  # (B, F)
+            parts.append(self.numeric_input(inputs["numeric"]))  # (B, F)
         if len(self.embeddings):
             cats = inputs["category"]  # (B, K) int64
             parts.extend(emb(cats[:, j]) for j, emb in enumerate(self.embeddings))  # K x (B, D_j)
         if "vector" in inputs:
-            parts.append(inputs["vector"])  # (B, V)
+            parts.append(self.vector_input(inputs["vector"]))  # (B, V)
         for (ids, mask), enc in zip(self._text_keys, self.texts, strict=True):
             parts.append(enc(inputs[ids], inputs.get(mask)))  # (B, L) -> (B, D_t)
         return torch.cat(parts, dim=1) if parts else None

@@ -3,6 +3,9 @@ encoder such as all-MiniLM-L6-v2) with its own pooling. Both map token ids (B, L
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -11,11 +14,25 @@ from torch.nn import functional as F
 
 from lakenet.models.spec import TextSpec
 
-__all__ = ["BagEncoder", "PretrainedTextEncoder", "build_text_encoder"]
+__all__ = ["BagEncoder", "PretrainedTextEncoder", "build_text_encoder", "full_length"]
+
+
+_FULL_LENGTH = threading.local()
+
+
+@contextlib.contextmanager
+def full_length() -> Iterator[None]:
+    """Keep every padded position (no trimming) inside the block: attributions interpolate the token embeddings
+    of the input and of an all-padding baseline, which must have the same shape."""
+    _FULL_LENGTH.on = True
+    try:
+        yield
+    finally:
+        _FULL_LENGTH.on = False
 
 
 def _exporting() -> bool:
-    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or getattr(_FULL_LENGTH, "on", False))
 
 
 def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,11 +27,12 @@ class TransferNet(nn.Module):
             assert b.hf_config is not None
             self.backbone = HFVisionBackbone(b.hf_config)
         self.tabular = TabularEncoder(spec)
+        self.image_input = nn.Identity()  # where image attributions are taken (no parameters)
         self.dropout = nn.Dropout(spec.dropout)
         self.head = nn.Linear(b.out_dim + self.tabular.out_dim, spec.num_outputs)
 
     def features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = self.backbone(inputs["image"])  # (B, C, H, W) -> (B, D)
+        x = self.backbone(self.image_input(inputs["image"]))  # (B, C, H, W) -> (B, D)
         tab = self.tabular(inputs)
         return torch.cat([x, tab], dim=1) if tab is not None else x
 

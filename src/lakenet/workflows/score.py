@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from lakenet.data.encoders import Preprocessor
     from lakenet.inference.featurizer import FeaturizeSpec
 
-__all__ = ["FeaturizeResult", "PredictResult", "last_input_version", "run_featurize", "run_predict"]
+__all__ = [
+    "ExplainResult",
+    "FeaturizeResult",
+    "PredictResult",
+    "last_input_version",
+    "run_explain",
+    "run_featurize",
+    "run_predict",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,17 @@ class FeaturizeResult:
     committed: bool  # False: these embeddings were already committed, nothing was written
     model: str
     dim: int
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    table: str
+    rows: int
+    bad_rows: int
+    committed: bool  # False: these explanations were already committed, nothing was written
+    model: str
+    model_version: str | None
+    columns: tuple[str, ...]  # the input columns attributions are reported for
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,12 @@ def _kept_columns(keep: Sequence[str], snap: Snapshot, pre: Preprocessor) -> tup
     if clash:
         raise ConfigError(f"--keep {clash}: the predictions already have columns of that name; rename them first")
     return cols
+
+
+def _require_model_columns(snap: Snapshot, pre: Preprocessor) -> None:
+    snap.require_columns(
+        {pre.key: "the model's key column", **{c: "the model's input columns" for c in pre.input_columns()}}
+    )
 
 
 def last_input_version(out_uri: str, input_uri: str, model_version: str) -> int | None:
@@ -153,8 +178,7 @@ def run_predict(
     check_buildable(bundle.spec, trusted=trust, where=f"Model {model}")  # before any worker starts
     pre = bundle.preprocessor
     snap = open_table(table, version)
-    wanted = {pre.key: "the model's key column", **{c: "the model's input columns" for c in pre.input_columns()}}
-    snap.require_columns(wanted)
+    _require_model_columns(snap, pre)
     kept = _kept_columns(keep, snap, pre)
     out_uri = table_uri(out)
     model_id = resolved.version if resolved.version else bundle_digest(resolved.bundle_dir)
@@ -267,3 +291,58 @@ def run_featurize(
     }
     rows, bad, committed = _score(job, _Commit(out_uri, txn, metadata), engine_cfg, workers=workers, spark=spark)
     return FeaturizeResult(out_uri, rows, bad, committed, model, dim)
+
+
+# ---- explain ---------------------------------------------------------------------------------------------------
+def run_explain(
+    model: str,
+    table: str,
+    out: str,
+    wd: Path,
+    *,
+    version: int | None,
+    engine_cfg: EngineConfig,
+    workers: int | None,
+    trust: tuple[str, ...],
+    top_k: int,
+    n_steps: int,
+    spark: Any,
+) -> ExplainResult:
+    """One row of attributions per input row into the Delta table `out`, exactly once per (input version,
+    model version, settings, output)."""
+    import json
+
+    from lakenet.models.bundle import Bundle
+    from lakenet.models.registry import check_buildable
+
+    resolved = resolve(model, wd)
+    bundle = Bundle.load(resolved.bundle_dir)
+    check_buildable(bundle.spec, trusted=trust, where=f"Model {model}")
+    if not bundle.weights:
+        raise ConfigError(f"{model} is an ONNX export: explain needs the model's torch weights (the registered model)")
+    pre = bundle.preprocessor
+    snap = open_table(table_uri(table), version)
+    snap.require_columns(
+        {pre.key: "the model's key column", **{c: "the model's input columns" for c in pre.input_columns()}}
+    )
+    out_uri = table_uri(out)
+    model_id = resolved.version or bundle_digest(resolved.bundle_dir)
+    opts = json.dumps({"n_steps": n_steps, "top_k": top_k}, sort_keys=True)
+    txn = app_id("explain", snap.uri, snap.version, snap.fingerprint, resolved.name, model_id, opts, out_uri)
+    columns = tuple(pre.input_columns())
+    if already_committed(out_uri, txn):
+        return ExplainResult(out_uri, 0, 0, False, model, resolved.version, columns)
+    job = ScoreJob(
+        snapshot=snap, bundle_dir=str(resolved.bundle_dir), columns=tuple(pre.columns(with_label=False)),
+        model_name=resolved.name or "bundle", model_version=resolved.version or model_id, trust_modules=trust,
+        explain=opts, batch_rows=64,
+    )  # fmt: skip
+    metadata = {
+        "lakenet.model": model,
+        "lakenet.model_version": str(job.model_version),
+        "lakenet.input": snap.uri,
+        "lakenet.input_version": str(snap.version),
+        "lakenet.explain": opts,
+    }
+    rows, bad, committed = _score(job, _Commit(out_uri, txn, metadata), engine_cfg, workers=workers, spark=spark)
+    return ExplainResult(out_uri, rows, bad, committed, model, resolved.version, columns)

@@ -14,7 +14,7 @@ import pyarrow as pa
 from lakenet.data.codecs.base import Codec, Mark, Stats, missing_rule, strings
 from lakenet.errors import DataError
 
-__all__ = ["TextCodec", "TextState", "bag_ids", "text_input_keys", "text_state"]
+__all__ = ["TextCodec", "TextState", "bag_ids", "bag_tokens", "text_input_keys", "text_state"]
 
 
 @dataclass(frozen=True)
@@ -39,20 +39,25 @@ def text_input_keys(name: str) -> tuple[str, str]:
 _WORD = re.compile(r"\w+")
 
 
+def bag_tokens(text: str | None, max_length: int) -> list[str]:
+    """The words and bigrams of a text, interleaved in text order (w1, w1 w2, w2, ...), at most `max_length`."""
+    words = _WORD.findall(text.lower()) if text else []
+    tokens: list[str] = []
+    for j, w in enumerate(words):
+        tokens.append(w)
+        if j + 1 < len(words):
+            tokens.append(f"{w} {words[j + 1]}")
+        if len(tokens) >= max_length:
+            break
+    return tokens[:max_length]
+
+
 def bag_ids(texts: list[str | None], buckets: int, max_length: int) -> np.ndarray:
-    """(N, max_length) ids of hashed words and bigrams, interleaved in text order (w1, w1 w2, w2, ...), so
-    truncation keeps the start of a text; 0 is padding."""
+    """(N, max_length) ids of hashed words and bigrams (see bag_tokens), so truncation keeps the start of a
+    text; 0 is padding."""
     out = np.zeros((len(texts), max_length), dtype=np.int64)
     for i, text in enumerate(texts):
-        words = _WORD.findall(text.lower()) if text else []
-        tokens: list[str] = []
-        for j, w in enumerate(words):
-            tokens.append(w)
-            if j + 1 < len(words):
-                tokens.append(f"{w} {words[j + 1]}")
-            if len(tokens) >= max_length:
-                break
-        ids = [zlib.crc32(t.encode()) % buckets + 1 for t in tokens[:max_length]]
+        ids = [zlib.crc32(t.encode()) % buckets + 1 for t in bag_tokens(text, max_length)]
         out[i, : len(ids)] = ids
     return out
 

@@ -1,0 +1,357 @@
+"""Why the model said that: Integrated Gradients (Captum) per prediction, reported per input column.
+
+Attributions are taken where each column enters the network: the numeric block and the vectors as they are fed
+in, each category's embedding, each text feature's token embeddings, and the image. Captum's
+LayerIntegratedGradients interpolates all of them together from a baseline to the row, so the attributions of
+one row sum to the difference between its output and the baseline's (completeness; the gap is reported).
+
+The baseline is an average row: numbers at their training mean (0 after standardisation) with no missing flags,
+every category at the unknown bucket, vectors at zero, every text empty (padding), and images at the
+normalisation mean (0). The output explained is the probability of the predicted class (classification) or the
+predicted value in the label's units (regression).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from lakenet.data.codecs.category import CategoryCodec
+from lakenet.data.codecs.image import ImageCodec
+from lakenet.data.codecs.text import TextCodec, bag_tokens, text_input_keys
+from lakenet.data.codecs.vector import VectorCodec
+from lakenet.errors import ModelError
+from lakenet.inference.predictor import Predictor
+from lakenet.models.bundle import Bundle
+
+__all__ = ["REGIONS", "Explainer", "Explanation", "explain_schema"]
+
+REGIONS = ("top-left", "top", "top-right", "left", "centre", "right", "bottom-left", "bottom", "bottom-right")
+_TOKEN = pa.struct([("column", pa.string()), ("token", pa.string()), ("attribution", pa.float64())])
+_PAIR = pa.struct([("column", pa.string()), ("attribution", pa.float64())])
+Texts = dict[str, list[Any]]  # text column -> its values, one per encoded row (to name the tokens)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where one input column's attribution is found: a layer, and the part of its output that is the column's."""
+
+    column: str
+    layer: int  # index into the explainer's layers
+    cols: slice | None = None  # numeric / vector block: the column's slots
+    text: int | None = None  # text feature: its index among the texts
+    image: bool = False
+
+
+@dataclass
+class Explanation:
+    """Attributions of encoded rows: per column (rows × columns), image maps, token attributions."""
+
+    columns: list[str]
+    values: np.ndarray  # (N, columns): signed attributions, per input column
+    output: np.ndarray  # (N,): what was explained (probability of the predicted class, or the value)
+    baseline_output: np.ndarray  # (N,)
+    gap: np.ndarray  # (N,): |sum of attributions − (output − baseline output)|
+    target: np.ndarray  # (N,): the class explained (0 for regression)
+    image_maps: np.ndarray | None = None  # (N, H, W): per-pixel attributions summed over channels
+    tokens: list[list[tuple[str, str, float]]] = field(default_factory=list)  # per row: (column, token, attribution)
+
+    def share(self) -> np.ndarray:
+        """Each column's share of the row's attribution mass (|attribution| / sum)."""
+        mass = np.abs(self.values)
+        return mass / np.maximum(mass.sum(1, keepdims=True), 1e-12)
+
+
+def explain_schema(pre: Any, *, with_model: bool) -> pa.Schema:
+    fields = [pa.field(pre.key, pa.string())]
+    if pre.label.task == "classification":
+        fields += [pa.field("prediction", pa.string()), pa.field("confidence", pa.float32())]
+    else:
+        fields.append(pa.field("prediction", pa.float64()))
+    fields += [
+        pa.field("output", pa.float64()),  # what the attributions explain
+        pa.field("baseline_output", pa.float64()),
+        pa.field("top", pa.list_(_PAIR)),  # the columns with the largest |attribution|, largest first
+        pa.field("attributions", pa.map_(pa.string(), pa.float64())),  # every input column
+        pa.field("completeness_gap", pa.float64()),
+        pa.field("tokens", pa.list_(_TOKEN)),  # text features: per token
+        pa.field("image_map", pa.binary()),  # image feature: a heat-map PNG
+        pa.field("regions", pa.map_(pa.string(), pa.float64())),  # image feature: share of the map per region
+        pa.field("error", pa.string()),
+    ]
+    if with_model:
+        fields += [pa.field("model_name", pa.string()), pa.field("model_version", pa.string())]
+    return pa.schema(fields)
+
+
+class Explainer:
+    """Loads a bundle once; `explain(inputs)` for encoded rows, `__call__(arrow batch) -> arrow batch` for rows."""
+
+    def __init__(
+        self,
+        bundle: str | Path | Bundle,
+        *,
+        device: str = "cpu",
+        n_steps: int = 50,
+        top_k: int = 5,
+        batch_size: int = 64,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        trust_modules: Iterable[str] = (),
+    ) -> None:
+        self.predictor = Predictor(bundle, device=device, model_name=model_name, model_version=model_version,
+                                   trust_modules=trust_modules)  # fmt: skip
+        if self.predictor.model is None:
+            raise ModelError("explain needs the model's torch weights; this bundle runs in ONNX Runtime only")
+        self.model: nn.Module = self.predictor.model
+        self.pre = self.predictor.pre
+        self.n_steps, self.top_k, self.batch_size = n_steps, top_k, batch_size
+        self.model_name, self.model_version = model_name, model_version
+        self.keys = self.pre.input_keys()
+        self.layers, self.slots = self._layout()
+        self.columns = [s.column for s in self.slots]
+        self._mode = torch.tensor([1 if s.vocab or s.buckets else 0 for s in self.pre.categories], dtype=torch.int64)
+
+    # ---- where each column enters the network ----------------------------------------------------------------
+    def _layout(self) -> tuple[list[nn.Module], list[_Slot]]:
+        tab = getattr(self.model, "tabular", None)
+        if tab is None:
+            raise ModelError(
+                "explain works on lakenet's built-in architectures (mlp, resnet, transfer); this model "
+                f"({type(self.model).__name__}) has no TabularEncoder to take attributions at"
+            )
+        layers: list[nn.Module] = []
+        slots: list[_Slot] = []
+
+        def layer(m: nn.Module) -> int:
+            layers.append(m)
+            return len(layers) - 1
+
+        numeric = layer(tab.numeric_input) if self.pre.numeric_width else -1
+        vector = layer(tab.vector_input) if self.pre.vectors else -1
+        n_at = v_at = cat_i = text_i = 0
+        for c in self.pre.features:
+            col = c.column
+            if isinstance(c, CategoryCodec):
+                slots.append(_Slot(col, layer(tab.embeddings[cat_i])))
+                cat_i += 1
+            elif isinstance(c, VectorCodec):
+                slots.append(_Slot(col, vector, cols=slice(v_at, v_at + c.state.dim)))
+                v_at += c.state.dim
+            elif isinstance(c, TextCodec):
+                enc = tab.texts[text_i]
+                emb = enc.embedding if hasattr(enc, "embedding") else enc.model.get_input_embeddings()
+                slots.append(_Slot(col, layer(emb), text=text_i))
+                text_i += 1
+            elif isinstance(c, ImageCodec):
+                image_input = self.model.image_input
+                assert isinstance(image_input, nn.Module)
+                slots.append(_Slot(col, layer(image_input), image=True))
+            if c.numeric_width():
+                w = c.numeric_width()
+                slots.append(_Slot(col, numeric, cols=slice(n_at, n_at + w)))
+                n_at += w
+        return layers, _merge(slots)
+
+    # ---- attributions of encoded rows ------------------------------------------------------------------------
+    def _forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        out = self.model(dict(zip(self.keys, tensors, strict=True)))
+        if self.predictor.classification:
+            return torch.log_softmax(out.float(), dim=1)
+        return out.float().view(-1, 1) * float(self.pre.label.std) + float(self.pre.label.mean)
+
+    def _baselines(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        out = []
+        for k, t in zip(self.keys, tensors, strict=True):
+            if k.endswith(".mask"):
+                out.append(t.clone())  # masks stay the row's own
+            elif k == "category":  # the commonest value (index 1; hashed columns: their first bucket)
+                out.append(torch.ones_like(t) * self._mode.to(t.device))
+            else:
+                out.append(torch.zeros_like(t))
+        return tuple(out)
+
+    def explain(self, inputs: dict[str, np.ndarray], texts: Texts | None = None) -> Explanation:
+        """Attributions of encoded rows (as `Preprocessor.encode` makes them), in chunks of `batch_size`.
+        `texts`: the raw values of the text columns, so bag tokens are named by their words."""
+        n = len(next(iter(inputs.values()))) if inputs else 0
+        b = self.batch_size
+        parts = [self._chunk({k: v[s : s + b] for k, v in inputs.items()},
+                             {c: v[s : s + b] for c, v in (texts or {}).items()}) for s in range(0, n, b)]  # fmt: skip
+        if not parts:
+            empty = np.zeros(0)
+            return Explanation(self.columns, np.zeros((0, len(self.columns))), empty, empty, empty, empty)
+        maps = [p.image_maps for p in parts if p.image_maps is not None]
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        return Explanation(
+            self.columns,
+            joined("values"),
+            joined("output"),
+            joined("baseline_output"),
+            joined("gap"),
+            joined("target"),
+            image_maps=np.concatenate(maps) if maps else None,
+            tokens=[t for p in parts for t in p.tokens],
+        )
+
+    def _chunk(self, inputs: dict[str, np.ndarray], texts: Texts) -> Explanation:
+        from captum.attr import LayerIntegratedGradients
+
+        from lakenet.models.text import full_length
+
+        dev = self.predictor.device
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(inputs[k])).to(dev) for k in self.keys)
+        baselines = self._baselines(tensors)
+        with torch.no_grad(), full_length():
+            out = self._forward(*tensors)
+            base = self._forward(*baselines)
+        if self.predictor.classification:  # the class predict reports (its threshold included)
+            target = self.predictor.decide(out.exp().cpu().numpy())
+        else:
+            target = np.zeros(len(out), dtype=np.int64)
+        idx = torch.from_numpy(np.asarray(target, dtype=np.int64)).to(dev)
+        with warnings.catch_warnings():
+            # Captum warns whenever several layers are given; ours are independent (each is where one input
+            # enters the network, none is computed from another), which is the condition it asks about.
+            warnings.filterwarnings("ignore", message="Multiple layers provided")
+            lig = LayerIntegratedGradients(self._forward, self.layers)
+        with full_length():
+            attrs, delta = lig.attribute(tensors, baselines=baselines, target=idx, n_steps=self.n_steps,
+                                         return_convergence_delta=True)  # fmt: skip
+        attrs = [a.detach().float().cpu().numpy() for a in (attrs if isinstance(attrs, list) else [attrs])]
+        rows = np.arange(len(target))
+        f_x = out[rows, idx].cpu().numpy().astype(np.float64) if out.shape[1] > 1 else out[:, 0].cpu().numpy()
+        f_b = base[rows, idx].cpu().numpy().astype(np.float64) if base.shape[1] > 1 else base[:, 0].cpu().numpy()
+        values, maps, tokens = self._per_column(attrs, inputs, texts)
+        gap = np.abs(values.sum(1) - (f_x - f_b))
+        del delta  # Captum's own estimate; the gap above is measured on the per-column sums actually reported
+        return Explanation(self.columns, values, f_x, f_b, gap, np.asarray(target), maps, tokens)
+
+    def _per_column(
+        self, attrs: list[np.ndarray], inputs: dict[str, np.ndarray], texts: Texts
+    ) -> tuple[np.ndarray, np.ndarray | None, list[list[tuple[str, str, float]]]]:
+        n = attrs[0].shape[0]
+        values = np.zeros((n, len(self.slots)))
+        maps = None
+        tokens: list[list[tuple[str, str, float]]] = [[] for _ in range(n)]
+        for j, s in enumerate(self.slots):
+            a = attrs[s.layer]
+            if s.cols is not None:
+                values[:, j] = a[:, s.cols].sum(1)
+            elif s.image:
+                per_pixel = a.sum(1)  # (N, C, H, W) -> (N, H, W)
+                values[:, j] = per_pixel.reshape(n, -1).sum(1)
+                maps = per_pixel
+            else:
+                per_pos = a.reshape(n, a.shape[1], -1).sum(2) if a.ndim == 3 else a.reshape(n, -1)
+                values[:, j] = per_pos.sum(1)
+                if s.text is not None:
+                    self._tokens(s, per_pos, inputs, texts.get(s.column), tokens)
+        return values, maps, tokens
+
+    def _tokens(
+        self,
+        s: _Slot,
+        per_pos: np.ndarray,
+        inputs: dict[str, np.ndarray],
+        raw: list[Any] | None,
+        out: list[list[tuple[str, str, float]]],
+    ) -> None:
+        """Per token, its attribution: the words and bigrams a bag hashed (named when the raw text is known),
+        or the tokenizer's pieces (padding left out)."""
+        codec = next(c for c in self.pre.features if isinstance(c, TextCodec) and c.column == s.column)
+        ids_key, mask_key = text_input_keys(codec.state.name)
+        ids = inputs[ids_key]
+        mask = inputs.get(mask_key, ids != 0)
+        for i in range(len(ids)):
+            if codec.state.kind == "bag":
+                names = bag_tokens(raw[i], codec.state.max_length) if raw is not None else []
+            else:
+                tok = codec.tokenizer()
+                names = [tok.id_to_token(int(t)) or "" for t in ids[i]]
+            for p in np.flatnonzero(mask[i]):
+                name = names[p] if p < len(names) else f"#{p}"
+                out[i].append((s.column, name, float(per_pos[i, p])))
+
+    # ---- Arrow rows in, Arrow rows out -----------------------------------------------------------------------
+    def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+        self.pre.require_inputs(set(batch.schema.names), what="the model", fix="explain a table with its columns")
+        enc = self.pre.encode(batch, with_label=False)
+        rows = np.flatnonzero(enc.valid)
+        text_cols = [c.column for c in self.pre.features if isinstance(c, TextCodec)]
+        texts = {c: [batch.column(c)[int(i)].as_py() for i in rows] for c in text_cols}
+        return self._rows(batch, enc, rows, self.explain(enc.inputs, texts))
+
+    def _rows(self, batch: Any, enc: Any, rows: np.ndarray, ex: Explanation) -> pa.RecordBatch:
+        n = batch.num_rows
+        at = {int(r): i for i, r in enumerate(rows)}
+        cols: dict[str, list[Any]] = {k: [None] * n for k in explain_schema(self.pre, with_model=False).names}
+        cols[self.pre.key] = [str(v) if v is not None else None for v in batch.column(self.pre.key).to_pylist()]
+        cols["error"] = enc.reasons()
+        for r, i in at.items():
+            t = int(ex.target[i])
+            if self.predictor.classification:
+                cols["prediction"][r] = self.predictor.classes[t]
+                cols["confidence"][r] = float(ex.output[i])
+            else:
+                cols["prediction"][r] = float(ex.output[i])
+            cols["output"][r], cols["baseline_output"][r] = float(ex.output[i]), float(ex.baseline_output[i])
+            pairs = list(zip(ex.columns, ex.values[i].tolist(), strict=True))
+            cols["attributions"][r] = pairs
+            top = sorted(pairs, key=lambda p: -abs(p[1]))[: self.top_k]
+            cols["top"][r] = [{"column": c, "attribution": v} for c, v in top]
+            cols["completeness_gap"][r] = float(ex.gap[i])
+            if ex.tokens and ex.tokens[i]:
+                cols["tokens"][r] = [{"column": c, "token": tk, "attribution": v} for c, tk, v in ex.tokens[i]]
+            if ex.image_maps is not None:
+                cols["image_map"][r] = heat_map_png(ex.image_maps[i])
+                cols["regions"][r] = list(region_shares(ex.image_maps[i]).items())
+        schema = explain_schema(self.pre, with_model=self.model_name is not None)
+        if self.model_name is not None:
+            cols["model_name"], cols["model_version"] = [self.model_name] * n, [self.model_version] * n
+        return pa.RecordBatch.from_pydict({k: cols[k] for k in schema.names}, schema=schema)
+
+
+def _merge(slots: list[_Slot]) -> list[_Slot]:
+    """One slot per input column, in the preprocessor's order (a column encoded in one place)."""
+    seen: dict[str, _Slot] = {}
+    for s in slots:
+        if s.column in seen:
+            raise ModelError(f"column {s.column!r} is encoded twice; explain reports one attribution per column")
+        seen[s.column] = s
+    return list(seen.values())
+
+
+def region_shares(m: np.ndarray) -> dict[str, float]:
+    """The share of a map's |attribution| mass in each ninth of the image (3 × 3 regions)."""
+    mass = np.abs(m)
+    total = max(float(mass.sum()), 1e-12)
+    h, w = mass.shape
+    ys, xs = np.array_split(np.arange(h), 3), np.array_split(np.arange(w), 3)
+    return {REGIONS[3 * i + j]: float(mass[np.ix_(ys[i], xs[j])].sum() / total) for i in range(3) for j in range(3)}
+
+
+def heat_map_png(m: np.ndarray, *, scale: int = 4) -> bytes:
+    """|attribution| per pixel as a small PNG (magma colours, each pixel `scale` × `scale`)."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    mass = np.abs(m)
+    norm = mass / max(float(mass.max()), 1e-12)
+    rgb = (colormaps["magma"](norm)[..., :3] * 255).astype(np.uint8)
+    img = Image.fromarray(rgb).resize((m.shape[1] * scale, m.shape[0] * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
