@@ -173,3 +173,40 @@ def test_a_planted_sentiment_word_leads_its_sentence(tmp_path: Path) -> None:
         top = max(r["tokens"], key=lambda t: abs(t["attribution"]))
         led += any(w in top["token"].split() for w in good + bad)
     assert led / len(out) >= 0.9, led
+
+
+def test_online_explanations_equal_batch_ones_with_their_own_limits(tabular: dict[str, Any], tmp_path: Path) -> None:
+    import concurrent.futures
+
+    import httpx
+
+    wd, table, fit = tabular["wd"], tabular["table"], tabular["fit"]
+    rows = _rows(table, 8)
+    body = {"rows": [{k: v for k, v in r.items() if k not in ("key", "label")} for r in rows.to_pylist()]}
+    batch = {r["key"]: r for r in Explainer(Bundle.load(fit.bundle_dir))(rows).to_pylist()}
+    handle = lakenet.serve(fit.model_uri, port=0, background=True, log_level="warning", workdir=wd,
+                           max_inflight_explain=1, explain_timeout_s=20.0)  # fmt: skip
+    assert handle is not None
+    with handle, httpx.Client(base_url=handle.url, timeout=60) as client:
+        r = client.post("/v1/explain", json=body)
+        assert r.status_code == 200, r.text
+        online = r.json()["explanations"]
+        assert len(online) == 8
+        for key, o in zip((r["key"] for r in rows.to_pylist()), online, strict=True):
+            b = batch[key]
+            assert o["prediction"] == b["prediction"] and [t["column"] for t in o["top"]] == [
+                t["column"] for t in b["top"]
+            ]
+            for col, v in dict(b["attributions"]).items():
+                assert abs(o["attributions"][col] - v) <= 1e-5
+        assert "/v1/explain" in client.get("/openapi.json").json()["paths"]
+        big = {"rows": body["rows"] * 32}  # 256 rows: long enough to hold the one explanation slot
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: client.post("/v1/explain", json=big).status_code, range(4)))
+            assert client.post("/v1/predict", json=body).status_code == 200  # scoring is not held up
+        assert 503 in answers and 200 in answers, answers
+    slow = lakenet.serve(fit.model_uri, port=0, background=True, log_level="warning", workdir=wd,
+                         explain_timeout_s=0.05)  # fmt: skip
+    assert slow is not None
+    with slow, httpx.Client(base_url=slow.url, timeout=60) as client:
+        assert client.post("/v1/explain", json={"rows": body["rows"] * 32}).status_code == 504

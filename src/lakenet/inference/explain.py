@@ -298,7 +298,8 @@ class Explainer:
         n = batch.num_rows
         at = {int(r): i for i, r in enumerate(rows)}
         cols: dict[str, list[Any]] = {k: [None] * n for k in explain_schema(self.pre, with_model=False).names}
-        cols[self.pre.key] = [str(v) if v is not None else None for v in batch.column(self.pre.key).to_pylist()]
+        if self.pre.key in batch.schema.names:  # a request to the server may have no key: nulls then
+            cols[self.pre.key] = [str(v) if v is not None else None for v in batch.column(self.pre.key).to_pylist()]
         cols["error"] = enc.reasons()
         for r, i in at.items():
             t = int(ex.target[i])

@@ -8,11 +8,14 @@ moved only by --follow-alias, from the registry the operator configured).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import json
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -48,8 +51,9 @@ Refresh = Callable[[], Predictor | None]
 """Called on a worker thread every poll interval: a newly loaded Predictor when the alias moved, else None."""
 
 PREDICT = "/v1/predict"
+EXPLAIN = "/v1/explain"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes answer without a token
-ROUTES = frozenset({PREDICT, "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+ROUTES = frozenset({PREDICT, EXPLAIN, "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -273,6 +277,63 @@ def _predict_operation() -> dict[str, Any]:
     }
 
 
+def _explain_operation() -> dict[str, Any]:
+    responses = {str(k): v for k, v in _error_responses("#/components/schemas/ExplainResponse").items()}
+    responses["200"] = {
+        "description": "One explanation per row, in order.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExplainResponse"}}},
+    }
+    responses["503"]["description"] = "Too many explanations in progress (max_inflight_explain), or shutting down."
+    return {
+        "summary": "Explain rows",
+        "description": "The same rows as /v1/predict; per row, the prediction and why: Integrated Gradients "
+        "attributions per input column from an average-row baseline (numbers at their training mean, categories at "
+        "their commonest value, empty text, images at the normalisation mean), the top columns, the completeness "
+        "gap, per-token attributions for text, and a heat-map PNG (base64) with region shares for images. It costs "
+        "about explain_steps forward and backward passes per row, so it has its own concurrency limit and deadline.",
+        "operationId": "explain",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/PredictForm"}},
+            },
+        },
+        "responses": responses,
+    }
+
+
+def _explain_response_schema() -> dict[str, Any]:
+    fields: dict[str, Any] = {"column": {"type": "string"}, "attribution": {"type": "number"}}
+    pair = {"type": "object", "properties": fields}
+    token = {"type": "object", "properties": {**fields, "token": {"type": "string"}}}
+    numbers = {"type": "object", "additionalProperties": {"type": "number"}}
+    row = {
+        "type": "object",
+        "properties": {
+            "prediction": {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]},
+            "confidence": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+            "output": {
+                "anyOf": [{"type": "number"}, {"type": "null"}],
+                "description": "What is explained: the log-probability of the predicted class, or the value.",
+            },
+            "baseline_output": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+            "top": {"anyOf": [{"type": "array", "items": pair}, {"type": "null"}]},
+            "attributions": {"anyOf": [numbers, {"type": "null"}], "description": "Every input column."},
+            "completeness_gap": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+            "tokens": {"anyOf": [{"type": "array", "items": token}, {"type": "null"}]},
+            "image_map": {"anyOf": [{"type": "string", "format": "byte"}, {"type": "null"}]},
+            "regions": {"anyOf": [numbers, {"type": "null"}]},
+            "error": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+    }
+    return {
+        "type": "object",
+        "properties": {"model": {"type": "object"}, "explanations": {"type": "array", "items": row}},
+        "required": ["model", "explanations"],
+    }
+
+
 def _error_responses(schema_ref: str) -> dict[int | str, dict[str, Any]]:
     detail = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
     retry = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
@@ -331,6 +392,7 @@ class _Service:
         self.token = settings.token.get_secret_value() if settings.token is not None else None
         self.draining = False
         self.predicting = 0  # requests past the body read
+        self.explains = _Explains(settings)
 
     @asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -357,6 +419,7 @@ class _Service:
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
             await batcher.close(settings.drain_timeout_s)
+            self.explains.pool.shutdown(wait=False, cancel_futures=True)
             log.info("drained: every admitted request was answered")
 
     async def _follow(self, refresh: Refresh) -> None:
@@ -465,6 +528,42 @@ class _Service:
         self.metrics.shed.inc("draining")
         return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
 
+    async def explain(self, request: Request) -> Response:
+        """Attributions per row (documented in _install_openapi): computed on their own threads, at most
+        max_inflight_explain at once, so they cannot starve /v1/predict."""
+        t0: float = request.scope["state"]["t0"]
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        form = ctype == "multipart/form-data"
+        if not form and ctype != "application/json" and not ctype.endswith("+json"):
+            return _json_response(415, {"detail": "Send application/json or multipart/form-data"})
+        if self.draining:
+            return self._draining()
+        if not self.explains.admit():
+            self.metrics.shed.inc("explain_busy")
+            return _json_response(
+                503, {"detail": "Too many explanations in progress; retry later"}, {"Retry-After": "1"}
+            )
+        try:
+            body = await request.body()
+            table = (
+                self.schema.from_form(await _read_form(request, self.schema, self.settings))
+                if form
+                else self.schema.from_json(body)
+            )
+            self.schema.image_pixels(table, max_image=self.settings.max_image_pixels,
+                                     max_request=self.settings.max_request_pixels, form=form)  # fmt: skip
+        except InvalidRequest as err:
+            self.explains.release()
+            return _json_response(422, {"detail": err.errors})
+        except TooLarge as err:
+            self.explains.release()
+            return _json_response(413, {"detail": str(err)})
+        except BaseException:
+            self.explains.release()
+            raise
+        used = self.batcher.model
+        return await self.explains.run(used, table, t0)
+
     async def model_info(self) -> dict[str, Any]:
         current, settings = self.batcher.model, self.settings
         return {
@@ -496,6 +595,75 @@ class _Service:
         return Response(body, media_type=content_type)
 
 
+class _Explains:
+    """The /v1/explain side of the server: an Explainer per served version (built on first use), a small pool of
+    lower-priority threads, and the count of explanations admitted (a slot is freed when its thread is done,
+    not when its client stops waiting)."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.settings = settings
+        self.pool = ThreadPoolExecutor(settings.max_inflight_explain, "lakenet-explain", initializer=_lower_priority)
+        self.admitted = 0
+        self._explainers: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+
+    def admit(self) -> bool:
+        if self.admitted >= self.settings.max_inflight_explain:
+            return False
+        self.admitted += 1
+        return True
+
+    def release(self) -> None:
+        self.admitted -= 1
+
+    def _explainer(self, scorer: Scorer) -> Any:
+        from lakenet.inference.explain import Explainer
+
+        with self._lock:  # one Explainer (its own copy of the network) per version, built once
+            key = (scorer.name, scorer.version, id(scorer.predictor))
+            if key not in self._explainers:
+                self._explainers = {key: Explainer(scorer.predictor.bundle, n_steps=self.settings.explain_steps,
+                                                   model_name=scorer.name, model_version=scorer.version)}  # fmt: skip
+            return self._explainers[key]
+
+    def _rows(self, scorer: Scorer, table: pa.Table) -> list[dict[str, Any]]:
+        return explain_rows(self._explainer(scorer)(table))
+
+    async def run(self, scorer: Scorer, table: pa.Table, t0: float) -> Response:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.pool, self._rows, scorer, table)
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self.release))
+        deadline = self.settings.explain_timeout_s
+        try:
+            rows = await asyncio.wait_for(asyncio.shield(future), deadline - (time.perf_counter() - t0))
+        except TimeoutError:
+            return _json_response(504, {"detail": f"Not explained within the {deadline:g} s deadline"})
+        except Exception:
+            log.exception("explaining a request failed")
+            return _json_response(500, {"detail": "The explanation failed on this request; the server log says why"})
+        return Response(json.dumps({"model": scorer.describe(), "explanations": rows}), media_type="application/json")
+
+
+def _lower_priority() -> None:
+    """Explanation threads run at a lower CPU priority (Linux: per thread), so scoring keeps its latency."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def explain_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """The Explainer's rows as JSON: maps as objects, the heat map as base64 PNG."""
+    out = []
+    for r in batch.to_pylist():
+        for k in ("attributions", "regions"):
+            r[k] = dict(r[k]) if r[k] is not None else None
+        if r.get("image_map") is not None:
+            r["image_map"] = base64.b64encode(r["image_map"]).decode()
+        out.append(r)
+    return out
+
+
 def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refresh | None = None) -> FastAPI:
     """The app serving `predictor`; with `refresh`, a background task swaps in the Predictor it returns."""
     svc = _Service(predictor, settings, refresh)
@@ -518,6 +686,7 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
     app.state.batcher = svc.batcher
     app.state.metrics = svc.metrics
     app.add_route(PREDICT, svc.predict, methods=["POST"], include_in_schema=False)
+    app.add_route(EXPLAIN, svc.explain, methods=["POST"], include_in_schema=False)
     app.get("/v1/model", summary="The model being served and its inputs")(svc.model_info)
     app.get("/healthz", summary="Liveness: the process answers")(svc.healthz)
     app.get("/readyz", summary="Readiness: a model is loaded and requests are admitted",
@@ -567,7 +736,9 @@ def _install_openapi(app: FastAPI, schema: RequestSchema, scorer: Scorer, *, sec
             components.update(js.pop("$defs", {}))
             components[model.__name__] = js
         components["PredictForm"] = schema.form_schema()
-        doc["paths"] = {PREDICT: {"post": _predict_operation()}, **doc["paths"]}
+        doc["paths"] = {PREDICT: {"post": _predict_operation()}, EXPLAIN: {"post": _explain_operation()},
+                        **doc["paths"]}  # fmt: skip
+        components["ExplainResponse"] = _explain_response_schema()
         components["ValidationErrors"] = {
             "type": "object",
             "properties": {

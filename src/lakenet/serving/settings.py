@@ -101,6 +101,18 @@ class ServeSettings(BaseModel):
     drain_timeout_s: float = Field(
         30.0, ge=0.0, description="On shutdown, how long in-flight and queued requests may take to finish."
     )
+    max_inflight_explain: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="/v1/explain requests computed at once (each costs about explain_steps forward and backward "
+        "passes); more get 503 + Retry-After. They run on their own lower-priority threads, so /v1/predict keeps "
+        "its latency.",
+    )
+    explain_timeout_s: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Deadline per /v1/explain request from arrival to response (later: 504)."
+    )
+    explain_steps: int = Field(50, ge=2, le=1000, description="Integrated Gradients steps per /v1/explain row.")
     follow_alias: bool = Field(False, description="Poll the registry and switch when the served alias moves.")
     poll_interval_s: float = Field(5.0, ge=0.05, description="How often --follow-alias asks the registry.")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Where the model runs: cpu, cuda or cuda:N.")
