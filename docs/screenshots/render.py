@@ -13,15 +13,18 @@ from pathlib import Path
 
 from PIL import Image
 
+from lakenet.data.profile import Profile
+from lakenet.evaluation.report import Evaluation
 from lakenet.reports import evaluation_html, profile_html, tune_html
+from lakenet.tuning.summary import TuneSummary
 
 HERE = Path(__file__).parent
 SHOTS = {
-    "profile": (profile_html, "profile-digits.json"),
-    "profile-tabular": (profile_html, "profile-houses.json"),
-    "evaluation": (evaluation_html, "evaluation-digits.json"),
-    "evaluation-regression": (evaluation_html, "evaluation-houses.json"),
-    "tune": (tune_html, "tune-wine.json"),
+    "profile": (lambda d: profile_html(Profile.from_dict(d)), "profile-digits.json"),
+    "profile-tabular": (lambda d: profile_html(Profile.from_dict(d)), "profile-houses.json"),
+    "evaluation": (lambda d: evaluation_html(Evaluation.from_dict(d)), "evaluation-digits.json"),
+    "evaluation-regression": (lambda d: evaluation_html(Evaluation.from_dict(d)), "evaluation-houses.json"),
+    "tune": (lambda d: tune_html(TuneSummary.from_dict(d)), "tune-wine.json"),
 }
 
 

@@ -143,6 +143,8 @@ def test_a_corner_patch_gets_the_image_map(tmp_path: Path) -> None:
     assert out["image_map"][:8] == b"\x89PNG\r\n\x1a\n"
     regions = dict(out["regions"])
     assert max(regions, key=regions.get) == "top-left" and abs(sum(regions.values()) - 1) < 1e-6
+    html = Path(fit.reports["evaluation"]).read_text()
+    assert "Where the model looks" in html and html.count("data:image/png;base64,") >= 2  # one map per class
 
 
 def test_a_planted_sentiment_word_leads_its_sentence(tmp_path: Path) -> None:
@@ -210,3 +212,18 @@ def test_online_explanations_equal_batch_ones_with_their_own_limits(tabular: dic
     assert slow is not None
     with slow, httpx.Client(base_url=slow.url, timeout=60) as client:
         assert client.post("/v1/explain", json={"rows": body["rows"] * 32}).status_code == 504
+
+
+def test_the_evaluation_shows_permutation_importance_with_intervals(tabular: dict[str, Any]) -> None:
+    import json
+
+    fit = tabular["fit"]
+    report = json.loads(Path(fit.reports["evaluation_json"]).read_text())
+    imp = {c["column"]: c for c in report["importance"]}
+    assert report["importance_metric"] == "test_roc_auc" and set(imp) == {f"x{i}" for i in range(6)} | {"c0", "c1"}
+    assert [c["column"] for c in report["importance"][:2]] == ["x1", "x0"]  # the two that carry the signal
+    assert imp["x1"]["low"] > 0.05 and imp["x0"]["low"] > 0.0
+    for noise in ("x2", "x3", "x4", "x5", "c0", "c1"):
+        assert imp[noise]["mean"] < 0.5 * imp["x0"]["mean"] and imp[noise]["low"] <= imp[noise]["mean"]
+    html = Path(fit.reports["evaluation"]).read_text()
+    assert "Global importance" in html and "drop in test_roc_auc" in html

@@ -438,6 +438,16 @@ class TrainerConfig(_Strict):
         description="auto: also fit scikit-learn's HistGradientBoosting on the same split (tabular features only) "
         "and report it next to the deep model; none: skip it.",
     )
+    importance_repeats: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="The evaluation's global view: shuffles per input column for permutation importance on the test "
+        "split (with a 95 % interval over them); 0: skip it. Image models also get the mean attribution map per class.",
+    )
+    importance_rows: int = Field(
+        500, ge=10, le=1_000_000, description="Test rows the permutation importance scores (the first ones, by key)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainerConfig:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Baseline", "ClassMetrics", "Evaluation", "Scores", "Threshold", "WorstExample"]
+__all__ = ["Baseline", "ClassMetrics", "ColumnImportance", "Evaluation", "Scores", "Threshold", "WorstExample"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,17 @@ class WorstExample:
     prediction: str
     confidence: float
     thumbnail: str | None  # base64 PNG of the image input, if there is one
+
+
+@dataclass(frozen=True)
+class ColumnImportance:
+    """How much the test metric drops when the column is shuffled: the mean over repeats and its 95 % interval."""
+
+    column: str
+    mean: float
+    std: float
+    low: float
+    high: float
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,10 @@ class Evaluation:
     baseline: Baseline | None = None
     history: list[dict[str, float]] | None = None  # the training run's per-epoch figures
     model: dict[str, Any] | None = None  # name, and version and uri when known
+    # The global view: permutation importance per input column on the test split, and the metric it drops
+    importance: list[ColumnImportance] | None = None
+    importance_metric: str | None = None
+    class_maps: dict[str, str] | None = None  # image models: the mean attribution map per true class (base64 PNG)
 
     def to_dict(self) -> dict[str, Any]:
         """evaluation.json: the sections this evaluation has, in this order; never the scores."""
@@ -109,6 +124,8 @@ class Evaluation:
             d["parts"] = {name: cls.from_dict(part) for name, part in d["parts"].items()}
         if "baseline" in d:
             d["baseline"] = Baseline(**d["baseline"])
+        if "importance" in d:
+            d["importance"] = [ColumnImportance(**c) for c in d["importance"]]
         return cls(**d)
 
 

@@ -220,3 +220,20 @@ def scatter_svg(
         pts = _downsample(pts, max_points)
     with styled():
         return chart(title, scatter_figure(pts, x_label=x_label, y_label=y_label, diagonal=diagonal), note=note)
+
+
+def importance_chart_svg(columns: Sequence[str], means: Sequence[float], lows: Sequence[float],
+                         highs: Sequence[float], *, title: str, metric: str) -> Markup:  # fmt: skip
+    """Horizontal bars of the metric's drop per column with their 95 % intervals, the largest on top."""
+    if not columns:
+        return chart(title, None)
+    with styled():
+        fig = new_figure(WIDTH, 0.6 + 0.3 * len(columns))
+        ax = fig.subplots()
+        err = [[m - lo for m, lo in zip(means, lows, strict=True)], [h - m for m, h in zip(means, highs, strict=True)]]
+        ax.barh(range(len(columns)), means, xerr=err, height=0.6, color=PALETTE[0], ecolor="#444", capsize=3)
+        ax.set_yticks(range(len(columns)), [c if len(c) <= 28 else c[:27] + "…" for c in columns])
+        ax.set_ylim(len(columns) - 0.5, -0.5)
+        ax.axvline(0, color="#888", linewidth=0.8)
+        ax.set_xlabel(f"drop in {metric} when the column is shuffled")
+        return chart(title, fig)

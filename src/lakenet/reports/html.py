@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from markupsafe import Markup
 
 from lakenet.evaluation.metrics import metric_mode
-from lakenet.reports.charts import WIDTH, bar_chart_svg, line_chart_svg, scatter_svg
+from lakenet.reports.charts import WIDTH, bar_chart_svg, importance_chart_svg, line_chart_svg, scatter_svg
 from lakenet.reports.charts import _nice_range as _nice_range  # importable from here, where it used to live
 from lakenet.reports.render import MAX_TABLE_ROWS, finite, fmt, in_order, macro, render, trusted
 
@@ -148,7 +148,15 @@ def learning_curves(history: Sequence[Mapping[str, float]]) -> list[Markup]:
     return charts
 
 
+def importance_chart(r: Evaluation) -> Markup:
+    imp = r.importance or []
+    cols, means = [c.column for c in imp], [c.mean for c in imp]
+    lows, highs = [c.low for c in imp], [c.high for c in imp]
+    return importance_chart_svg(cols, means, lows, highs, title="", metric=r.importance_metric or "the metric")
+
+
 _HELPERS = {
+    "importance_chart": importance_chart,
     "class_order": class_order,
     "counts_chart": counts_chart,
     "heatmap_table": heatmap_table,

@@ -27,6 +27,7 @@ from lakenet.workflows.profile import scan, write_profile
 if TYPE_CHECKING:
     import torch
 
+    from lakenet.inference.predictor import Predictor
     from lakenet.models.bundle import Bundle
     from lakenet.tracking.store import TrackedRun
     from lakenet.training.job import TrainJob, TrainOutcome
@@ -312,7 +313,8 @@ def _evaluate_and_register(fit: _Fit, run: TrackedRun, bundle: Bundle, outcome: 
     kept_val = {k: v for k, v in outcome.kept_entry(cfg.trainer.early_stopping is not None).items() if k[:4] == "val_"}
     threshold = choose_threshold(cfg, snap, bundle, trust)
     bundle_dir = bundle.save(fit.wd / ".lakenet" / "bundles" / run.run_id)
-    report = evaluate_split(snap, Predictor(bundle, trust_modules=trust), cfg.data.split)
+    predictor = Predictor(bundle, trust_modules=trust)
+    report = global_view(cfg, snap, predictor, evaluate_split(snap, predictor, cfg.data.split))
     metrics = {**kept_val, **report.metrics, **threshold}
     baseline = _baseline(cfg, fit.plan, report) if fit.trained is None or fit.refit else Baseline()
     report = replace(report, baseline=baseline)
@@ -397,6 +399,24 @@ def _baseline(cfg: Config, plan: TrainPlan, report: Evaluation) -> Baseline:
     return fit_baseline(cfg, plan.snapshot, plan.scan.preprocessor, report.metrics)
 
 
+def global_view(cfg: Config, snap: Snapshot, predictor: Predictor, report: Evaluation) -> Evaluation:
+    """The evaluation with permutation importance per column (and, for images, the mean attribution map per class)
+    on the first trainer.importance_rows test rows."""
+    from lakenet.evaluation.baseline import headline_metric
+    from lakenet.evaluation.importance import class_maps, permutation_importance, test_rows
+
+    t = cfg.trainer
+    if t.importance_repeats == 0 or not report.rows:
+        return report
+    rows = test_rows(snap, predictor, cfg.data.split, t.importance_rows)
+    if rows is None:
+        return report
+    metric = headline_metric(predictor.pre.label.task, len(predictor.classes))
+    importance = permutation_importance(predictor, rows, metric, repeats=t.importance_repeats, seed=t.seed)
+    maps = class_maps(predictor, rows) if predictor.pre.image is not None and predictor.classification else None
+    return replace(report, importance=importance, importance_metric=f"test_{metric}", class_maps=maps or None)
+
+
 def write_evaluation(
     report: Evaluation, history: list[dict[str, float]], out: Path, *, model: dict[str, Any]
 ) -> dict[str, Path]:
@@ -421,7 +441,7 @@ def run_evaluate(cfg: Config, wd: Path, *, model: str, trust: tuple[str, ...]) -
     )
     snap = open_table(cfg.data.table, cfg.data.version)
     snap.require_columns({predictor.pre.key: "data.key", predictor.pre.label.column: "features.label.column"})
-    report = evaluate_split(snap, predictor, cfg.data.split)
+    report = global_view(cfg, snap, predictor, evaluate_split(snap, predictor, cfg.data.split))
     history = predictor.bundle.training.get("history", [])
     info = {"name": resolved.name, "version": resolved.version, "uri": model}
     paths = write_evaluation(report, history, reports_dir(cfg, wd), model=info)
