@@ -52,7 +52,7 @@ def figures(command: str, result: Any) -> dict[str, Any]:
     the MLflow run and the report to link to."""
     r = _plain(result) if result is not None else {}
     out: dict[str, Any] = {}
-    if command in ("predict", "featurize"):
+    if command in ("predict", "featurize", "explain"):
         out["rows"] = r.get("rows")
         since, now = r.get("since_version"), r.get("input_version")
         out["versions"] = f"{since}→{now}" if since is not None else (str(now) if now is not None else None)
