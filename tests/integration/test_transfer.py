@@ -323,6 +323,14 @@ def test_text_classification_with_all_minilm_frozen(src: dict[str, Any], reviews
     with torch.no_grad():
         ours = model.tabular.texts[0](*(torch.from_numpy(enc.inputs[k]) for k in ("text.review", "text.review.mask")))
     assert np.abs(ours.numpy() - reference).max() < 1e-4
+    # explained per word piece of the pretrained tokenizer, and complete
+    from lakenet.inference.explain import Explainer
+
+    e = Explainer(bundle, n_steps=16).explain(enc.inputs, texts={"review": texts})
+    assert "great" in [t for _, t, _ in e.tokens[0]] and "[PAD]" not in [t for _, t, _ in e.tokens[0]]
+    # the saturated transformer needed more steps than asked for, and got them: every gap within 5 %
+    assert np.all(e.gap <= 0.05 * np.maximum(np.abs(e.output - e.baseline_output), 0.01)), (e.gap, e.steps)
+    assert e.steps.max() > 16
 
 
 def test_fine_tuning_a_pretrained_text_encoder_moves_its_weights(src: dict[str, Any], reviews: Path) -> None:

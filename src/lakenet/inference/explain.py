@@ -35,6 +35,9 @@ from lakenet.models.bundle import Bundle
 
 __all__ = ["REGIONS", "Explainer", "Explanation", "explain_schema"]
 
+_GAP_TOLERANCE = 0.05  # a row's |gap| may be 5 % of |output − baseline output| ...
+_GAP_FLOOR = 0.01  # ... or of this, when the output barely moved
+_REFINEMENTS = 2  # at most two reruns with 4× the steps (50 → 200 → 800 by default)
 REGIONS = ("top-left", "top", "top-right", "left", "centre", "right", "bottom-left", "bottom", "bottom-right")
 _TOKEN = pa.struct([("column", pa.string()), ("token", pa.string()), ("attribution", pa.float64())])
 _PAIR = pa.struct([("column", pa.string()), ("attribution", pa.float64())])
@@ -64,6 +67,7 @@ class Explanation:
     target: np.ndarray  # (N,): the class explained (0 for regression)
     image_maps: np.ndarray | None = None  # (N, H, W): per-pixel attributions summed over channels
     tokens: list[list[tuple[str, str, float]]] = field(default_factory=list)  # per row: (column, token, attribution)
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (N,): integration steps used
 
     def share(self) -> np.ndarray:
         """Each column's share of the row's attribution mass (|attribution| / sum)."""
@@ -83,6 +87,7 @@ def explain_schema(pre: Any, *, with_model: bool) -> pa.Schema:
         pa.field("top", pa.list_(_PAIR)),  # the columns with the largest |attribution|, largest first
         pa.field("attributions", pa.map_(pa.string(), pa.float64())),  # every input column
         pa.field("completeness_gap", pa.float64()),
+        pa.field("steps", pa.int32()),  # the integration steps used (more where the gap was too large)
         pa.field("tokens", pa.list_(_TOKEN)),  # text features: per token
         pa.field("image_map", pa.binary()),  # image feature: a heat-map PNG
         pa.field("regions", pa.map_(pa.string(), pa.float64())),  # image feature: share of the map per region
@@ -204,9 +209,31 @@ class Explainer:
             joined("target"),
             image_maps=np.concatenate(maps) if maps else None,
             tokens=[t for p in parts for t in p.tokens],
+            steps=joined("steps"),
         )
 
     def _chunk(self, inputs: dict[str, np.ndarray], texts: Texts) -> Explanation:
+        """Attributions with `n_steps`; rows whose completeness gap exceeds _GAP_TOLERANCE of their output change
+        are done again with 4× the steps, up to _REFINEMENTS times (a transformer's saturated path needs more)."""
+        ex = self._attribute(inputs, texts, self.n_steps)
+        steps = self.n_steps
+        for _ in range(_REFINEMENTS):
+            change = np.maximum(np.abs(ex.output - ex.baseline_output), _GAP_FLOOR)
+            bad = np.flatnonzero(ex.gap > _GAP_TOLERANCE * change)
+            if not len(bad):
+                break
+            steps *= 4
+            redo = self._attribute({k: v[bad] for k, v in inputs.items()},
+                                   {c: [v[i] for i in bad] for c, v in texts.items()}, steps)  # fmt: skip
+            ex.values[bad], ex.gap[bad], ex.steps[bad] = redo.values, redo.gap, redo.steps
+            if ex.image_maps is not None and redo.image_maps is not None:
+                ex.image_maps[bad] = redo.image_maps
+            for j, i in enumerate(bad):
+                if ex.tokens:
+                    ex.tokens[i] = redo.tokens[j]
+        return ex
+
+    def _attribute(self, inputs: dict[str, np.ndarray], texts: Texts, n_steps: int) -> Explanation:
         from captum.attr import LayerIntegratedGradients
 
         from lakenet.models.text import full_length
@@ -228,7 +255,7 @@ class Explainer:
             warnings.filterwarnings("ignore", message="Multiple layers provided")
             lig = LayerIntegratedGradients(self._forward, self.layers)
         with full_length():
-            attrs, delta = lig.attribute(tensors, baselines=baselines, target=idx, n_steps=self.n_steps,
+            attrs, delta = lig.attribute(tensors, baselines=baselines, target=idx, n_steps=n_steps,
                                          return_convergence_delta=True)  # fmt: skip
         attrs = [a.detach().float().cpu().numpy() for a in (attrs if isinstance(attrs, list) else [attrs])]
         rows = np.arange(len(target))
@@ -237,7 +264,8 @@ class Explainer:
         values, maps, tokens = self._per_column(attrs, inputs, texts)
         gap = np.abs(values.sum(1) - (f_x - f_b))
         del delta  # Captum's own estimate; the gap above is measured on the per-column sums actually reported
-        return Explanation(self.columns, values, f_x, f_b, gap, np.asarray(target), maps, tokens)
+        steps = np.full(len(gap), n_steps, dtype=np.int64)
+        return Explanation(self.columns, values, f_x, f_b, gap, np.asarray(target), maps, tokens, steps)
 
     def _per_column(
         self, attrs: list[np.ndarray], inputs: dict[str, np.ndarray], texts: Texts
@@ -314,6 +342,7 @@ class Explainer:
             top = sorted(pairs, key=lambda p: -abs(p[1]))[: self.top_k]
             cols["top"][r] = [{"column": c, "attribution": v} for c, v in top]
             cols["completeness_gap"][r] = float(ex.gap[i])
+            cols["steps"][r] = int(ex.steps[i])
             if ex.tokens and ex.tokens[i]:
                 cols["tokens"][r] = [{"column": c, "token": tk, "attribution": v} for c, tk, v in ex.tokens[i]]
             if ex.image_maps is not None:
