@@ -100,8 +100,10 @@ def test_lakenet_explain_writes_each_row_once_and_agrees_with_the_explainer(
         for k, v in dict(d["attributions"]).items():
             assert abs(dict(b["attributions"])[k] - v) <= 1e-5
     predicted = lakenet.predict(fit.model_uri, table, str(tmp_path / "pred"), workdir=wd)
-    preds = {r["key"]: r["prediction"] for r in DeltaTable(predicted.table).to_pyarrow_table().to_pylist()}
-    assert all(preds[k] == r["prediction"] for k, r in first.items())  # the class explained is the one predicted
+    preds = {r["key"]: r for r in DeltaTable(predicted.table).to_pyarrow_table().to_pylist()}
+    for k, r in first.items():  # the class explained is the one predicted, with predict's confidence
+        assert preds[k]["prediction"] == r["prediction"] and abs(preds[k]["confidence"] - r["confidence"]) < 1e-5
+        assert abs(np.log(r["confidence"]) - r["output"]) < 1e-4  # what is explained: its log-probability
 
 
 def _png(a: np.ndarray) -> bytes:

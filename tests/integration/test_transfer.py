@@ -173,6 +173,19 @@ def test_onnx_backbone_round_trip_training_and_scoring(src: dict[str, Any]) -> N
     assert losses[-1] < losses[0]  # the head learns on the frozen graph's features
     out = lakenet.predict(res.model_uri, str(src["table"]), str(src["wd"] / "onnx_scored"))
     assert out.rows == 243 and out.bad_rows == 3
+    # No gradients through ONNX Runtime: Shapley sampling per column and an occlusion map, completeness kept.
+    report = json.loads(Path(res.reports["evaluation_json"]).read_text())
+    assert report["class_maps"] and set(report["class_maps"]) <= set(Predictor(bundle).classes)
+    why_dir = src["wd"] / "onnx_why"
+    why = lakenet.explain(res.model_uri, str(src["table"]), str(why_dir))
+    assert why.rows == 243 and why.bad_rows == 3
+    rows = DeltaTable(str(why_dir)).to_pyarrow_table().to_pylist()
+    good = [r for r in rows if r["error"] is None]
+    assert len(good) == 240 and {r["method"] for r in good} == {"shapley_sampling"}
+    for r in good:
+        change = abs(r["output"] - r["baseline_output"])
+        assert r["completeness_gap"] <= 1e-4 + 1e-4 * change
+        assert r["image_map"][:8] == b"\x89PNG\r\n\x1a\n" and abs(sum(v for _, v in r["regions"]) - 1) < 1e-6
     with pytest.raises(ConfigError, match="cannot train it: set freeze: all"):
         _target(src, "onnx_train", {"source": str(path), "freeze": "none"})
     (src["wd"] / "junk.onnx").write_bytes(b"not onnx")

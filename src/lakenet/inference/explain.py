@@ -7,8 +7,15 @@ one row sum to the difference between its output and the baseline's (completenes
 
 The baseline is an average row: numbers at their training mean (0 after standardisation) with no missing flags,
 every category at the unknown bucket, vectors at zero, every text empty (padding), and images at the
-normalisation mean (0). The output explained is the probability of the predicted class (classification) or the
-predicted value in the label's units (regression).
+normalisation mean (0). The output explained is the log-probability of the predicted class (classification) or
+the predicted value in the label's units (regression).
+
+A model whose image path runs outside autograd (a frozen ONNX Runtime backbone) has no gradients to integrate.
+Its columns are attributed by Shapley value sampling instead (Captum's ShapleyValueSampling: each input column
+replaced by its baseline value, in random orders; every order's contributions add up to the output difference,
+so the completeness gap stays at rounding level), and its image map by occlusion (Captum's Occlusion: the drop
+in the output when a patch of 1/8 of each side is set to the baseline, spread over the patch's pixels). The
+`method` column says which was used.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ __all__ = ["REGIONS", "Explainer", "Explanation", "explain_schema"]
 _GAP_TOLERANCE = 0.05  # a row's |gap| may be 5 % of |output − baseline output| ...
 _GAP_FLOOR = 0.01  # ... or of this, when the output barely moved
 _REFINEMENTS = 2  # at most two reruns with 4× the steps (50 → 200 → 800 by default)
+_SHAPLEY_SAMPLES = 16  # random column orders when the model has no gradients (cost: samples × (columns + 1))
+IG, SHAPLEY = "integrated_gradients", "shapley_sampling"
 REGIONS = ("top-left", "top", "top-right", "left", "centre", "right", "bottom-left", "bottom", "bottom-right")
 _TOKEN = pa.struct([("column", pa.string()), ("token", pa.string()), ("attribution", pa.float64())])
 _PAIR = pa.struct([("column", pa.string()), ("attribution", pa.float64())])
@@ -68,6 +77,8 @@ class Explanation:
     image_maps: np.ndarray | None = None  # (N, H, W): per-pixel attributions summed over channels
     tokens: list[list[tuple[str, str, float]]] = field(default_factory=list)  # per row: (column, token, attribution)
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (N,): integration steps used
+    method: str = IG  # or SHAPLEY (columns) with occlusion (image map), for a model without gradients
+    confidence: np.ndarray | None = None  # (N,): classification: the predicted class's probability, as predict's
 
     def share(self) -> np.ndarray:
         """Each column's share of the row's attribution mass (|attribution| / sum)."""
@@ -88,6 +99,7 @@ def explain_schema(pre: Any, *, with_model: bool) -> pa.Schema:
         pa.field("attributions", pa.map_(pa.string(), pa.float64())),  # every input column
         pa.field("completeness_gap", pa.float64()),
         pa.field("steps", pa.int32()),  # the integration steps used (more where the gap was too large)
+        pa.field("method", pa.string()),  # integrated_gradients, or shapley_sampling (a model without gradients)
         pa.field("tokens", pa.list_(_TOKEN)),  # text features: per token
         pa.field("image_map", pa.binary()),  # image feature: a heat-map PNG
         pa.field("regions", pa.map_(pa.string(), pa.float64())),  # image feature: share of the map per region
@@ -124,6 +136,7 @@ class Explainer:
         self.keys = self.pre.input_keys()
         self.layers, self.slots = self._layout()
         self.columns = [s.column for s in self.slots]
+        self.method = IG if _differentiable(self.model) else SHAPLEY
         self._mode = torch.tensor([1 if s.vocab or s.buckets else 0 for s in self.pre.categories], dtype=torch.int64)
 
     # ---- where each column enters the network ----------------------------------------------------------------
@@ -194,7 +207,8 @@ class Explainer:
                              {c: v[s : s + b] for c, v in (texts or {}).items()}) for s in range(0, n, b)]  # fmt: skip
         if not parts:
             empty = np.zeros(0)
-            return Explanation(self.columns, np.zeros((0, len(self.columns))), empty, empty, empty, empty)
+            zeros = np.zeros((0, len(self.columns)))
+            return Explanation(self.columns, zeros, empty, empty, empty, empty, method=self.method)
         maps = [p.image_maps for p in parts if p.image_maps is not None]
 
         def joined(name: str) -> np.ndarray:
@@ -210,11 +224,15 @@ class Explainer:
             image_maps=np.concatenate(maps) if maps else None,
             tokens=[t for p in parts for t in p.tokens],
             steps=joined("steps"),
+            method=self.method,
+            confidence=joined("confidence") if self.predictor.classification else None,
         )
 
     def _chunk(self, inputs: dict[str, np.ndarray], texts: Texts) -> Explanation:
         """Attributions with `n_steps`; rows whose completeness gap exceeds _GAP_TOLERANCE of their output change
         are done again with 4× the steps, up to _REFINEMENTS times (a transformer's saturated path needs more)."""
+        if self.method == SHAPLEY:
+            return self._perturb(inputs, texts)
         ex = self._attribute(inputs, texts, self.n_steps)
         steps = self.n_steps
         for _ in range(_REFINEMENTS):
@@ -238,17 +256,7 @@ class Explainer:
 
         from lakenet.models.text import full_length
 
-        dev = self.predictor.device
-        tensors = tuple(torch.from_numpy(np.ascontiguousarray(inputs[k])).to(dev) for k in self.keys)
-        baselines = self._baselines(tensors)
-        with torch.no_grad(), full_length():
-            out = self._forward(*tensors)
-            base = self._forward(*baselines)
-        if self.predictor.classification:  # the class predict reports (its threshold included)
-            target = self.predictor.decide(out.exp().cpu().numpy())
-        else:
-            target = np.zeros(len(out), dtype=np.int64)
-        idx = torch.from_numpy(np.asarray(target, dtype=np.int64)).to(dev)
+        tensors, baselines, idx, f_x, f_b, conf = self._ends(inputs)
         with warnings.catch_warnings():
             # Captum warns whenever several layers are given; ours are independent (each is where one input
             # enters the network, none is computed from another), which is the condition it asks about.
@@ -258,14 +266,103 @@ class Explainer:
             attrs, delta = lig.attribute(tensors, baselines=baselines, target=idx, n_steps=n_steps,
                                          return_convergence_delta=True)  # fmt: skip
         attrs = [a.detach().float().cpu().numpy() for a in (attrs if isinstance(attrs, list) else [attrs])]
-        rows = np.arange(len(target))
-        f_x = out[rows, idx].cpu().numpy().astype(np.float64) if out.shape[1] > 1 else out[:, 0].cpu().numpy()
-        f_b = base[rows, idx].cpu().numpy().astype(np.float64) if base.shape[1] > 1 else base[:, 0].cpu().numpy()
         values, maps, tokens = self._per_column(attrs, inputs, texts)
         gap = np.abs(values.sum(1) - (f_x - f_b))
         del delta  # Captum's own estimate; the gap above is measured on the per-column sums actually reported
         steps = np.full(len(gap), n_steps, dtype=np.int64)
-        return Explanation(self.columns, values, f_x, f_b, gap, np.asarray(target), maps, tokens, steps)
+        target = idx.cpu().numpy()
+        return Explanation(self.columns, values, f_x, f_b, gap, target, maps, tokens, steps, confidence=conf)
+
+    def _ends(
+        self, inputs: dict[str, np.ndarray]
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor, np.ndarray, np.ndarray, Any]:
+        """The rows and their baselines as tensors, the class explained (decided on the probabilities predict
+        computes, so the class and confidence are predict's, threshold included), both outputs for that class, and
+        the confidence (None for regression)."""
+        from lakenet.models.text import full_length
+
+        dev = self.predictor.device
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(inputs[k])).to(dev) for k in self.keys)
+        baselines = self._baselines(tensors)
+        with torch.no_grad(), full_length():
+            out = self._forward(*tensors)
+            base = self._forward(*baselines)
+        conf = None
+        if self.predictor.classification:
+            probs = self.predictor.forward(inputs)
+            target = self.predictor.decide(probs)
+            conf = probs[np.arange(len(target)), target]
+        else:
+            target = np.zeros(len(out), dtype=np.int64)
+        idx = torch.from_numpy(np.asarray(target, dtype=np.int64)).to(dev)
+        rows = torch.arange(len(idx), device=dev)
+        f_x = out[rows, idx] if out.shape[1] > 1 else out[:, 0]
+        f_b = base[rows, idx] if base.shape[1] > 1 else base[:, 0]
+        f_x64, f_b64 = f_x.cpu().numpy().astype(np.float64), f_b.cpu().numpy().astype(np.float64)
+        return tensors, baselines, idx, f_x64, f_b64, conf
+
+    def _perturb(self, inputs: dict[str, np.ndarray], texts: Texts) -> Explanation:
+        """No gradients: Shapley value sampling over the input columns, occlusion for the image map."""
+        from captum.attr import Occlusion, ShapleyValueSampling
+
+        from lakenet.models.text import full_length
+
+        tensors, baselines, idx, f_x, f_b, conf = self._ends(inputs)
+        masks = self._feature_masks(tensors)
+        with torch.no_grad(), full_length():
+            per_input = ShapleyValueSampling(self._forward).attribute(
+                tensors, baselines=baselines, target=idx, feature_mask=masks, n_samples=_SHAPLEY_SAMPLES
+            )
+        values = np.zeros((len(idx), len(self.slots)))
+        for j in range(len(self.slots)):  # every element of a column's group carries the column's value
+            for a, m in zip(per_input, masks, strict=True):
+                hit = torch.nonzero(m.reshape(-1) == j)
+                if len(hit):
+                    values[:, j] = a.reshape(len(a), -1)[:, int(hit[0])].float().cpu().numpy()
+                    break
+        maps = None
+        if "image" in self.keys:
+            at = self.keys.index("image")
+            image = tensors[at]
+            win = (image.shape[1], max(image.shape[2] // 8, 1), max(image.shape[3] // 8, 1))
+
+            def image_only(img: torch.Tensor) -> torch.Tensor:  # one perturbation per pass: same batch size
+                return self._forward(*(img if i == at else t for i, t in enumerate(tensors)))
+
+            with torch.no_grad(), full_length():
+                occ = Occlusion(image_only).attribute(image, sliding_window_shapes=win, strides=win,
+                                                      baselines=baselines[at], target=idx)  # fmt: skip
+            maps = occ.sum(1).float().cpu().numpy()
+        gap = np.abs(values.sum(1) - (f_x - f_b))
+        steps = np.zeros(len(gap), dtype=np.int64)
+        return Explanation(self.columns, values, f_x, f_b, gap, idx.cpu().numpy(), maps, [[] for _ in gap], steps,
+                           method=SHAPLEY, confidence=conf)  # fmt: skip
+
+    def _feature_masks(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """One feature id per input column (its slot index), shaped to broadcast over each input tensor."""
+        masks: dict[str, torch.Tensor] = {}
+        for k, t in zip(self.keys, tensors, strict=True):
+            masks[k] = torch.full((1, *t.shape[1:]), -1, dtype=torch.int64, device=t.device)
+        cat_i = 0
+        for j, s in enumerate(self.slots):
+            codec = next(c for c in self.pre.features if c.column == s.column)
+            if s.image:
+                masks["image"][:] = j
+            elif s.text is not None:
+                ids_key, mask_key = text_input_keys(codec.state.name)
+                for k in (ids_key, mask_key):
+                    if k in masks:
+                        masks[k][:] = j  # the attention mask keeps the row's own (its baseline), ids go to padding
+            elif isinstance(codec, CategoryCodec):
+                masks["category"][:, cat_i] = j
+                cat_i += 1
+            elif s.cols is not None:
+                key = "vector" if isinstance(codec, VectorCodec) else "numeric"
+                masks[key][:, s.cols] = j
+        for k, m in masks.items():
+            if bool((m < 0).any()):
+                raise ModelError(f"explain cannot tell which column input {k!r} belongs to")
+        return tuple(masks[k] for k in self.keys)
 
     def _per_column(
         self, attrs: list[np.ndarray], inputs: dict[str, np.ndarray], texts: Texts
@@ -333,7 +430,8 @@ class Explainer:
             t = int(ex.target[i])
             if self.predictor.classification:
                 cols["prediction"][r] = self.predictor.classes[t]
-                cols["confidence"][r] = float(ex.output[i])
+                assert ex.confidence is not None
+                cols["confidence"][r] = float(ex.confidence[i])
             else:
                 cols["prediction"][r] = float(ex.output[i])
             cols["output"][r], cols["baseline_output"][r] = float(ex.output[i]), float(ex.baseline_output[i])
@@ -343,6 +441,7 @@ class Explainer:
             cols["top"][r] = [{"column": c, "attribution": v} for c, v in top]
             cols["completeness_gap"][r] = float(ex.gap[i])
             cols["steps"][r] = int(ex.steps[i])
+            cols["method"][r] = ex.method
             if ex.tokens and ex.tokens[i]:
                 cols["tokens"][r] = [{"column": c, "token": tk, "attribution": v} for c, tk, v in ex.tokens[i]]
             if ex.image_maps is not None:
@@ -352,6 +451,13 @@ class Explainer:
         if self.model_name is not None:
             cols["model_name"], cols["model_version"] = [self.model_name] * n, [self.model_version] * n
         return pa.RecordBatch.from_pydict({k: cols[k] for k in schema.names}, schema=schema)
+
+
+def _differentiable(model: nn.Module) -> bool:
+    """False when part of the network runs outside autograd (a frozen ONNX Runtime backbone)."""
+    from lakenet.models.pretrained import OnnxBackbone
+
+    return not any(isinstance(m, OnnxBackbone) for m in model.modules())
 
 
 def _merge(slots: list[_Slot]) -> list[_Slot]:

@@ -321,6 +321,11 @@ def _explain_response_schema() -> dict[str, Any]:
             "top": {"anyOf": [{"type": "array", "items": pair}, {"type": "null"}]},
             "attributions": {"anyOf": [numbers, {"type": "null"}], "description": "Every input column."},
             "completeness_gap": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+            "steps": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+            "method": {
+                "anyOf": [{"type": "string", "enum": ["integrated_gradients", "shapley_sampling"]}, {"type": "null"}],
+                "description": "shapley_sampling (with an occlusion map) for a model without gradients.",
+            },
             "tokens": {"anyOf": [{"type": "array", "items": token}, {"type": "null"}]},
             "image_map": {"anyOf": [{"type": "string", "format": "byte"}, {"type": "null"}]},
             "regions": {"anyOf": [numbers, {"type": "null"}]},
