@@ -162,6 +162,36 @@ def test_tabular_round_trips_equal_batch_scoring(reg: dict[str, Any]) -> None:
         assert [i["name"] for i in info["inputs"]] == columns
 
 
+def test_a_timestamp_sent_as_an_iso_string_scores_as_in_the_table(reg: dict[str, Any], tmp_path: Path) -> None:
+    """The table stores microseconds, the request an ISO 8601 string: the same instant, the same prediction (a
+    model once saw a 1000× larger epoch online and answered every request alike)."""
+    from datetime import datetime
+
+    from lakenet.examples import transactions_frame
+
+    transactions_frame(600, seed=2, start_id=0).to_csv(tmp_path / "tx.csv", index=False)
+    table = lakenet.ingest(tmp_path / "tx.csv", tmp_path / "tx").table
+    cfg = {
+        "data": {"table": table, "key": "transaction_id"},
+        "features": {"label": "is_fraud", "include": "auto", "exclude": ["customer_id", "key"]},
+        "trainer": {"epochs": 2, "baseline": "none", "importance_repeats": 0},
+        "registry": {"name": "tx_serve"},
+    }
+    fit = lakenet.fit(cfg, progress=False)
+    rows = DeltaTable(table).to_pyarrow_table().slice(0, 12)
+    assert pa.types.is_timestamp(rows.schema.field("timestamp").type)
+    direct = Predictor(fit.bundle_dir)
+    assert "timestamp" in direct.input_columns
+    body = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()}
+            for r in rows.select(direct.input_columns).to_pylist()]  # fmt: skip
+    want = expected(direct(rows))
+    assert len({round(w["confidence"], 6) for w in want}) > 1  # the rows do differ
+    with serve(fit.model_uri) as srv, httpx.Client(base_url=srv.url) as c:
+        got = c.post("/v1/predict", json={"rows": body}).json()["predictions"]
+    assert [g["prediction"] for g in got] == [w["prediction"] for w in want]
+    assert [g["confidence"] for g in got] == pytest.approx([w["confidence"] for w in want], abs=1e-6)
+
+
 # ---- errors --------------------------------------------------------------------------------------------------
 def test_error_statuses_name_the_problem(reg: dict[str, Any]) -> None:
     columns = Predictor(reg["wine"][0].bundle_dir).input_columns

@@ -122,6 +122,19 @@ def test_datetimes_are_deterministic_and_time_zone_correct() -> None:
         fit(cfg(t={"type": "datetime", "timezone": "Mars/Olympus"}), train)
 
 
+def test_a_datetime_encodes_the_same_in_every_unit_and_as_an_iso_string() -> None:
+    """A Delta table stores microseconds, a CSV read by pandas nanoseconds, a request ISO strings: one instant
+    must encode to the same numbers (a model trained on a table once saw 1000× larger epochs when served)."""
+    iso = ["2026-01-01T12:26:36+00:00", "2026-06-30T23:59:59Z", None]
+    instants = [1767270396, 1782863999, None]
+    pre = fit(cfg(t="datetime"), pa.table({"t": pa.array(instants, pa.timestamp("s", tz="UTC")), "y": ["a", "b", "a"]}))
+    want = pre.encode(pa.table({"t": iso}), with_label=False).inputs["numeric"]
+    for unit, scale in (("s", 1), ("ms", 10**3), ("us", 10**6), ("ns", 10**9)):
+        values = [v * scale if v is not None else None for v in instants]
+        got = pre.encode(pa.table({"t": pa.array(values, pa.timestamp(unit, tz="UTC"))}), with_label=False)
+        np.testing.assert_allclose(got.inputs["numeric"], want, rtol=1e-6, atol=1e-6, err_msg=unit)
+
+
 def test_booleans_and_hashed_categories() -> None:
     pre = fit(
         cfg(b="boolean", h={"type": "category", "buckets": 16}),

@@ -81,8 +81,9 @@ def _as_utc_ns(times: pd.Series) -> np.ndarray:
 
 
 def _epoch_seconds(times: pd.Series) -> np.ndarray:
-    """Seconds since 1970-01-01 UTC (NaN where missing)."""
-    ns = times.dt.tz_convert("UTC").dt.tz_localize(None).astype("int64").to_numpy().astype(np.float64)
+    """Seconds since 1970-01-01 UTC (NaN where missing), whatever the unit the times came in (a Delta table's
+    microseconds, a CSV's nanoseconds, a request's ISO strings)."""
+    ns = _as_utc_ns(times).astype(np.float64)
     return np.where(times.isna().to_numpy(), np.nan, ns / 1e9)
 
 
