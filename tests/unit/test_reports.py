@@ -711,14 +711,14 @@ def test_profile_to_dict_leaves_out_the_sections_it_lacks() -> None:
 
 
 def test_evaluation_to_dict_leaves_out_absent_sections_and_the_scores() -> None:
-    import numpy as np
+    from lakenet.evaluation.metrics import BinaryScores
 
     empty = Evaluation(task="regression", split="test", rows=0, skipped_rows=2, metrics={})
     assert empty.to_dict() == {"task": "regression", "split": "test", "rows": 0, "skipped_rows": 2, "metrics": {}}
     part = replace(empty, rows=3)
     report = replace(
         _full_evaluation(),
-        scores=Scores(positive="dog", truth=np.zeros(3), p=np.zeros(3)),
+        scores=Scores(positive="dog", histogram=BinaryScores()),
         threshold=Threshold(positive="dog", value=0.4),
         parts={"new": part},
         baseline=Baseline(),

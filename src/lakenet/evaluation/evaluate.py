@@ -1,4 +1,11 @@
-"""Score the held-out test split with the Predictor (the same path as batch scoring) and build the report."""
+"""Score the held-out test split with the Predictor (the same path as batch scoring) and build the report.
+
+The pass runs on the engine (`Engine.map_fragments`: on Spark, in the executors) and every fragment's result is
+a bounded, mergeable tally: the confusion matrix and, for two classes, histograms of the positive class's
+probability (`BinaryScores`: ROC-AUC, PR-AUC and the threshold); for regression the sums behind MAE, RMSE and
+R²; the most confident mistakes (at most 12) and a fixed-size sample of (actual, predicted) points. The driver
+holds O(classes²) and a few hundred rows, never O(rows).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import heapq
 import io
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,12 +24,10 @@ from lakenet.config.schema import SplitConfig
 from lakenet.data.sources import Fragment, Snapshot
 from lakenet.data.split import TEST, assign_splits
 from lakenet.evaluation.metrics import (
-    average_precision,
+    BinaryScores,
+    RegressionAccumulator,
     classification_metrics,
-    confusion_matrix,
     per_class_metrics,
-    regression_metrics,
-    roc_auc_binary,
 )
 from lakenet.evaluation.report import ClassMetrics, Evaluation, Scores, Threshold, WorstExample
 from lakenet.inference.predictor import Predictor
@@ -30,6 +36,7 @@ __all__ = ["evaluate_split"]
 
 _WORST = 12
 _SCATTER = 500
+_PREDICTORS: dict[tuple[str, tuple[str, ...], int], Predictor] = {}  # per engine worker process: loaded once
 
 
 def _thumb(blob: bytes | None) -> str | None:
@@ -59,135 +66,223 @@ def evaluate_split(
     prefix: str = "test",
     scores: bool = False,
     parts: Callable[[Fragment], str] | None = None,
+    engine: Any = None,
+    bundle_dir: str | None = None,
 ) -> Evaluation:
     """Metrics named `<prefix>_<metric>` plus the material for the HTML report. `scores`: also return, for two
-    classes, the truth and the rarer class's probability per row (`.scores`: for the threshold). `parts`: also
-    evaluate each part of the table (named per fragment) in `.parts`, from the same pass."""
-    pre = predictor.pre
-    cols = list(dict.fromkeys([*pre.columns(with_label=True)]))
-    whole = _Tally(predictor, prefix)
-    by_part: dict[str, _Tally] = {}
-    for frag in snap.fragments:
-        table = snap.read(frag, cols)
-        mask = assign_splits(table.column(pre.key), split_cfg) == split
-        if not mask.any():
-            continue
-        table = table.filter(pa.array(mask))
-        out = predictor(table)
-        whole.add(table, out)
-        if parts is not None:
-            by_part.setdefault(parts(frag), _Tally(predictor, prefix)).add(table, out)
-    report = whole.report(scores=scores)
+    classes, the histograms of the rarer class's probability (`.scores`: for the threshold). `parts`: also
+    evaluate each part of the table (named per fragment) in `.parts`, from the same pass. `engine` (with the
+    saved `bundle_dir`, which its workers load): where the fragments are scored; default: in this process."""
+    task = _EvalTask(predictor, bundle_dir, split_cfg, split, parts)
+    columns = list(dict.fromkeys(predictor.pre.columns(with_label=True)))
+    if engine is not None and bundle_dir is not None:
+        tallies = list(engine.map_fragments(task, snap, columns))
+    else:
+        tallies = [task(fi, frag, table) for fi, (frag, table) in enumerate(snap.iter_tables(columns))]
+    whole = _Tally(predictor)
+    for t in tallies:
+        whole = whole.merge(t)
+    report = whole.report(predictor, prefix, scores=scores)
     if parts is not None:
-        report = replace(report, parts={name: t.report(scores=False) for name, t in by_part.items()})
+        by_part = {name: t.report(predictor, prefix, scores=False) for name, t in sorted(whole.parts.items())}
+        report = replace(report, parts=by_part)
     return report
 
 
+class _EvalTask:
+    """`(fragment index, fragment, table) -> _Tally`: picklable for an engine's workers, which load the bundle
+    from `bundle_dir` once per process; in this process, the predictor given."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        bundle_dir: str | None,
+        split_cfg: SplitConfig,
+        split: int,
+        parts: Callable[[Fragment], str] | None,
+    ) -> None:
+        self.predictor: Predictor | None = predictor
+        self.bundle_dir, self.trust = bundle_dir, tuple(predictor.trust_modules)
+        # which save of the bundle (a worker reloads a bundle saved again, e.g. with its threshold set)
+        self.saved = _saved_at(bundle_dir)
+        self.split_cfg, self.split, self.parts = split_cfg, split, parts
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "predictor": None}  # shipped to a worker: it loads the bundle itself
+
+    def _predictor(self) -> Predictor:
+        if self.predictor is None:
+            assert self.bundle_dir is not None
+            key = (self.bundle_dir, self.trust, self.saved)
+            if key not in _PREDICTORS:
+                _PREDICTORS[key] = Predictor(self.bundle_dir, trust_modules=self.trust)
+            self.predictor = _PREDICTORS[key]
+        return self.predictor
+
+    def __call__(self, fi: int, frag: Fragment, table: pa.Table) -> _Tally:
+        predictor = self._predictor()
+        tally = _Tally(predictor)
+        mask = assign_splits(table.column(predictor.pre.key), self.split_cfg) == self.split
+        if not mask.any():
+            return tally
+        rows = np.flatnonzero(mask)
+        table = table.take(pa.array(rows))
+        out = predictor(table)
+        tally.add(predictor, table, out, _priority(fi, rows))
+        if self.parts is not None:
+            part = _Tally(predictor)
+            part.add(predictor, table, out, _priority(fi, rows))
+            tally.parts[self.parts(frag)] = part
+        return tally
+
+
+def _saved_at(bundle_dir: str | None) -> int:
+    if bundle_dir is None:
+        return 0
+    meta = Path(bundle_dir) / "bundle.json"
+    return (meta if meta.exists() else Path(bundle_dir)).stat().st_mtime_ns
+
+
+def _priority(fi: int, rows: np.ndarray) -> np.ndarray:
+    """A pseudo-random, reproducible priority per row (splitmix64 of its fragment and position): the scatter keeps
+    the rows of lowest priority, the same sample on every engine, however the fragments are grouped."""
+    with np.errstate(over="ignore"):
+        z = (np.uint64(fi) << np.uint64(32)) + rows.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 class _Tally:
-    """The scored test rows of one evaluation: truth, predictions, and the most confident mistakes."""
+    """The scored rows of one evaluation, in bounded state that merges: counts, sums, the most confident mistakes
+    and a sample of points."""
 
-    def __init__(self, predictor: Predictor, prefix: str) -> None:
-        self.predictor = predictor
-        self.prefix = prefix
-        self.pre = predictor.pre
-        self.classes = predictor.classes
-        self.index = {c: i for i, c in enumerate(self.classes)}
-        self.y_true: list[Any] = []
-        self.y_pred: list[Any] = []
-        self.probs: list[np.ndarray] = []
-        self.worst: list[tuple[float, int, dict[str, Any]]] = []
-        self.skipped = 0
-        self.counter = 0
+    def __init__(self, predictor: Predictor) -> None:
+        k = len(predictor.classes)
+        self.classification = predictor.classification
+        self.rows = self.skipped = 0
+        self.cm = np.zeros((k, k), dtype=np.int64)
+        self.binary = BinaryScores() if self.classification and k == 2 else None
+        self.sums = RegressionAccumulator()
+        self.worst: list[tuple[float, str, int, dict[str, Any]]] = []  # min-heap: (confidence, key, priority, item)
+        self.scatter: list[tuple[int, float, float]] = []  # (priority, actual, predicted), lowest priorities
+        self.parts: dict[str, _Tally] = {}
 
-    def add(self, table: pa.Table, out: pa.Table) -> None:
+    def merge(self, other: _Tally) -> _Tally:
+        self.rows += other.rows
+        self.skipped += other.skipped
+        self.cm += other.cm
+        if self.binary is not None and other.binary is not None:
+            self.binary = self.binary.merge(other.binary)
+        self.sums.merge(other.sums)
+        self.worst = heapq.nlargest(_WORST, self.worst + other.worst, key=lambda e: e[:3])
+        heapq.heapify(self.worst)
+        self.scatter = heapq.nsmallest(_SCATTER, self.scatter + other.scatter)
+        for name, part in other.parts.items():
+            self.parts[name] = self.parts[name].merge(part) if name in self.parts else part
+        return self
+
+    def add(self, predictor: Predictor, table: pa.Table, out: pa.Table, priority: np.ndarray) -> None:
         ok = np.asarray(pa.compute.is_null(out.column("error")).to_numpy(zero_copy_only=False), dtype=bool)
-        labels = table.column(self.pre.label.column)
-        if self.predictor.classification:
-            ok &= self._add_classes(table, out, labels, ok)
+        labels = table.column(predictor.pre.label.column)
+        if self.classification:
+            ok &= self._add_classes(predictor, table, out, labels, ok, priority)
         else:
-            truth_v = labels.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            pred_v = out.column("prediction").to_numpy(zero_copy_only=False).astype(np.float64)
-            ok &= np.isfinite(truth_v)
-            self.y_true.extend(truth_v[ok].tolist())
-            self.y_pred.extend(pred_v[ok].tolist())
+            truth = labels.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            pred = out.column("prediction").to_numpy(zero_copy_only=False).astype(np.float64)
+            ok &= np.isfinite(truth)
+            self.sums.update(truth[ok], pred[ok])
+            self.rows += int(ok.sum())
+            keep = np.flatnonzero(ok)
+            keep = keep[np.argsort(priority[keep])[:_SCATTER]]
+            points = [(int(priority[i]), float(truth[i]), float(pred[i])) for i in keep]
+            self.scatter = heapq.nsmallest(_SCATTER, self.scatter + points)
         self.skipped += int((~ok).sum())
 
-    def _add_classes(self, table: pa.Table, out: pa.Table, labels: pa.ChunkedArray, ok: np.ndarray) -> np.ndarray:
-        truth = [self.index.get(v, -1) if v is not None else -1 for v in labels.cast(pa.string()).to_pylist()]
-        known = np.asarray(truth) >= 0
-        k = len(self.classes)
+    def _add_classes(
+        self,
+        predictor: Predictor,
+        table: pa.Table,
+        out: pa.Table,
+        labels: pa.ChunkedArray,
+        ok: np.ndarray,
+        priority: np.ndarray,
+    ) -> np.ndarray:
+        classes = predictor.classes
+        index = {c: i for i, c in enumerate(classes)}
+        truth = np.asarray([index.get(v, -1) if v is not None else -1 for v in labels.cast(pa.string()).to_pylist()])
+        known = truth >= 0
+        k = len(classes)
         p = np.asarray(out.column("probabilities").items.to_numpy(zero_copy_only=False)).reshape(-1, k)
-        pred = self.predictor.decide(p)
-        keys = table.column(self.pre.key).cast(pa.string()).to_pylist()
-        image_col = self.pre.image.column if self.pre.image else None
-        blobs = table.column(image_col).to_pylist() if image_col else None
-        for i in np.flatnonzero(ok & known):
-            self.y_true.append(truth[i])
-            self.y_pred.append(int(pred[i]))
-            self.probs.append(p[i])
-            if pred[i] != truth[i]:
-                self.counter += 1
-                item = {
-                    "key": keys[i],
-                    "label": self.classes[truth[i]],
-                    "prediction": self.classes[pred[i]],
-                    "confidence": float(p[i, pred[i]]),
-                    "_blob": blobs[i] if blobs else None,
-                }
-                entry = (item["confidence"], self.counter, item)
+        pred = predictor.decide(p)
+        use = np.flatnonzero(ok & known)
+        np.add.at(self.cm, (truth[use], pred[use]), 1)
+        self.rows += len(use)
+        if self.binary is not None:
+            pos = classes.index(_positive(predictor))
+            self.binary.update(truth[use] == pos, p[use, pos])
+        wrong = use[pred[use] != truth[use]]
+        if len(wrong):
+            conf = p[wrong, pred[wrong]]
+            wrong = wrong[np.argsort(-conf, kind="stable")[:_WORST]]  # only these can enter the list
+            keys = table.column(predictor.pre.key).cast(pa.string()).take(pa.array(wrong)).to_pylist()
+            image = predictor.pre.image
+            blobs = table.column(image.column).take(pa.array(wrong)).to_pylist() if image else [None] * len(wrong)
+            for i, key, blob in zip(wrong, keys, blobs, strict=True):
+                c, prio = float(p[i, pred[i]]), int(priority[i])
+                if len(self.worst) == _WORST and (c, key, prio) <= self.worst[0][:3]:
+                    continue
+                item = {"key": key, "label": classes[truth[i]], "prediction": classes[pred[i]], "confidence": c,
+                        "thumbnail": _thumb(blob)}  # fmt: skip
+                entry = (c, key, prio, item)
                 if len(self.worst) < _WORST:
                     heapq.heappush(self.worst, entry)
                 else:
                     heapq.heappushpop(self.worst, entry)
         return known
 
-    def report(self, *, scores: bool) -> Evaluation:
+    def report(self, predictor: Predictor, prefix: str, *, scores: bool) -> Evaluation:
         head: dict[str, Any] = {
-            "task": self.pre.label.task,
-            "split": self.prefix,
-            "rows": len(self.y_true),
+            "task": predictor.pre.label.task,
+            "split": prefix,
+            "rows": self.rows,
             "skipped_rows": self.skipped,
         }
-        if not self.y_true:
+        if not self.rows:
             return Evaluation(**head, metrics={})
-        if self.predictor.classification:
-            return self._classification(head, scores=scores)
-        yt, yp = np.asarray(self.y_true), np.asarray(self.y_pred)
-        take = np.linspace(0, len(yt) - 1, min(len(yt), _SCATTER)).astype(int)
-        scatter = [[float(yt[i]), float(yp[i])] for i in take]
-        return Evaluation(**head, scatter=scatter, metrics=regression_metrics(yt, yp, prefix=self.prefix))
+        if self.classification:
+            return self._classification(predictor, prefix, head, scores=scores)
+        scatter = [[actual, predicted] for _, actual, predicted in sorted(self.scatter, key=lambda e: e[1])]
+        return Evaluation(**head, scatter=scatter, metrics=self.sums.compute(prefix=prefix))
 
-    def _classification(self, head: dict[str, Any], *, scores: bool) -> Evaluation:
-        pre, prefix, classes = self.pre, self.prefix, self.classes
-        cm = confusion_matrix(np.asarray(self.y_true), np.asarray(self.y_pred), len(classes))
-        metrics = classification_metrics(cm, classes, prefix=prefix)
+    def _classification(self, predictor: Predictor, prefix: str, head: dict[str, Any], *, scores: bool) -> Evaluation:
+        classes, label = predictor.classes, predictor.pre.label
+        metrics = classification_metrics(self.cm, classes, prefix=prefix)
         found_scores, threshold = None, None
-        if len(classes) == 2:
-            positive = pre.label.positive if pre.label.positive in classes else classes[1]
-            pos = classes.index(positive)
-            truth_pos = (np.asarray(self.y_true) == pos).astype(np.int64)
-            p_pos = np.asarray(self.probs)[:, pos]
-            auc = roc_auc_binary(truth_pos, p_pos)
+        if self.binary is not None:
+            positive = _positive(predictor)
+            auc, ap = self.binary.roc_auc(), self.binary.average_precision()
             if auc is not None:
                 metrics[f"{prefix}_roc_auc"] = auc
-            ap = average_precision(truth_pos, p_pos)
             if ap is not None:
                 metrics[f"{prefix}_pr_auc"] = ap
             if scores:
-                found_scores = Scores(positive=positive, truth=truth_pos, p=p_pos)
-            if pre.label.threshold is not None:
-                threshold = Threshold(positive=positive, value=pre.label.threshold)
-        worst = [
-            WorstExample(**{k: v for k, v in item.items() if k != "_blob"}, thumbnail=_thumb(item["_blob"]))
-            for _, _, item in sorted(self.worst, key=lambda e: -e[0])
-        ]
+                found_scores = Scores(positive=positive, histogram=self.binary)
+            if label.threshold is not None:
+                threshold = Threshold(positive=positive, value=label.threshold)
+        worst = [WorstExample(**e[3]) for e in sorted(self.worst, key=lambda e: (-e[0], e[1], e[2]))]
         return Evaluation(
             **head,
             scores=found_scores,
             threshold=threshold,
             classes=classes,
-            confusion_matrix=cm.tolist(),
-            per_class={k: ClassMetrics(**v) for k, v in per_class_metrics(cm, classes).items()},
+            confusion_matrix=self.cm.tolist(),
+            per_class={k: ClassMetrics(**v) for k, v in per_class_metrics(self.cm, classes).items()},
             worst=worst,
             metrics=metrics,
         )
+
+
+def _positive(predictor: Predictor) -> str:
+    classes, positive = predictor.classes, predictor.pre.label.positive
+    return positive if positive in classes else classes[1]

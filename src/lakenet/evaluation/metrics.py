@@ -237,21 +237,36 @@ def metric_mode(name: str) -> str:
 
 
 class BinaryScores:
-    """Histograms of the positive class's probability over positive and negative rows: ROC-AUC and PR-AUC from
-    bounded, mergeable state (workers add their histograms), exact to the bin width (1/1000)."""
+    """Histograms of the positive class's probability over positive and negative rows, in bins of its logit
+    (log p − log(1 − p), 4,096 bins over ±18, each 0.0088 wide, the ends open): ROC-AUC, PR-AUC and the F1-best
+    threshold from bounded, mergeable state (workers add their histograms). Logit bins keep the scores of a
+    confident model apart (0.9990 and 0.9999 are 2.3 apart in logit, 0.0009 in probability); rows in one bin
+    count as ties."""
 
-    BINS = 1000
+    BINS = 4096
+    LIMIT = 18.0
 
     def __init__(self, counts: npt.ArrayLike | None = None) -> None:
         self.counts = (
             np.zeros((2, self.BINS)) if counts is None else np.asarray(counts, dtype=np.float64).reshape(2, -1)
         )
 
+    @classmethod
+    def bin_of(cls, p: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        q = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            z = np.log(q) - np.log1p(-q)  # ±inf at 0 and 1: the end bins
+        scaled = (np.clip(z, -cls.LIMIT, cls.LIMIT) + cls.LIMIT) * (cls.BINS / (2 * cls.LIMIT))
+        return np.clip(scaled.astype(np.int64), 0, cls.BINS - 1)
+
     def update(self, is_positive: npt.ArrayLike, p: npt.ArrayLike) -> None:
         pos = np.asarray(is_positive, dtype=bool)
-        bins = np.clip((np.asarray(p, dtype=np.float64) * self.BINS).astype(np.int64), 0, self.BINS - 1)
+        bins = self.bin_of(p)
         self.counts[1] += np.bincount(bins[pos], minlength=self.BINS)
         self.counts[0] += np.bincount(bins[~pos], minlength=self.BINS)
+
+    def merge(self, other: BinaryScores) -> BinaryScores:
+        return BinaryScores(self.counts + other.counts)
 
     def roc_auc(self) -> float | None:
         neg, pos = self.counts[0][::-1], self.counts[1][::-1]  # from the highest scores down
@@ -269,6 +284,19 @@ class BinaryScores:
         tp, fp = np.cumsum(pos), np.cumsum(neg)
         precision = _safe_div(tp, tp + fp)
         return float((pos / n_pos * precision).sum())
+
+    def best_f1_threshold(self) -> tuple[float, float] | None:
+        """The probability from which the positive class is predicted (a bin's lower edge: every row counted
+        above it is predicted positive) that maximises its F1, and that F1; None without both classes."""
+        neg, pos = self.counts
+        n_pos = pos.sum()
+        if n_pos == 0 or neg.sum() == 0:
+            return None
+        tp, fp = np.cumsum(pos[::-1])[::-1], np.cumsum(neg[::-1])[::-1]  # rows at or above each bin
+        f1 = _safe_div(2 * tp, tp + fp + n_pos)
+        best = int(np.argmax(f1))
+        edge = -self.LIMIT + best * (2 * self.LIMIT / self.BINS)
+        return (0.0 if best == 0 else float(1.0 / (1.0 + np.exp(-edge)))), float(f1[best])
 
 
 def average_precision(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float | None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any
 
-import numpy as np
+from lakenet.evaluation.metrics import BinaryScores
 
 __all__ = ["Baseline", "ClassMetrics", "ColumnImportance", "Evaluation", "Scores", "Threshold", "WorstExample"]
 
@@ -54,12 +54,11 @@ class Threshold:
 
 @dataclass(frozen=True)
 class Scores:
-    """Two classes: the truth (1 = positive) and the positive class's probability per row, to choose the threshold
-    on. Not part of evaluation.json."""
+    """Two classes: histograms of the positive class's probability over positive and negative rows, to choose the
+    threshold on. Not part of evaluation.json."""
 
     positive: str
-    truth: np.ndarray
-    p: np.ndarray
+    histogram: BinaryScores
 
 
 @dataclass(frozen=True)

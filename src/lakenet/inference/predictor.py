@@ -89,6 +89,7 @@ class Predictor:
                 self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster CPU convs
         self.batch_size = batch_size
         self.keep = tuple(keep)  # input columns copied to the output next to the key
+        self.trust_modules = tuple(trust_modules)
         self.model_name, self.model_version = model_name, model_version
         self.classes = self.pre.label.classes or []
         self.classification = self.pre.label.task == "classification"

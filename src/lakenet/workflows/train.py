@@ -172,6 +172,7 @@ class _Fit:
     trained: Trained | None
     refit: bool
     reports: dict[str, Path] = field(default_factory=dict)
+    spark: Any = None  # the caller's SparkSession, if any: where the evaluation passes run too
 
     @property
     def snap(self) -> Snapshot:
@@ -244,7 +245,7 @@ def _plan_fit(
         "lakenet.workers": cfg.engine.workers,
         **plan.lineage,
     }
-    fit = _Fit(plan.config, wd, plan, ckpt_dir, {}, lineage, trained, refit)  # features: {include: auto} resolved
+    fit = _Fit(plan.config, wd, plan, ckpt_dir, {}, lineage, trained, refit, spark=spark)  # features resolved
     profile_json, profile_html = write_profile(plan.scan, reports_dir(fit.cfg, wd))
     fit.reports = {"profile_json": profile_json, "profile": profile_html}
     return fit
@@ -311,10 +312,14 @@ def _evaluate_and_register(fit: _Fit, run: TrackedRun, bundle: Bundle, outcome: 
 
     cfg, snap, trust = fit.cfg, fit.snap, config_trust(fit.cfg)
     kept_val = {k: v for k, v in outcome.kept_entry(cfg.trainer.early_stopping is not None).items() if k[:4] == "val_"}
-    threshold = choose_threshold(cfg, snap, bundle, trust)
-    bundle_dir = bundle.save(fit.wd / ".lakenet" / "bundles" / run.run_id)
+    engine = get_engine(cfg.engine, spark=fit.spark)  # the evaluation passes run where training ran
+    bundle_dir = bundle.save(fit.wd / ".lakenet" / "bundles" / run.run_id)  # what the engine's workers load
+    threshold = choose_threshold(cfg, snap, bundle, trust, engine=engine, bundle_dir=bundle_dir)
+    if threshold:
+        bundle.save(bundle_dir)
     predictor = Predictor(bundle, trust_modules=trust)
-    report = global_view(cfg, snap, predictor, evaluate_split(snap, predictor, cfg.data.split))
+    tested = evaluate_split(snap, predictor, cfg.data.split, engine=engine, bundle_dir=str(bundle_dir))
+    report = global_view(cfg, snap, predictor, tested)
     metrics = {**kept_val, **report.metrics, **threshold}
     baseline = _baseline(cfg, fit.plan, report) if fit.trained is None or fit.refit else Baseline()
     report = replace(report, baseline=baseline)
@@ -363,12 +368,20 @@ def _evaluate_and_register(fit: _Fit, run: TrackedRun, bundle: Bundle, outcome: 
     )
 
 
-def choose_threshold(cfg: Config, snap: Snapshot, bundle: Bundle, trust: tuple[str, ...]) -> dict[str, float]:
+def choose_threshold(
+    cfg: Config,
+    snap: Snapshot,
+    bundle: Bundle,
+    trust: tuple[str, ...],
+    *,
+    engine: Any = None,
+    bundle_dir: Path | None = None,
+) -> dict[str, float]:
     """Two classes: the decision threshold on the rarer class's probability, chosen on the validation split to
-    maximise its F1 (or as configured), stored in the bundle so predict and serve use it. Its figures."""
+    maximise its F1 (or as configured), stored in the bundle so predict and serve use it. Its figures. `engine`
+    and `bundle_dir` (the bundle saved): score the validation split there."""
     from lakenet.data.split import VAL
     from lakenet.evaluation.evaluate import evaluate_split
-    from lakenet.evaluation.metrics import best_f1_threshold
     from lakenet.inference.predictor import Predictor
 
     label = bundle.preprocessor.label
@@ -381,8 +394,10 @@ def choose_threshold(cfg: Config, snap: Snapshot, bundle: Bundle, trust: tuple[s
         if cfg.data.split.val == 0:
             return {}
         predictor = Predictor(bundle, trust_modules=trust)
-        val = evaluate_split(snap, predictor, cfg.data.split, split=VAL, prefix="val", scores=True)
-        found = best_f1_threshold(val.scores.truth, val.scores.p) if val.scores is not None else None
+        where = str(bundle_dir) if bundle_dir is not None else None
+        val = evaluate_split(snap, predictor, cfg.data.split, split=VAL, prefix="val", scores=True, engine=engine,
+                             bundle_dir=where)  # fmt: skip
+        found = val.scores.histogram.best_f1_threshold() if val.scores is not None else None
         if found is None:
             return {}
         value, f1 = found
@@ -441,7 +456,9 @@ def run_evaluate(cfg: Config, wd: Path, *, model: str, trust: tuple[str, ...]) -
     )
     snap = open_table(cfg.data.table, cfg.data.version)
     snap.require_columns({predictor.pre.key: "data.key", predictor.pre.label.column: "features.label.column"})
-    report = global_view(cfg, snap, predictor, evaluate_split(snap, predictor, cfg.data.split))
+    tested = evaluate_split(snap, predictor, cfg.data.split, engine=get_engine(cfg.engine),
+                            bundle_dir=str(resolved.bundle_dir))  # fmt: skip
+    report = global_view(cfg, snap, predictor, tested)
     history = predictor.bundle.training.get("history", [])
     info = {"name": resolved.name, "version": resolved.version, "uri": model}
     paths = write_evaluation(report, history, reports_dir(cfg, wd), model=info)
