@@ -170,6 +170,34 @@ def test_the_scan_runs_on_the_executors_and_equals_the_local_one(spark: Any, dig
     )
 
 
+def test_the_evaluation_runs_on_the_executors_and_equals_the_local_one(
+    spark: Any, trained: dict[str, Any], digits_table: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test-split evaluation as Spark tasks returning bounded tallies: the same confusion matrix, metrics and
+    most confident mistakes as one pass in this process; the driver never scores a fragment itself."""
+    from lakenet.config.schema import SplitConfig
+    from lakenet.data.sources import open_table
+    from lakenet.engines.spark import SparkEngine
+    from lakenet.evaluation import evaluate
+    from lakenet.inference.predictor import Predictor
+
+    fit = trained["spark"]
+    predictor = Predictor(fit.bundle_dir)
+    split = SplitConfig(**predictor.bundle.training["split"])
+    snap = open_table(str(digits_table)).subdivided(8)
+    local = evaluate.evaluate_split(snap, predictor, split)
+
+    def not_here(*_: Any) -> None:
+        raise AssertionError("a fragment was scored on the driver")
+
+    monkeypatch.setattr(evaluate._EvalTask, "__call__", not_here)  # the executors import the real one
+    distributed = evaluate.evaluate_split(snap, predictor, split, engine=SparkEngine(spark=spark),
+                                          bundle_dir=str(fit.bundle_dir))  # fmt: skip
+    assert distributed.rows == local.rows > 0 and distributed.confusion_matrix == local.confusion_matrix
+    assert distributed.metrics == pytest.approx(local.metrics, abs=1e-9)
+    assert distributed.worst == local.worst
+
+
 def test_incremental_scoring_on_spark_equals_local(trained: dict[str, Any], wd: Path, digits_table: Path) -> None:
     """Appends, then a delete upstream: both engines keep one row per key, with the same predictions."""
     table = wd / "growing_digits"

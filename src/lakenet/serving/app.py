@@ -424,7 +424,7 @@ class _Service:
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
             await batcher.close(settings.drain_timeout_s)
-            self.explains.pool.shutdown(wait=False, cancel_futures=True)
+            self.explains.close()
             log.info("drained: every admitted request was answered")
 
     async def _follow(self, refresh: Refresh) -> None:
@@ -534,7 +534,7 @@ class _Service:
         return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
 
     async def explain(self, request: Request) -> Response:
-        """Attributions per row (documented in _install_openapi): computed on their own threads, at most
+        """Attributions per row (documented in _install_openapi): computed in their own processes, at most
         max_inflight_explain at once, so they cannot starve /v1/predict."""
         t0: float = request.scope["state"]["t0"]
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -601,17 +601,16 @@ class _Service:
 
 
 class _Explains:
-    """The /v1/explain side of the server: an Explainer per served version (built on first use), a small pool of
-    lower-priority threads, and the count of explanations admitted (a slot is freed when its thread is done,
-    not when its client stops waiting)."""
+    """The /v1/explain side of the server: a pool of max_inflight_explain worker processes at a lower CPU
+    priority (started on the first explanation), each loading the served bundle once, and the count of
+    explanations admitted (a slot is freed when its worker is done, not when its client stops waiting).
+    Processes, not threads: attribution holds the GIL for most of its forward and backward passes, and threads
+    of the server's own process would make /v1/predict wait for it."""
 
     def __init__(self, settings: ServeSettings) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.settings = settings
-        self.pool = ThreadPoolExecutor(settings.max_inflight_explain, "lakenet-explain", initializer=_lower_priority)
         self.admitted = 0
-        self._explainers: dict[Any, Any] = {}
+        self._pool: Any = None
         self._lock = threading.Lock()
 
     def admit(self) -> bool:
@@ -623,38 +622,86 @@ class _Explains:
     def release(self) -> None:
         self.admitted -= 1
 
-    def _explainer(self, scorer: Scorer) -> Any:
-        from lakenet.inference.explain import Explainer
+    def pool(self) -> Any:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        with self._lock:  # one Explainer (its own copy of the network) per version, built once
-            key = (scorer.name, scorer.version, id(scorer.predictor))
-            if key not in self._explainers:
-                self._explainers = {key: Explainer(scorer.predictor.bundle, n_steps=self.settings.explain_steps,
-                                                   model_name=scorer.name, model_version=scorer.version)}  # fmt: skip
-            return self._explainers[key]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.settings.max_inflight_explain, initializer=_explain_worker_init,
+                                                 mp_context=multiprocessing.get_context("spawn"))  # fmt: skip
+            return self._pool
 
-    def _rows(self, scorer: Scorer, table: pa.Table) -> list[dict[str, Any]]:
-        return explain_rows(self._explainer(scorer)(table))
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def _broken(self) -> None:
+        with self._lock:  # a worker died (killed, out of memory): the next explanation starts a new pool
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     async def run(self, scorer: Scorer, table: pa.Table, t0: float) -> Response:
+        from concurrent.futures.process import BrokenProcessPool
+
+        p = scorer.predictor
+        source = p.bundle.source
+        if source is None:
+            return _json_response(500, {"detail": "This model was not loaded from a bundle directory"})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        job = (str(source), scorer.name, scorer.version, p.trust_modules, self.settings.explain_steps,
+               sink.getvalue().to_pybytes())  # fmt: skip
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self._rows, scorer, table)
+        try:
+            future = loop.run_in_executor(self.pool(), _explain_in_worker, *job)
+        except BrokenProcessPool:
+            self._broken()
+            future = loop.run_in_executor(self.pool(), _explain_in_worker, *job)
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self.release))
         deadline = self.settings.explain_timeout_s
         try:
             rows = await asyncio.wait_for(asyncio.shield(future), deadline - (time.perf_counter() - t0))
         except TimeoutError:
             return _json_response(504, {"detail": f"Not explained within the {deadline:g} s deadline"})
+        except BrokenProcessPool:
+            self._broken()
+            log.error("an explanation worker process died; the next explanation starts a new one")
+            return _json_response(500, {"detail": "The explanation worker died; retry"})
         except Exception:
             log.exception("explaining a request failed")
             return _json_response(500, {"detail": "The explanation failed on this request; the server log says why"})
         return Response(json.dumps({"model": scorer.describe(), "explanations": rows}), media_type="application/json")
 
 
-def _lower_priority() -> None:
-    """Explanation threads run at a lower CPU priority (Linux: per thread), so scoring keeps its latency."""
+_WORKER_EXPLAINERS: dict[tuple[Any, ...], Any] = {}  # in an explanation worker: one Explainer per served version
+
+
+def _explain_worker_init() -> None:
+    """An explanation worker: lower CPU priority and one torch thread, so scoring keeps its latency."""
+    import torch
+
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        os.setpriority(os.PRIO_PROCESS, 0, 10)
+    torch.set_num_threads(1)
+
+
+def _explain_in_worker(
+    source: str, name: str | None, version: str | None, trust: tuple[str, ...], n_steps: int, payload: bytes
+) -> list[dict[str, Any]]:
+    from lakenet.inference.explain import Explainer
+
+    key = (source, name, version, trust, n_steps)
+    if key not in _WORKER_EXPLAINERS:
+        _WORKER_EXPLAINERS.clear()  # a new version replaces the old one (follow_alias)
+        _WORKER_EXPLAINERS[key] = Explainer(source, n_steps=n_steps, model_name=name, model_version=version,
+                                            trust_modules=trust)  # fmt: skip
+    table = pa.ipc.open_stream(payload).read_all()
+    return explain_rows(_WORKER_EXPLAINERS[key](table))
 
 
 def explain_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:

@@ -106,8 +106,8 @@ class ServeSettings(BaseModel):
         ge=1,
         le=64,
         description="/v1/explain requests computed at once (each costs about explain_steps forward and backward "
-        "passes); more get 503 + Retry-After. They run on their own lower-priority threads, so /v1/predict keeps "
-        "its latency.",
+        "passes); more get 503 + Retry-After. They run in as many lower-priority worker processes (started on the "
+        "first explanation), so /v1/predict keeps its latency.",
     )
     explain_timeout_s: float = Field(
         30.0, gt=0.0, le=3600.0, description="Deadline per /v1/explain request from arrival to response (later: 504)."
