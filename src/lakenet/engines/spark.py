@@ -227,21 +227,18 @@ def _bundle_preprocessor(bundle_dir: str) -> Any:
     return _PREPROCESSORS[key]
 
 
-def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # pragma: no cover - Spark workers
-    """Each task reads its row ranges of the version's files straight into Arrow, scores them and writes one
-    Parquet file next to the output table; it returns only the file's name, size and counts."""
+def _scored_batches(
+    job: ScoreJob, groups: Iterator[list[Fragment]], threads: int
+) -> Iterator[pa.RecordBatch]:  # pragma: no cover - Spark workers
+    """A task's row ranges of the version's files, read straight into Arrow and scored, in order."""
+    import pyarrow.parquet as pq
+    import torch
+
+    torch.set_num_threads(threads)
+    pred = _scorer(job)
     columns = list(job.columns)
-
-    def run(groups: Iterator[list[Fragment]]) -> Iterator[tuple[str, int, int, int, int]]:
-        import pyarrow.parquet as pq
-        import torch
-
-        torch.set_num_threads(threads)
-        pred = _scorer(job)
-        name = f"part-{uuid.uuid4().hex}.zstd.parquet"
-        writer = None
-        rows = bad = 0
-        files: dict[str, Any] = {}
+    files: dict[str, Any] = {}
+    try:
         for group in groups:
             for frag in group:
                 if frag.path not in files:
@@ -249,14 +246,41 @@ def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # prag
                 table = files[frag.path].read_row_group(frag.index, columns=columns)
                 table = table.slice(frag.offset, frag.num_rows)
                 for batch in table.to_batches(max_chunksize=job.batch_rows):
-                    res = pred(batch)
-                    if writer is None:
-                        writer = pq.ParquetWriter(os.path.join(out_dir, name), res.schema, compression="zstd")
-                    writer.write_batch(res)
-                    rows += res.num_rows
-                    bad += res.num_rows - res.column("error").null_count
+                    yield pred(batch)
+    finally:
         for f in files.values():
             f.close()
+
+
+def _stream_partitions(job: ScoreJob, threads: int) -> Any:  # pragma: no cover - Spark workers
+    """Each task scores its row ranges and returns each output batch as Arrow IPC bytes (for `score`)."""
+
+    def run(groups: Iterator[list[Fragment]]) -> Iterator[bytes]:
+        for res in _scored_batches(job, groups, threads):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, res.schema) as writer:
+                writer.write_batch(res)
+            yield sink.getvalue().to_pybytes()
+
+    return run
+
+
+def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # pragma: no cover - Spark workers
+    """Each task reads its row ranges of the version's files straight into Arrow, scores them and writes one
+    Parquet file next to the output table; it returns only the file's name, size and counts."""
+
+    def run(groups: Iterator[list[Fragment]]) -> Iterator[tuple[str, int, int, int, int]]:
+        import pyarrow.parquet as pq
+
+        name = f"part-{uuid.uuid4().hex}.zstd.parquet"
+        writer = None
+        rows = bad = 0
+        for res in _scored_batches(job, groups, threads):
+            if writer is None:
+                writer = pq.ParquetWriter(os.path.join(out_dir, name), res.schema, compression="zstd")
+            writer.write_batch(res)
+            rows += res.num_rows
+            bad += res.num_rows - res.column("error").null_count
         if writer is None:
             return
         writer.close()
@@ -369,7 +393,35 @@ class SparkEngine(Engine):
             sc.setJobDescription(None)
 
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
-        raise NotImplementedError("the Spark engine scores straight into Delta: use predict_to_table")
+        """The output batches, in fragment order, scored in Spark tasks and brought to the driver one task's
+        output at a time (`toLocalIterator`, the next task's fetched meanwhile). For writing a table,
+        `predict_to_table` keeps the rows on the executors instead."""
+        snap = self._scorable(job)
+        sc = self.spark.sparkContext
+        slots = workers or sc.defaultParallelism
+        groups = _plan_tasks(snap.fragments, slots)
+        if not groups:
+            return
+        threads = _task_threads(slots, sc.master, int(self.spark.conf.get("spark.task.cpus", "1")))
+        task_job = dataclasses.replace(job, snapshot=dataclasses.replace(snap, fragments=()))
+        schema = self.output_schema(job)
+        sc.setJobDescription(f"lakenet score {snap.uri}")
+        try:
+            rdd = sc.parallelize(groups, len(groups)).mapPartitions(_stream_partitions(task_job, threads))
+            for payload in rdd.toLocalIterator(prefetchPartitions=True):
+                for batch in pa.ipc.open_stream(payload):
+                    yield batch if batch.schema == schema else batch.cast(schema)
+        finally:
+            sc.setJobDescription(None)
+
+    def _scorable(self, job: ScoreJob) -> Any:
+        snap = job.snapshot
+        if snap.format not in ("delta", "parquet"):
+            raise ConfigError(
+                f"The Spark engine scores Delta or Parquet tables; {snap.uri} is {snap.format}. "
+                f"Ingest it first: lakenet ingest {snap.uri} --table <table>"
+            )
+        return snap
 
     def predict_to_table(
         self,
@@ -392,12 +444,7 @@ class SparkEngine(Engine):
             phases[name] = now - t
             t = now
 
-        snap = job.snapshot
-        if snap.format not in ("delta", "parquet"):
-            raise ConfigError(
-                f"The Spark engine scores Delta or Parquet tables; {snap.uri} is {snap.format}. "
-                f"Ingest it first: lakenet ingest {snap.uri} --table <table>"
-            )
+        snap = self._scorable(job)
         if already_committed(out_uri, txn):
             return 0, 0, False
         schema = self.output_schema(job)
