@@ -323,17 +323,19 @@ def drift(
     `table` at `version`. Thresholds come from `config`'s `monitor:` section. Returns a DriftResult (verdict,
     drifted checks, HTML and JSON report, the monitoring table the checks were appended to)."""
     from lakenet.config.schema import MonitorConfig
+    from lakenet.engines import get_engine
     from lakenet.monitoring.workflow import run_drift
     from lakenet.workflows.common import load_predictor
 
     wd = _wd(workdir)
-    monitor = load_config(config).monitor if config is not None else MonitorConfig()
+    cfg = load_config(config) if config is not None else None
+    monitor = cfg.monitor if cfg is not None else MonitorConfig()
     predictor = load_predictor(model, wd, trust=trusted(trust_modules, config))
     out = wd / "reports" / (predictor.model_name or "bundle") / "drift"
     resolved_table = table_uri(table) if table is not None else None
-    return run_drift(
-        predictor, model=model, table=resolved_table, version=version, since=since, cfg=monitor, out_dir=out
-    )
+    engine = get_engine(cfg.engine) if cfg is not None and cfg.engine.type != "local" else None
+    return run_drift(predictor, model=model, table=resolved_table, version=version, since=since, cfg=monitor,
+                     out_dir=out, engine=engine)  # fmt: skip
 
 
 def models(*, workdir: str | Path | None = None) -> list[dict[str, Any]]:

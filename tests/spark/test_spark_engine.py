@@ -198,6 +198,22 @@ def test_the_evaluation_runs_on_the_executors_and_equals_the_local_one(
     assert distributed.worst == local.worst
 
 
+def test_the_drift_sample_is_drawn_on_the_executors_and_equals_the_local_one(spark: Any, digits_table: Path) -> None:
+    """Drift's bottom-k sample by key hash: each Spark task returns at most k rows, the samples merge, and the
+    result is the local one, row for row, whatever the fragments."""
+    from lakenet.config.schema import SplitConfig
+    from lakenet.data.sources import open_table
+    from lakenet.engines.spark import SparkEngine
+    from lakenet.monitoring.drift import sample_rows
+
+    snap = open_table(str(digits_table))
+    for split in (None, SplitConfig()):
+        local = sample_rows(snap, ["label"], "key", 40, split=split)
+        distributed = sample_rows(snap.subdivided(8), ["label"], "key", 40, split=split,
+                                  map_fragments=SparkEngine(spark=spark).map_fragments)  # fmt: skip
+        assert local.num_rows == 40 and distributed.to_pylist() == local.to_pylist()
+
+
 def test_incremental_scoring_on_spark_equals_local(trained: dict[str, Any], wd: Path, digits_table: Path) -> None:
     """Appends, then a delete upstream: both engines keep one row per key, with the same predictions."""
     table = wd / "growing_digits"

@@ -79,29 +79,61 @@ def _shares(values: list[Any], bins: list[Any]) -> np.ndarray:
     return out / max(out.sum(), 1.0)
 
 
-def sample_rows(snap: Snapshot, columns: list[str], key: str, k: int, *, split: SplitConfig | None = None) -> pa.Table:
+def sample_rows(
+    snap: Snapshot,
+    columns: list[str],
+    key: str,
+    k: int,
+    *,
+    split: SplitConfig | None = None,
+    map_fragments: Any = None,
+) -> pa.Table:
     """Up to `k` rows (training split only when `split` is given), the same ones whatever the file layout: the
-    rows whose key hashes are smallest."""
-    parts: list[pa.Table] = []
-    kept = np.empty(0, dtype=np.uint64)
-    for _, table in snap.iter_tables(list(dict.fromkeys([key, *columns]))):
-        if split is not None:
-            table = table.filter(pa.array(assign_splits(table.column(key), split) == TRAIN))
+    rows whose key hashes are smallest. `map_fragments` (an engine's): where the fragments are read; each returns
+    at most `k` rows and the samples merge, so the driver holds O(k) rows, never the table."""
+    read = list(dict.fromkeys([key, *columns]))
+    sample = _Sample(k, key, split)
+    if map_fragments is None:
+        parts: Any = (sample(fi, frag, table) for fi, (frag, table) in enumerate(snap.iter_tables(read)))
+    else:
+        parts = map_fragments(sample, snap, read)
+    merged: _Sample | None = None
+    for part in parts:
+        merged = part if merged is None else merged.merge(part)
+    if merged is None or merged.rows is None:
+        return pa.table({c: pa.array([]) for c in read})
+    order = np.argsort(merged.rows.column("__h").to_numpy(), kind="stable")[:k]
+    return merged.rows.take(pa.array(order)).drop_columns(["__h"])
+
+
+class _Sample:
+    """`(fragment index, fragment, table) -> _Sample`: the bottom-k rows by key hash of what it has seen; two
+    samples merge into the bottom k of both."""
+
+    def __init__(self, k: int, key: str, split: SplitConfig | None, rows: pa.Table | None = None) -> None:
+        self.k, self.key, self.split, self.rows = k, key, split, rows
+
+    def __call__(self, _fi: int, _frag: Any, table: pa.Table) -> _Sample:
+        if self.split is not None:
+            table = table.filter(pa.array(assign_splits(table.column(self.key), self.split) == TRAIN))
         if not table.num_rows:
-            continue
-        keys = np.asarray(table.column(key).cast(pa.string()).to_pylist(), dtype=object)
+            return _Sample(self.k, self.key, self.split)
+        keys = np.asarray(table.column(self.key).cast(pa.string()).to_pylist(), dtype=object)
         hashes = pd.util.hash_array(keys, categorize=False)
-        parts.append(table.append_column("__h", pa.array(hashes)))
-        kept = np.concatenate([kept, hashes])
-        if len(kept) > 4 * k:  # keep memory bounded: drop what can no longer make the bottom k
-            cut = np.partition(kept, k - 1)[k - 1]
-            parts = [p.filter(pa.compute.less_equal(p.column("__h"), cut)) for p in parts]
-            kept = kept[kept <= cut]
-    if not parts:
-        return pa.table({c: pa.array([]) for c in [key, *columns]})
-    allrows = pa.concat_tables(parts, promote_options="default")
-    order = np.argsort(allrows.column("__h").to_numpy(), kind="stable")[:k]
-    return allrows.take(pa.array(order)).drop_columns(["__h"])
+        return _Sample(self.k, self.key, self.split, table.append_column("__h", pa.array(hashes))).bottom()
+
+    def merge(self, other: _Sample) -> _Sample:
+        if self.rows is None or other.rows is None:
+            return self if other.rows is None else other
+        both = pa.concat_tables([self.rows, other.rows], promote_options="default")
+        return _Sample(self.k, self.key, self.split, both).bottom()
+
+    def bottom(self) -> _Sample:
+        assert self.rows is not None
+        if self.rows.num_rows <= self.k:
+            return self
+        order = np.argsort(self.rows.column("__h").to_numpy(), kind="stable")[: self.k]
+        return _Sample(self.k, self.key, self.split, self.rows.take(pa.array(np.sort(order))))
 
 
 def _numeric_check(name: str, ref: np.ndarray, cur: np.ndarray, cfg: MonitorConfig, tests: int) -> Check:

@@ -68,11 +68,13 @@ def run_drift(
     since: int | None,
     cfg: MonitorConfig,
     out_dir: Path,
+    engine: Any = None,
 ) -> DriftResult:
     """Compare the model's training rows with `table` (default: the table it learned from): the rows added after
     `since` (default: the version it learned from), or every row of `version` when `since` is None and a version
-    or another table is given."""
+    or another table is given. `engine`: where the tables are read and sampled (default: this process)."""
     bundle = predictor.bundle
+    where = engine.map_fragments if engine is not None else None
     ref_uri, ref_version = bundle.lineage.get("table"), bundle.lineage.get("table_version")
     if not ref_uri:
         raise DataError(f"{model} records no training table in its lineage; it cannot be compared with one.")
@@ -80,7 +82,8 @@ def run_drift(
     split = SplitConfig(**bundle.training.get("split", {}))
     columns = list(dict.fromkeys([*pre.input_columns(), pre.label.column]))
     ref_snap = open_table(str(ref_uri), ref_version if isinstance(ref_version, int) else None)
-    reference = sample_rows(ref_snap, _present(columns, ref_snap), pre.key, cfg.sample_rows, split=split)
+    reference = sample_rows(ref_snap, _present(columns, ref_snap), pre.key, cfg.sample_rows, split=split,
+                            map_fragments=where)  # fmt: skip
     target = table or str(ref_uri)
     start = since if since is not None else (ref_version if table is None and version is None else None)
     cur_from: int | None
@@ -91,7 +94,7 @@ def run_drift(
     else:
         snap = open_table(target, version)
         cur_from, cur_to = None, snap.version
-    current = sample_rows(snap, _present(columns, snap), pre.key, cfg.sample_rows)
+    current = sample_rows(snap, _present(columns, snap), pre.key, cfg.sample_rows, map_fragments=where)
     report = compare(predictor, reference, current, cfg, label=pre.label.column)
     out_dir.mkdir(parents=True, exist_ok=True)
     ref_info = {"table": str(ref_uri), "version": ref_version, "rows": reference.num_rows, "split": "train"}
