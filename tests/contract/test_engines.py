@@ -108,3 +108,33 @@ def test_map_fragments_sees_every_fragment_once(name: str, digits_table: Path, s
     for p in parts[1:]:
         total = total.merge(p)
     assert sorted(total.fragments) == list(range(len(snap.fragments))) and total.rows == snap.num_rows
+
+
+def test_a_small_job_is_scored_in_process_and_a_big_one_in_a_pool(
+    digits_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --workers the local engine measures the first batch: a table too small to pay for a pool's start
+    is scored here (no processes); one estimated above the bar gets the pool. Both give the same rows."""
+    from lakenet.engines import local
+
+    snap = open_table(str(digits_table)).subdivided(6)
+    cfg = parse_config(digits_config(digits_table))
+    res = scan_table(cfg, snap)
+    spec = model_spec(cfg, res.preprocessor)
+    bundle_dir = Bundle(spec, res.preprocessor, build_model(spec).state_dict()).save(tmp_path / "bundle")
+    sjob = ScoreJob(snap, str(bundle_dir), tuple(res.preprocessor.columns(with_label=False)))
+    started: list[int] = []
+    real_pool = local.ProcessPoolExecutor
+
+    def counting_pool(*args: Any, **kwargs: Any) -> Any:
+        started.append(1)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(local, "ProcessPoolExecutor", counting_pool)
+    engine = get_engine("local")
+    small = pa.Table.from_batches(list(engine.score(sjob)))
+    assert not started and small.num_rows == snap.num_rows
+    monkeypatch.setattr(local, "_POOL_PAYS_S", 0.0)  # every job "pays": the pool
+    big = pa.Table.from_batches(list(engine.score(sjob)))
+    assert started and big.column("key").to_pylist() == small.column("key").to_pylist()
+    assert big.column("prediction").to_pylist() == small.column("prediction").to_pylist()

@@ -675,7 +675,8 @@ class LocalEngineConfig(_Strict):
         None,
         ge=1,
         le=256,
-        description="Processes for batch scoring; default: one per core, capped by the data.",
+        description="Processes for batch scoring; default: one per core, capped by the data, and none (this "
+        "process) for a job whose first batch says it would take under 1.5 s here.",
     )
 
 

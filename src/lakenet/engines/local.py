@@ -92,6 +92,9 @@ _predictor: Any = None
 _init_error: LakenetError | None = None
 _job: ScoreJob | None = None
 _TASK_ROWS = 65_536  # rows per scoring task at most
+# A process pool costs about a second to start and load the model in each process; below this estimated
+# in-process time (the first batch's seconds per row × the table's rows) the job is scored in this process.
+_POOL_PAYS_S = 1.5
 
 
 def _init_scorer(job: ScoreJob, threads: int) -> None:
@@ -214,16 +217,29 @@ class LocalEngine(Engine):
         return job.output_schema()
 
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
+        """In this process for one worker, or when a short measurement says the job is too small to pay for a
+        pool (`workers` not given); else a pool of processes × threads ≤ cores."""
         frags = job.snapshot.fragments
         cores = cpu_count()
         procs = max(1, min(workers or cores, len(frags), cores))
         if procs == 1:
-            pred = job.scorer()
-            for frag in frags:
-                table = job.snapshot.read(frag, list(job.columns))
-                for batch in table.to_batches(max_chunksize=job.batch_rows):
-                    yield pred(batch)
+            yield from _in_process(job, job.scorer(), frags)
             return
+        if workers is None:  # the layout from a measurement: the first batch, scored here
+            import time
+
+            pred = job.scorer()
+            first = job.snapshot.read(frags[0], list(job.columns)).to_batches(max_chunksize=job.batch_rows)
+            if first:
+                t0 = time.perf_counter()
+                out = pred(first[0])
+                per_row = (time.perf_counter() - t0) / max(first[0].num_rows, 1)
+                if per_row * sum(f.num_rows for f in frags) < _POOL_PAYS_S:
+                    yield out
+                    yield from (pred(b) for b in first[1:])
+                    yield from _in_process(job, pred, frags[1:])
+                    return
+            del pred
         threads = max(1, cores // procs)
         # Each worker gets the job once, without the fragment list (which a large table makes long); each task
         # names its own fragments.
@@ -254,3 +270,10 @@ class LocalEngine(Engine):
                     yield from pa.ipc.open_stream(blob)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_process(job: ScoreJob, pred: Any, frags: Sequence[Fragment]) -> Iterator[pa.RecordBatch]:
+    for frag in frags:
+        table = job.snapshot.read(frag, list(job.columns))
+        for batch in table.to_batches(max_chunksize=job.batch_rows):
+            yield pred(batch)
