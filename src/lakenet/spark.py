@@ -53,8 +53,7 @@ def register_udf(
     check_buildable(bundle.spec, trusted=trust, where=f"Model {model}")
     columns = bundle.preprocessor.input_columns()
     classification = bundle.preprocessor.label.task == "classification"
-    spark.sparkContext.addFile(str(resolved.bundle_dir), recursive=resolved.bundle_dir.is_dir())
-    shipped = resolved.bundle_dir.name if not _is_local(spark) else str(resolved.bundle_dir)
+    shipped = _ship(spark, Path(resolved.bundle_dir))
     version = resolved.version
 
     def score(*cols: pd.Series) -> pd.Series:
@@ -70,4 +69,28 @@ def register_udf(
 
 
 def _is_local(spark: Any) -> bool:
-    return str(spark.sparkContext.master).startswith("local")
+    """Executors in the driver's JVM (local[N]); local-cluster[...] has its own executor JVMs, like a cluster."""
+    master = str(spark.sparkContext.master)
+    return master.startswith("local") and not master.startswith("local-cluster")
+
+
+def _ship(spark: Any, bundle: Path) -> str:
+    """What the workers load the bundle from: its path when they run in the driver's JVM; on a cluster, a zip of
+    the bundle directory (Spark cannot ship a local directory) added with addArchive, which every executor
+    unpacks into its working directory under the archive's name, or the single file with addFile."""
+    if _is_local(spark):
+        return str(bundle)
+    sc = spark.sparkContext
+    if bundle.is_file():
+        sc.addFile(str(bundle))
+        return bundle.name
+    import shutil
+    import tempfile
+
+    from lakenet.models.bundle import Bundle
+
+    name = f"lakenet-bundle-{Bundle.digest(bundle)[:20]}"
+    archive = Path(tempfile.mkdtemp(prefix="lakenet-ship-")) / name
+    zipped = shutil.make_archive(str(archive), "zip", root_dir=bundle)
+    sc.addArchive(zipped)
+    return Path(zipped).name

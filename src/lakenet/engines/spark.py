@@ -342,6 +342,11 @@ class SparkEngine(Engine):
             device = "cuda"
         else:
             device = "cpu"
+        first = job.snapshot.fragments[0].path if job.snapshot.fragments else None
+        Path(job.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+        require_shared(self.spark, {"table file": first, "checkpoint directory": job.checkpoint_dir,
+                                    "output directory": job.output_dir})  # fmt: skip
         task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
         threads = _task_threads(workers, sc.master, task_cpus)
         rdd = sc.parallelize(range(workers), workers)
@@ -375,6 +380,7 @@ class SparkEngine(Engine):
         indexed = list(enumerate(snapshot.fragments))
         if not indexed:
             return iter(())
+        require_shared(self.spark, {"table file": indexed[0][1].path})
         tasks = max(1, min(len(indexed), 2 * sc.defaultParallelism))
         cols = list(columns)
 
@@ -397,6 +403,7 @@ class SparkEngine(Engine):
         output at a time (`toLocalIterator`, the next task's fetched meanwhile). For writing a table,
         `predict_to_table` keeps the rows on the executors instead."""
         snap = self._scorable(job)
+        self._require_inputs(job)
         sc = self.spark.sparkContext
         slots = workers or sc.defaultParallelism
         groups = _plan_tasks(snap.fragments, slots)
@@ -413,6 +420,10 @@ class SparkEngine(Engine):
                     yield batch if batch.schema == schema else batch.cast(schema)
         finally:
             sc.setJobDescription(None)
+
+    def _require_inputs(self, job: ScoreJob) -> None:
+        first = job.snapshot.fragments[0].path if job.snapshot.fragments else None
+        require_shared(self.spark, {"model bundle": job.bundle_dir, "table file": first})
 
     def _scorable(self, job: ScoreJob) -> Any:
         snap = job.snapshot
@@ -449,6 +460,7 @@ class SparkEngine(Engine):
             return 0, 0, False
         schema = self.output_schema(job)
         remove_stale_staging(out_uri)
+        self._require_inputs(job)
         lap("check_and_schema")
         spark = self.spark
         sc = spark.sparkContext
@@ -462,6 +474,7 @@ class SparkEngine(Engine):
         task_job = dataclasses.replace(job, snapshot=dataclasses.replace(snap, fragments=()))  # each task: its own
         lap("plan")
         with Staging(out_uri) as staging:
+            require_shared(spark, {"output table's staging folder": str(staging.dir)})
             # Tasks write into this run's staging folder (where no reader looks); a killed and retried attempt's
             # file is never returned, and goes with the folder.
             sc.setJobDescription(f"lakenet predict {snap.uri} -> {out_uri}")
@@ -494,6 +507,44 @@ def _local(uri: str) -> str:
     from lakenet.data.delta_io import local_path
 
     return local_path(uri)
+
+
+def _own_executor_jvms(master: str) -> bool:
+    """Executors outside the driver's JVM (a cluster, or local-cluster[...]): they see only shared storage."""
+    return not (master == "local" or master.startswith("local["))
+
+
+def require_shared(spark: Any, paths: dict[str, str | None]) -> None:
+    """On a cluster, every path a task opens must be visible to every executor. One short job (two tasks per
+    slot) checks them where the tasks run, before the real job, so a path only the driver has is a clear error
+    instead of a missing file in an executor's stack trace. Remote URIs (s3://, abfss://, ...) are left to their
+    file system."""
+    from lakenet.data.delta_io import is_local
+
+    sc = spark.sparkContext
+    if not _own_executor_jvms(str(sc.master)):
+        return
+    items = [(what, _local(p)) for what, p in paths.items() if p and is_local(p)]
+    if not items:
+        return
+    n = max(2 * sc.defaultParallelism, 1)
+
+    def check(_: Iterator[int]) -> Iterator[tuple[str, list[str]]]:  # pragma: no cover - Spark workers
+        yield socket.gethostname(), [what for what, path in items if not os.path.exists(path)]
+
+    sc.setJobDescription("lakenet: are the paths on shared storage?")
+    try:
+        seen = sc.parallelize(range(n), n).mapPartitions(check).collect()
+    finally:
+        sc.setJobDescription(None)
+    for host, missing in seen:
+        if missing:
+            where = dict(items)
+            raise ConfigError(
+                f"The {missing[0]} {where[missing[0]]} is not visible on executor host {host} ({sc.master}). On a "
+                "cluster, tables, models, checkpoints and outputs must be on storage that the driver and every "
+                "executor share (a mounted network file system, or an object store URI such as s3://...)."
+            )
 
 
 def _task_error(err: Exception, job: TrainJob) -> LakenetError:
