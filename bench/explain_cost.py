@@ -14,8 +14,9 @@ when its completeness gap is too large) are recorded for each path.
    included). The same in-process (no engine, no Delta): `Predictor` on 256-row Arrow batches (what predict
    scores in) and on 64-row ones, `Explainer` on 64-row batches (what explain scores in), batches read before,
    --threads torch threads: what attribution itself costs, apart from the engine.
-2. /v1/explain latency: `lakenet serve <bundle> --threads 1 --max-inflight-explain 2` on 127.0.0.1; blocks of
-   single-row /v1/explain requests at concurrency 1 (one keep-alive connection, raw HTTP/1.1), interleaved with
+2. /v1/explain latency: `lakenet serve <bundle> --threads 1 --max-inflight-explain S` on 127.0.0.1 (S: --slots,
+   default the server's own, one less than the cores); blocks of single-row /v1/explain requests at concurrency
+   1 (one keep-alive connection, raw HTTP/1.1), interleaved with
    blocks of the bare in-process `Explainer(row)` (1 torch thread): p50/p99 and the server's overhead over bare.
 3. /v1/predict p99 at concurrency 1 (single rows, a fresh connection per window) unloaded, and while background
    clients (--explain-clients threads, default max_inflight_explain, each blocked on its socket nearly all the
@@ -68,7 +69,6 @@ P99_TARGET = 1.5  # /v1/predict p99 with /v1/explain loaded ÷ unloaded, at most
 N_STEPS = 50
 PREDICT_BATCH, EXPLAIN_BATCH = 256, 64  # the rows per batch lakenet.predict and lakenet.explain score
 LOAD_ROWS = 64  # rows per background /v1/explain request
-MAX_INFLIGHT_EXPLAIN = 2
 SERVER_THREADS = 1
 CALL_ROWS = 1_024
 OK, BUSY, OTHER, INFLIGHT, LAST_OTHER = range(5)  # the explain load's counters (LAST_OTHER: a status code)
@@ -428,7 +428,7 @@ def serve_part(made: dict[str, Any], data: pa.Table, columns: list[str], explain
                log_dir: Path) -> dict[str, Any]:  # fmt: skip
     """Parts 2 and 3 against one server; returns their pairs and fixed costs."""
     torch.set_num_threads(SERVER_THREADS)  # the bare Explainer runs with the server's torch threads
-    extra = ["--device", args.device_used, "--max-inflight-explain", str(MAX_INFLIGHT_EXPLAIN),
+    extra = ["--device", args.device_used, "--max-inflight-explain", str(args.slots),
              "--explain-steps", str(N_STEPS), "--log-level", "warning"]  # fmt: skip
     server = start_server(made["bundle_dir"], threads=SERVER_THREADS, log_dir=log_dir, extra=extra)
     fixed: dict[str, Any] = {"server_start_to_ready_s": server.startup_s}
@@ -444,7 +444,7 @@ def serve_part(made: dict[str, Any], data: pa.Table, columns: list[str], explain
         load = ExplainLoad(server.port, raw_request("/v1/explain", rows), args.explain_clients)
         if args.diagnose:
             burners = Background(_cpu_burner, (str(made["bundle_dir"]), made["table"], columns),
-                                 MAX_INFLIGHT_EXPLAIN, 2)  # fmt: skip
+                                 args.slots, 2)  # fmt: skip
             burners.wait(lambda: all(c[1] for c in burners.counts), "the burners loading the model")
         fixed["background_processes_start_s"] = time.perf_counter() - t0
         windows = LoadWindows(server, raw_request("/v1/predict", rows[:1]), args.requests, load,
@@ -564,7 +564,8 @@ def parse_args(argv: list[str] | None) -> Any:
     p.add_argument("--pairs-serve", type=int, default=None, help="load-window pairs (part 3); default 7, quick 3")
     p.add_argument("--requests", type=int, default=None, help="/v1/predict per window; default 300, quick 40")
     p.add_argument("--explain-requests", type=int, default=None, help="/v1/explain per block; default 60, quick 6")
-    p.add_argument("--explain-clients", type=int, default=MAX_INFLIGHT_EXPLAIN, help="background explain clients")
+    p.add_argument("--slots", type=int, default=None, help="the server's --max-inflight-explain (default: its own)")
+    p.add_argument("--explain-clients", type=int, default=None, help="background explain clients (default: slots)")
     p.add_argument("--exclude", action="append", default=[], help="another column the model leaves out (repeat)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--diagnose", dest="diagnose", action="store_true", default=None, help="CPU-only load windows")
@@ -579,6 +580,11 @@ def parse_args(argv: list[str] | None) -> Any:
     args.requests = args.requests or (40 if q else 300)
     args.explain_requests = args.explain_requests or (6 if q else 60)
     args.diagnose = (not q) if args.diagnose is None else args.diagnose
+    if args.slots is None:
+        from lakenet.serving.settings import ServeSettings
+
+        args.slots = int(ServeSettings.model_fields["max_inflight_explain"].default)
+    args.explain_clients = args.explain_clients or args.slots
     args.device_used, args.device_note = pick_device(args.device)
     return args
 
@@ -676,7 +682,7 @@ def settings_doc(args: Any, made: dict[str, Any]) -> dict[str, Any]:
         "inprocess_torch_threads": args.threads,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "server": f"python -m lakenet.cli serve <bundle> --threads {SERVER_THREADS} --max-inflight-explain "
-        f"{MAX_INFLIGHT_EXPLAIN} --explain-steps {N_STEPS} (other settings default)",
+        f"{args.slots} --explain-steps {N_STEPS} (other settings default)",
         "explain_load": f"{args.explain_clients} client threads in the bench process, {LOAD_ROWS}-row /v1/explain "
         "requests back to back (raw HTTP/1.1, one connection each)",
         "diagnose": args.diagnose,
