@@ -45,3 +45,19 @@ def test_quick_run_writes_result(name: str, cache_dir: Path, tmp_path: Path) -> 
     assert len(doc["pairs"]) >= 3
     assert "target" in doc and "met" in doc["target"]
     assert "ratio" in stdout  # the printed table
+
+
+def test_scale_quick_run_writes_result(tmp_path: Path) -> None:
+    """scale: profile, one epoch and predict at two sizes of each kind, each a fresh process with its tree's RSS."""
+    doc, stdout = run_quick_bench("scale", tmp_path / "scale.json", cache_dir=tmp_path / "cache", timeout=600)
+    assert doc["benchmark"] == "scale" and doc["quick"] is True and {"nproc", "cpu_model"} <= doc["machine"].keys()
+    for kind, sizes in (("tabular", ["1000", "10000"]), ("images", ["120", "480"])):
+        figures = doc["figures"][kind]
+        assert list(figures) == sizes
+        for n in sizes:
+            for step in ("profile", "train", "predict"):
+                assert figures[n][f"{step}_peak_rss_mb"]["median"] > 50, (kind, n, step)  # a real process tree
+                assert figures[n][f"{step}_rows_per_s"]["median"] > 0
+        goal = doc["target"][kind]
+        assert {"profile", "train", "predict", "met", "reference_rows", "largest_rows"} <= goal.keys()
+    assert "median (min–max)" in stdout
