@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.update_vs_retrain
 	$(BIN)/python -m bench.incremental_score
 	$(BIN)/python -m bench.explain_cost
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) demo_run mlflow.db optuna.db mlartifacts .lakenet .pytest_cache .mypy_cache .ruff_cache

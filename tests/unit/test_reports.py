@@ -702,7 +702,8 @@ def test_profile_to_dict_leaves_out_the_sections_it_lacks() -> None:
         "counts": {"cat": 7000, "dog": 5000, EVIL: 345},
         "by_split": {"train": {"cat": 5600, "dog": 4000}, "val": {"cat": 700, "dog": 500}, "test": {}},
     }
-    assert full["leakage"] == {"rows": 2, "examples": [{"keys": ["k9", "k10"], "splits": ["train", "test"]}]}
+    assert full["leakage"] == {"rows": 2, "examples": [{"keys": ["k9", "k10"], "splits": ["train", "test"]}],
+                               "sample_fraction": 1.0}  # fmt: skip
     assert full["bad_rows"]["examples"] == [
         {"key": "k42", "reason": "null label", "column": "species", "source": "part-0.parquet"}
     ]

@@ -99,6 +99,7 @@ class Duplicates:
     rows: int  # rows whose content another row already has
     groups: int
     examples: list[list[str]]  # keys of one group each
+    sample_fraction: float = 1.0  # below 1: counted on this consistent sample of contents and scaled up
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Leakage:
 
     rows: int
     examples: list[LeakExample]
+    sample_fraction: float = 1.0  # below 1: counted on this consistent sample of contents and scaled up
 
 
 @dataclass(frozen=True)

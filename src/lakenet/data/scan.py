@@ -67,6 +67,11 @@ _DISTINCT_CAP = 10_000
 _SAMPLES_PER_CLASS = 6
 _MAX_SAMPLE_CLASSES = 20
 _EXAMPLES = 10
+# Distinct row contents held to find duplicates and leakage exactly; a bigger table keeps a consistent sample of
+# contents (those with the smallest hashes: every copy of a content is in it or none is), so the counts are
+# exact within the sample and scaled up by its fraction. Memory stays O(_CONTENT_SAMPLE), not O(rows).
+_CONTENT_SAMPLE = 200_000
+_U64 = 2**64
 
 
 @dataclass
@@ -150,24 +155,100 @@ def probe_preprocessor(cfg: Config, dims: dict[str, int]) -> Preprocessor:
     return Preprocessor(key=cfg.data.key, label=label, features=features)
 
 
-def _row_hashes(table: pa.Table, columns: list[str]) -> list[bytes]:
-    """A content hash per row over `columns` (lists hashed by their values, scalars through pandas)."""
+def _row_hashes(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """A 64-bit content hash per row over `columns` (scalars through pandas, lists by their values, mixed)."""
     nested = [c for c in columns if pa.types.is_nested(table.schema.field(c).type)]
     flat = [c for c in columns if c not in nested]
-    parts: list[list[bytes]] = []
+    out = np.zeros(table.num_rows, dtype=np.uint64)
     if flat:
-        df = table.select(flat).to_pandas()
-        parts.append([h.tobytes() for h in pd.util.hash_pandas_object(df, index=False).to_numpy()])
+        out = pd.util.hash_pandas_object(table.select(flat).to_pandas(), index=False).to_numpy().astype(np.uint64)
     for c in nested:
-        parts.append(
-            [
-                hashlib.blake2b(
-                    np.asarray(v if v is not None else [], dtype=np.float64).tobytes(), digest_size=12
-                ).digest()
-                for v in table.column(c).to_pylist()
-            ]
+        digests = [
+            hashlib.blake2b(np.asarray(v if v is not None else [], dtype=np.float64).tobytes(), digest_size=8).digest()
+            for v in table.column(c).to_pylist()
+        ]
+        with np.errstate(over="ignore"):
+            out = out * np.uint64(0x9E3779B97F4A7C15) ^ np.frombuffer(b"".join(digests), dtype=np.uint64)
+    return out
+
+
+class _ContentSample:
+    """Per distinct row content (by 64-bit hash): the first key and split, rows per split, another key with the
+    same content and one in another split (for examples). Bounded: beyond _CONTENT_SAMPLE contents only those
+    with hashes below `limit` are kept, a consistent sample; the figures are scaled by its fraction."""
+
+    def __init__(self) -> None:
+        self.limit = _U64
+        self.entries: dict[int, list[Any]] = {}  # hash -> [key, split, [n per split], dup key, cross key, split]
+
+    def add(self, h: int, key: str, split: int) -> None:
+        if h >= self.limit:
+            return
+        e = self.entries.get(h)
+        if e is None:
+            self.entries[h] = [key, split, [0, 0, 0], None, None, None]
+            self.entries[h][2][split] = 1
+            if len(self.entries) > 2 * _CONTENT_SAMPLE:
+                self._shrink()
+            return
+        e[2][split] += 1
+        if e[3] is None:
+            e[3] = key
+        if split != e[1] and e[4] is None:
+            e[4], e[5] = key, split
+
+    def _shrink(self) -> None:
+        hashes = np.fromiter(self.entries, dtype=np.uint64, count=len(self.entries))
+        cut = int(np.partition(hashes, _CONTENT_SAMPLE - 1)[_CONTENT_SAMPLE - 1])
+        self.limit = min(self.limit, cut + 1)
+        self.entries = {h: e for h, e in self.entries.items() if h < self.limit}
+
+    def merge(self, other: _ContentSample) -> None:
+        if other.limit < self.limit:
+            self.limit = other.limit
+            self.entries = {h: e for h, e in self.entries.items() if h < self.limit}
+        for h, theirs in other.entries.items():
+            if h >= self.limit:
+                continue
+            mine = self.entries.get(h)
+            if mine is None:
+                self.entries[h] = [theirs[0], theirs[1], list(theirs[2]), theirs[3], theirs[4], theirs[5]]
+                continue
+            mine[2] = [a + b for a, b in zip(mine[2], theirs[2], strict=True)]
+            if mine[3] is None:
+                mine[3] = theirs[0]
+            if mine[4] is None:
+                mine[4], mine[5] = (theirs[0], theirs[1]) if theirs[1] != mine[1] else (theirs[4], theirs[5])
+        if len(self.entries) > 2 * _CONTENT_SAMPLE:
+            self._shrink()
+
+    @property
+    def fraction(self) -> float:
+        return self.limit / _U64
+
+    def figures(self) -> tuple[Duplicates, Leakage]:
+        """Duplicates and leakage, scaled up from the sample when there is one; examples from the sample."""
+        dup_rows = groups = leak_rows = 0
+        dups: list[list[str]] = []
+        leaks: list[LeakExample] = []
+        for h in sorted(self.entries):  # examples by hash: the same ones whatever the order the rows came in
+            key, split, per_split, dup_key, cross_key, cross_split = self.entries[h]
+            total = sum(per_split)
+            if total < 2:
+                continue
+            dup_rows += total - 1
+            groups += 1
+            leak_rows += total - per_split[split]
+            if len(dups) < _EXAMPLES:
+                dups.append([key, dup_key])
+            if cross_key is not None and len(leaks) < _EXAMPLES:
+                leaks.append(LeakExample([key, cross_key], [SPLIT_NAMES[split], SPLIT_NAMES[cross_split]]))
+        f = self.fraction
+        scale = (lambda n: round(n / f)) if f < 1 else (lambda n: n)
+        return (
+            Duplicates(rows=scale(dup_rows), groups=scale(groups), examples=dups, sample_fraction=f),
+            Leakage(rows=scale(leak_rows), examples=leaks, sample_fraction=f),
         )
-    return [b"".join(p) for p in zip(*parts, strict=True)] if parts else [b""] * table.num_rows
 
 
 def _thumbnail(blob: bytes, px: int = 48) -> str | None:
@@ -291,13 +372,10 @@ class ScanPartial:
     label_by_split: list[Counter[str]]
     label_moments: Moments
     label_range: list[float]  # [min, max] of a regression label
-    heldout: list[tuple[int, str, str, int, str]]  # classification: frag, key, label, split, source
-    seen: dict[bytes, tuple[str, int]]
-    dup_rows: int = 0
-    leak_rows: int = 0
-    dup_examples: list[list[str]] = field(default_factory=list)
-    leak_examples: list[LeakExample] = field(default_factory=list)
-    dup_groups: set[bytes] = field(default_factory=set)
+    # classification, held-out rows whose label these fragments' training rows lack (maybe unknown to the model):
+    # frag, key, label, split, source
+    heldout: list[tuple[int, str, str, int, str]]
+    content: _ContentSample = field(default_factory=_ContentSample)
     sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
     modes: Counter[str] = field(default_factory=Counter)
     samples: dict[str, list[str]] = field(default_factory=dict)
@@ -314,28 +392,14 @@ class ScanPartial:
             label_moments=Moments(),
             label_range=[math.inf, -math.inf],
             heldout=[],
-            seen={},
         )
-
-    def _note_content(self, h: bytes, key: str, split: int) -> None:
-        prev = self.seen.get(h)
-        if prev is None:
-            self.seen[h] = (key, split)
-            return
-        self.dup_rows += 1
-        self.dup_groups.add(h)
-        if len(self.dup_examples) < _EXAMPLES:
-            self.dup_examples.append([prev[0], key])
-        if prev[1] != split:
-            self.leak_rows += 1
-            if len(self.leak_examples) < _EXAMPLES:
-                self.leak_examples.append(LeakExample([prev[0], key], [SPLIT_NAMES[prev[1]], SPLIT_NAMES[split]]))
 
     def merge(self, other: ScanPartial) -> ScanPartial:
         for name, cs in self.columns.items():
             cs.merge(other.columns[name])
         self.stats.merge(other.stats)
-        self.counts.update(other.counts)
+        for fi, c in other.counts.items():  # a fragment read in pieces: its pieces' counts add up
+            self.counts[fi] = self.counts[fi] + c if fi in self.counts else c
         for k in self.bad:
             self.bad[k].extend(other.bad[k])
         for mine, theirs in zip(self.label_by_split, other.label_by_split, strict=True):
@@ -345,14 +409,9 @@ class ScanPartial:
             min(self.label_range[0], other.label_range[0]),
             max(self.label_range[1], other.label_range[1]),
         ]
-        self.heldout.extend(other.heldout)
-        self.dup_rows += other.dup_rows
-        self.leak_rows += other.leak_rows
-        self.dup_groups |= other.dup_groups
-        self.dup_examples = (self.dup_examples + other.dup_examples)[:_EXAMPLES]
-        self.leak_examples = (self.leak_examples + other.leak_examples)[:_EXAMPLES]
-        for h, (key, split) in other.seen.items():
-            self._note_content(h, key, split)
+        trained = self.label_by_split[TRAIN]  # merged above: held-out rows of labels training has are dropped
+        self.heldout = [r for r in [*self.heldout, *other.heldout] if not trained.get(r[2])]
+        self.content.merge(other.content)
         self.sizes.update(other.sizes)
         self.modes.update(other.modes)
         for cls, thumbs in other.samples.items():
@@ -398,11 +457,12 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
     # content hashes: duplicates and the same content across splits (leakage)
     if plan.image_col:
         blobs = table.column(plan.image_col).to_pylist()
-        content = [hashlib.blake2b(b or b"", digest_size=12).digest() for b in blobs]
+        content = np.frombuffer(b"".join(hashlib.blake2b(b or b"", digest_size=8).digest() for b in blobs),
+                                dtype=np.uint64)  # fmt: skip
     else:
         content = _row_hashes(table, list(dict.fromkeys(plan.feature_cols)))
     for i in np.flatnonzero(good).tolist():
-        part._note_content(content[i], keys[i], int(splits[i]))
+        part.content.add(int(content[i]), keys[i], int(splits[i]))
     label = cfg.features.label
     labels = table.column(plan.label_col)
     label_strs = labels.cast(pa.string()).to_pylist()
@@ -418,10 +478,13 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
         counts[s] = int(mask.sum())
         if label.task == "classification":
             part.label_by_split[s].update(v for v, m in zip(label_strs, mask, strict=True) if m)
-    part.counts[fi] = counts
+    part.counts[fi] = part.counts[fi] + counts if fi in part.counts else counts
     if label.task == "classification":
+        trained = part.label_by_split[TRAIN]
         part.heldout.extend(
-            (fi, keys[i], label_strs[i], int(splits[i]), sources[i]) for i in np.flatnonzero(good & (splits != TRAIN))
+            (fi, keys[i], label_strs[i], int(splits[i]), sources[i])
+            for i in np.flatnonzero(good & (splits != TRAIN))
+            if not trained.get(label_strs[i])
         )
     if plan.image_col:
         blobs = table.column(plan.image_col).to_pylist()
@@ -448,9 +511,7 @@ def scan_table(cfg: Config, snap: Snapshot, *, map_fragments: Any = None) -> Sca
     fragments and return the partials (an engine's; default: in this process, one fragment at a time)."""
     plan = _Plan(cfg, snap)
     if map_fragments is None:
-        partials: Any = (
-            scan_fragment(plan, fi, frag, t) for fi, (frag, t) in enumerate(snap.iter_tables(plan.read_cols))
-        )
+        partials: Any = (scan_fragment(plan, fi, piece, t) for fi, piece, t in snap.iter_pieces(plan.read_cols))
     else:
         partials = map_fragments(lambda fi, frag, t: scan_fragment(plan, fi, frag, t), snap, plan.read_cols)
     total = ScanPartial.empty(plan)
@@ -478,6 +539,7 @@ def _finish(plan: _Plan, snap: Snapshot, part: ScanPartial) -> ScanResult:
     bad_table = pa.table(bad, schema=QUARANTINE_SCHEMA)
     rows = snap.num_rows
     by_reason = Counter(bad["reason"])
+    duplicates, leakage = part.content.figures()
     examples = bad_table.slice(0, _EXAMPLES).select(["key", "reason", "column", "source"]).to_pylist()
     profile = Profile(
         table=TableInfo(uri=snap.uri, version=snap.version, rows=rows, format=snap.format),
@@ -486,8 +548,8 @@ def _finish(plan: _Plan, snap: Snapshot, part: ScanPartial) -> ScanResult:
         unlabelled=Unlabelled(total=sum(part.unlabelled.values()), by_split=dict(part.unlabelled)),
         missing=_missing_profile(cfg, part, rows),
         label=_label_profile(cfg, part.label_by_split, part.label_moments, part.label_range),
-        duplicates=Duplicates(rows=part.dup_rows, groups=len(part.dup_groups), examples=part.dup_examples),
-        leakage=Leakage(rows=part.leak_rows, examples=part.leak_examples),
+        duplicates=duplicates,
+        leakage=leakage,
         bad_rows=BadRows(
             total=bad_table.num_rows,
             fraction=bad_table.num_rows / rows if rows else 0.0,

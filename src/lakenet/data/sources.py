@@ -36,6 +36,9 @@ __all__ = [
 
 # CSV has no row groups; rows are cut into slices of this size so that workers can still share the work.
 _CSV_SLICE_ROWS = 8192
+# Whole-table passes read a fragment in consecutive pieces of at most this many rows, so a table written in big
+# row groups (a million rows is common) is never held whole: memory does not grow with the row group.
+PIECE_ROWS = 65_536
 
 Format = Literal["delta", "parquet", "csv"]
 
@@ -81,12 +84,51 @@ class Snapshot:
         table = pf.read_row_group(frag.index, columns=[c for c in cols if c not in missing] if cols else cols)
         if frag.offset or frag.num_rows != table.num_rows:
             table = table.slice(frag.offset, frag.num_rows)
+        return self._with_missing(table, missing, cols)
+
+    def _with_missing(self, table: pa.Table, missing: list[str], cols: list[str] | None) -> pa.Table:
         if missing:
             # A column added to the table after this file was written: null in its rows.
             for c in missing:
                 table = table.append_column(self.schema.field(c), pa.nulls(table.num_rows, self.schema.field(c).type))
             table = table.select(cols)
         return table
+
+    def read_pieces(
+        self, frag: Fragment, columns: Sequence[str] | None = None, max_rows: int = PIECE_ROWS
+    ) -> Iterator[tuple[Fragment, pa.Table]]:
+        """One fragment as consecutive pieces of at most `max_rows` rows, each with the row range it holds (a
+        Fragment of its own), decoded one after another: a big row group is never held whole. Rows of the row
+        group before the fragment's offset are decoded and dropped."""
+        cols = list(columns) if columns is not None else None
+        if self.format == "csv" or frag.num_rows <= max_rows:
+            yield frag, self.read(frag, cols)
+            return
+        pf = _parquet_file(frag.path)
+        missing = [c for c in cols if c not in pf.schema_arrow.names] if cols is not None else []
+        present = [c for c in cols if c not in missing] if cols is not None else None
+        if present == []:
+            yield frag, self.read(frag, cols)
+            return
+        at, end = 0, frag.offset + frag.num_rows  # positions within the row group
+        for batch in pf.iter_batches(batch_size=max_rows, row_groups=[frag.index], columns=present):
+            lo, hi = at, at + batch.num_rows
+            at = hi
+            if hi <= frag.offset:
+                continue
+            start, stop = max(lo, frag.offset), min(hi, end)
+            piece = pa.Table.from_batches([batch]).slice(start - lo, stop - start)
+            yield Fragment(frag.path, frag.index, stop - start, start), self._with_missing(piece, missing, cols)
+            if hi >= end:
+                break
+
+    def iter_pieces(
+        self, columns: Sequence[str] | None = None, max_rows: int = PIECE_ROWS
+    ) -> Iterator[tuple[int, Fragment, pa.Table]]:
+        """(fragment index, the piece's row range, the piece) over the whole table, in order (`read_pieces`)."""
+        for fi, frag in enumerate(self.fragments):
+            for piece, table in self.read_pieces(frag, columns, max_rows):
+                yield fi, piece, table
 
     def subdivided(self, min_fragments: int) -> Snapshot:
         """Cut the largest fragments into row ranges until there are at least `min_fragments` (so that N

@@ -120,11 +120,12 @@ class Engine(ABC):
     def map_fragments(
         self, fn: Callable[[int, Fragment, pa.Table], P], snapshot: Snapshot, columns: Sequence[str]
     ) -> Iterator[P]:
-        """`fn(index, fragment, table)` over every fragment of `snapshot` (reading only `columns`), each partial
-        result merged with `.merge` where the engine groups fragments; the driver merges what comes back. Holds
-        O(partials), never the rows. The default: one fragment after another in this process."""
-        for fi, (frag, table) in enumerate(snapshot.iter_tables(columns)):
-            yield fn(fi, frag, table)
+        """`fn(index, piece, table)` over every fragment of `snapshot` (reading only `columns`), in pieces of
+        bounded rows (`Snapshot.read_pieces`: `fn` may see one fragment index several times, with the row range
+        of each piece), each partial result merged with `.merge` where the engine groups them; the driver merges
+        what comes back. Holds O(partials), never the rows. The default: one piece after another here."""
+        for fi, piece, table in snapshot.iter_pieces(columns):
+            yield fn(fi, piece, table)
 
     @abstractmethod
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:

@@ -119,12 +119,12 @@ def _score_fragments(frags: tuple[Fragment, ...]) -> bytes:
     sink = pa.BufferOutputStream()
     out = None
     for frag in frags:
-        table = _job.snapshot.read(frag, list(_job.columns))
-        for batch in table.to_batches(max_chunksize=_job.batch_rows):
-            res = _predictor(batch)
-            if out is None:
-                out = pa.ipc.new_stream(sink, res.schema)
-            out.write_batch(res)
+        for _, table in _job.snapshot.read_pieces(frag, list(_job.columns)):
+            for batch in table.to_batches(max_chunksize=_job.batch_rows):
+                res = _predictor(batch)
+                if out is None:
+                    out = pa.ipc.new_stream(sink, res.schema)
+                out.write_batch(res)
     if out is None:
         return b""
     out.close()
@@ -229,7 +229,8 @@ class LocalEngine(Engine):
             import time
 
             pred = job.scorer()
-            first = job.snapshot.read(frags[0], list(job.columns)).to_batches(max_chunksize=job.batch_rows)
+            head_frag, head = next(job.snapshot.read_pieces(frags[0], list(job.columns)))
+            first = head.to_batches(max_chunksize=job.batch_rows)
             if first:
                 t0 = time.perf_counter()
                 out = pred(first[0])
@@ -237,7 +238,9 @@ class LocalEngine(Engine):
                 if per_row * sum(f.num_rows for f in frags) < _POOL_PAYS_S:
                     yield out
                     yield from (pred(b) for b in first[1:])
-                    yield from _in_process(job, pred, frags[1:])
+                    rest = Fragment(head_frag.path, head_frag.index, frags[0].num_rows - head_frag.num_rows,
+                                    head_frag.offset + head_frag.num_rows)  # fmt: skip
+                    yield from _in_process(job, pred, ([rest] if rest.num_rows else []) + list(frags[1:]))
                     return
             del pred
         threads = max(1, cores // procs)
@@ -274,6 +277,6 @@ class LocalEngine(Engine):
 
 def _in_process(job: ScoreJob, pred: Any, frags: Sequence[Fragment]) -> Iterator[pa.RecordBatch]:
     for frag in frags:
-        table = job.snapshot.read(frag, list(job.columns))
-        for batch in table.to_batches(max_chunksize=job.batch_rows):
-            yield pred(batch)
+        for _, table in job.snapshot.read_pieces(frag, list(job.columns)):
+            for batch in table.to_batches(max_chunksize=job.batch_rows):
+                yield pred(batch)

@@ -231,25 +231,16 @@ def _scored_batches(
     job: ScoreJob, groups: Iterator[list[Fragment]], threads: int
 ) -> Iterator[pa.RecordBatch]:  # pragma: no cover - Spark workers
     """A task's row ranges of the version's files, read straight into Arrow and scored, in order."""
-    import pyarrow.parquet as pq
     import torch
 
     torch.set_num_threads(threads)
     pred = _scorer(job)
     columns = list(job.columns)
-    files: dict[str, Any] = {}
-    try:
-        for group in groups:
-            for frag in group:
-                if frag.path not in files:
-                    files[frag.path] = pq.ParquetFile(_local(frag.path))
-                table = files[frag.path].read_row_group(frag.index, columns=columns)
-                table = table.slice(frag.offset, frag.num_rows)
+    for group in groups:
+        for frag in group:
+            for _, table in job.snapshot.read_pieces(frag, columns):
                 for batch in table.to_batches(max_chunksize=job.batch_rows):
                     yield pred(batch)
-    finally:
-        for f in files.values():
-            f.close()
 
 
 def _stream_partitions(job: ScoreJob, threads: int) -> Any:  # pragma: no cover - Spark workers
@@ -387,8 +378,9 @@ class SparkEngine(Engine):
         def run(items: Iterator[tuple[int, Fragment]]) -> Iterator[Any]:  # pragma: no cover - Spark workers
             merged = None
             for fi, frag in items:
-                part = fn(fi, frag, snapshot.read(frag, cols))
-                merged = part if merged is None else merged.merge(part)
+                for piece, table in snapshot.read_pieces(frag, cols):
+                    part = fn(fi, piece, table)
+                    merged = part if merged is None else merged.merge(part)
             if merged is not None:
                 yield merged
 

@@ -78,7 +78,7 @@ def evaluate_split(
     if engine is not None and bundle_dir is not None:
         tallies = list(engine.map_fragments(task, snap, columns))
     else:
-        tallies = [task(fi, frag, table) for fi, (frag, table) in enumerate(snap.iter_tables(columns))]
+        tallies = [task(fi, piece, table) for fi, piece, table in snap.iter_pieces(columns)]
     whole = _Tally(predictor)
     for t in tallies:
         whole = whole.merge(t)
@@ -128,10 +128,11 @@ class _EvalTask:
         rows = np.flatnonzero(mask)
         table = table.take(pa.array(rows))
         out = predictor(table)
-        tally.add(predictor, table, out, _priority(fi, rows))
+        priority = _priority(fi, frag.offset + rows)  # rows of a piece: their place in the fragment's row group
+        tally.add(predictor, table, out, priority)
         if self.parts is not None:
             part = _Tally(predictor)
-            part.add(predictor, table, out, _priority(fi, rows))
+            part.add(predictor, table, out, priority)
             tally.parts[self.parts(frag)] = part
         return tally
 

@@ -94,7 +94,7 @@ def sample_rows(
     read = list(dict.fromkeys([key, *columns]))
     sample = _Sample(k, key, split)
     if map_fragments is None:
-        parts: Any = (sample(fi, frag, table) for fi, (frag, table) in enumerate(snap.iter_tables(read)))
+        parts: Any = (sample(fi, piece, table) for fi, piece, table in snap.iter_pieces(read))
     else:
         parts = map_fragments(sample, snap, read)
     merged: _Sample | None = None
