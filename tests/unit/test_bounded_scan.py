@@ -64,3 +64,39 @@ def test_a_table_with_more_contents_than_the_sample_is_estimated(monkeypatch: py
     assert len(total.entries) <= 2 * 500
     dups, _ = total.figures()
     assert dups.sample_fraction < 0.1 and dups.rows == pytest.approx(4_000, rel=0.25)
+
+
+def test_training_reads_a_big_row_group_in_pieces_and_sees_every_row_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loader cuts a big row group into pieces read one after another (one decode of the group per epoch),
+    its shuffle window holds pieces, not whole groups, and every training row comes once per epoch."""
+    from lakenet.config import parse_config
+    from lakenet.config.schema import SplitConfig
+    from lakenet.data import loader
+    from lakenet.data.encoders import StatsAccumulator
+    from lakenet.data.split import TRAIN, assign_splits
+
+    monkeypatch.setattr(loader, "PIECE_ROWS", 700)
+    n = 5_000
+    table = pa.table({"key": [f"r{i}" for i in range(n)], "x": np.arange(n, dtype=np.float64),
+                      "y": ["a" if i % 2 else "b" for i in range(n)]})  # fmt: skip
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=n)
+    snap = open_table(str(tmp_path / "t.parquet"))
+    config = parse_config({"data": {"table": str(tmp_path / "t.parquet")}, "registry": {"name": "m"},
+                           "features": {"label": {"column": "y"}, "x": "numeric"}})  # fmt: skip
+    acc = StatsAccumulator(config)
+    acc.update(table)
+    pre = acc.finish()
+    split = SplitConfig()
+    sl = loader.SplitLoader(snap, pre, split=TRAIN, split_cfg=split, fragments=[0], batch_size=64, shuffle=True,
+                            seed=1)  # fmt: skip
+    units = sl._units(0)
+    assert len(units) == 8 and all(u.num_rows <= 700 for _, u in units)
+    reads: list[int] = []
+    real = snap.read_pieces
+    monkeypatch.setattr(type(snap), "read_pieces", lambda self, *a, **k: reads.append(1) or real(*a, **k))
+    seen = np.concatenate([b.inputs["numeric"][:, 0].numpy() for b in sl.batches(0)])
+    train = int((assign_splits(table.column("key"), split) == TRAIN).sum())
+    assert len(seen) == train and len(np.unique(np.round(seen, 4))) == train  # each row once
+    assert len(reads) == 1  # one pass over the row group for all eight pieces

@@ -304,3 +304,17 @@ def test_the_threshold_maximises_f1_of_the_positive_class() -> None:
     threshold, f1 = best_f1_threshold(y, p)  # type: ignore[misc]
     assert threshold == pytest.approx(0.6) and f1 == pytest.approx(2 * 0.75 / 1.75)
     assert best_f1_threshold(np.zeros(4), np.linspace(0, 1, 4)) is None
+
+
+def test_the_binned_threshold_of_separable_classes_is_the_lowest_positive_score_bin() -> None:
+    """Where every threshold between the classes gives the same F1, the binned choice is the exact one's bin (the
+    lowest positive score), not the first bin above the negatives."""
+    from lakenet.evaluation.metrics import BinaryScores, best_f1_threshold
+
+    y = np.array([0] * 50 + [1] * 50)
+    p = np.concatenate([np.linspace(0.01, 0.3, 50), np.linspace(0.6, 0.99, 50)])
+    h = BinaryScores()
+    h.update(y == 1, p)
+    found, exact = h.best_f1_threshold(), best_f1_threshold(y, p)
+    assert found is not None and exact is not None and found[1] == exact[1] == 1.0
+    assert found[0] <= exact[0] and BinaryScores.bin_of([found[0]])[0] == BinaryScores.bin_of([exact[0]])[0]

@@ -17,12 +17,13 @@ import torch
 
 from lakenet.config.schema import SplitConfig
 from lakenet.data.encoders import Preprocessor
-from lakenet.data.sources import Snapshot
+from lakenet.data.sources import PIECE_ROWS, Fragment, Snapshot
 from lakenet.data.split import assign_splits
 
 __all__ = ["Batch", "SplitLoader", "plan_shards"]
 
-_WINDOW_FRAGMENTS = 16  # rows are shuffled within windows of this many fragments
+_WINDOW_FRAGMENTS = 16  # rows are shuffled within windows of this many fragments (pieces of a big one)
+_Unit = tuple[int, Fragment]  # a fragment index and the row range of it read at once (at most PIECE_ROWS rows)
 # One decode thread: on 2 cores a second one competed with torch's own threads (cold epoch 0.75 vs 0.80 of the
 # in-memory loop, bench/train_from_table).
 _DECODE_THREADS = 1
@@ -82,17 +83,46 @@ class SplitLoader:
         self.fragments = fragments
         self.batch_size = batch_size
         self.shuffle, self.seed = shuffle, seed
-        self._cache: dict[int, _Arrays] = {}
+        self._cache: dict[tuple[int, int], _Arrays] = {}
         self._cache_budget = cache_mb * 2**20
         self._cache_bytes = 0
         self._lock = threading.Lock()
         self._columns = pre.columns(with_label=True)
+        self._cursor = threading.local()  # per decode thread: the row group being read piece after piece
 
-    def _load(self, fi: int) -> _Arrays:
-        hit = self._cache.get(fi)
+    def _units(self, fi: int) -> list[_Unit]:
+        """A fragment as the row ranges read at once: itself, or for a big one its pieces, cut where
+        `Snapshot.read_pieces` cuts them (so consecutive pieces continue one decode of the row group)."""
+        f = self.snap.fragments[fi]
+        if f.num_rows <= PIECE_ROWS or self.snap.format == "csv":
+            return [(fi, f)]
+        units, lo, end = [], f.offset, f.offset + f.num_rows
+        while lo < end:
+            hi = min(end, (lo // PIECE_ROWS + 1) * PIECE_ROWS)
+            units.append((fi, Fragment(f.path, f.index, hi - lo, lo)))
+            lo = hi
+        return units
+
+    def _read(self, unit: _Unit) -> pa.Table:
+        fi, piece = unit
+        f = self.snap.fragments[fi]
+        if piece == f:
+            return self.snap.read(f, self._columns)
+        cur = self._cursor
+        if getattr(cur, "at", None) != (fi, piece.offset):  # not the next piece of the row group being read
+            rest = Fragment(f.path, f.index, f.offset + f.num_rows - piece.offset, piece.offset)
+            cur.pieces = self.snap.read_pieces(rest, self._columns, max_rows=PIECE_ROWS)
+        got, table = next(cur.pieces)
+        assert (got.offset, got.num_rows) == (piece.offset, piece.num_rows), (got, piece)
+        cur.at = (fi, piece.offset + piece.num_rows)
+        return table
+
+    def _load(self, unit: _Unit) -> _Arrays:
+        key = (unit[0], unit[1].offset)
+        hit = self._cache.get(key)
         if hit is not None:
             return hit
-        table = self.snap.read(self.snap.fragments[fi], self._columns)
+        table = self._read(unit)
         mask = np.isin(assign_splits(table.column(self.pre.key), self.split_cfg), self.split)
         if not mask.all():
             table = table.filter(pa.array(mask))
@@ -102,13 +132,13 @@ class SplitLoader:
         size = enc.target.nbytes + sum(a.nbytes for a in enc.inputs.values())
         with self._lock:  # fragments are decoded on several threads
             if self._cache_bytes + size <= self._cache_budget:
-                self._cache[fi] = arrays
+                self._cache[key] = arrays
                 self._cache_bytes += size
         return arrays
 
-    def _fragment_stream(self, order: list[int]) -> Iterator[_Arrays]:
-        if all(fi in self._cache for fi in order):
-            yield from (self._cache[fi] for fi in order)
+    def _fragment_stream(self, order: list[_Unit]) -> Iterator[_Arrays]:
+        if all((fi, u.offset) in self._cache for fi, u in order):
+            yield from (self._cache[(fi, u.offset)] for fi, u in order)
             return
         # Decode ahead on a thread while the current batches train (Pillow and Arrow release the GIL); a whole
         # shuffle window ahead, so the next window is ready when this one ends. Results come back in order.
@@ -129,7 +159,7 @@ class SplitLoader:
             order = [order[i] for i in rng.permutation(len(order))]
         emitted = 0
         carry: _Arrays | None = None
-        stream = self._fragment_stream(order)
+        stream = self._fragment_stream([u for fi in order for u in self._units(fi)])
         windows_done = False
         while not windows_done:
             window: list[_Arrays] = []

@@ -287,14 +287,18 @@ class BinaryScores:
 
     def best_f1_threshold(self) -> tuple[float, float] | None:
         """The probability from which the positive class is predicted (a bin's lower edge: every row counted
-        above it is predicted positive) that maximises its F1, and that F1; None without both classes."""
+        above it is predicted positive) that maximises its F1, and that F1; None without both classes. Where a
+        range of thresholds ties (classes that separate cleanly), its top: the fewest rows predicted positive for
+        that F1, as when the threshold is the lowest positive score (scikit-learn's precision-recall curve)."""
         neg, pos = self.counts
         n_pos = pos.sum()
         if n_pos == 0 or neg.sum() == 0:
             return None
         tp, fp = np.cumsum(pos[::-1])[::-1], np.cumsum(neg[::-1])[::-1]  # rows at or above each bin
         f1 = _safe_div(2 * tp, tp + fp + n_pos)
-        best = int(np.argmax(f1))
+        tied = np.flatnonzero(f1 >= f1.max() - 1e-12)
+        run = tied[: int(np.argmax(np.diff(np.append(tied, -1)) != 1)) + 1]  # the first run of adjacent best bins
+        best = int(run[-1])
         edge = -self.LIMIT + best * (2 * self.LIMIT / self.BINS)
         return (0.0 if best == 0 else float(1.0 / (1.0 + np.exp(-edge)))), float(f1[best])
 
