@@ -10,7 +10,9 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import shutil
 import socket
+import tempfile
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -112,23 +114,24 @@ def _init_scorer(job: ScoreJob, threads: int) -> None:
         _init_error = ScoringError(f"the scoring process could not load the model: {type(err).__name__}: {err}")
 
 
-def _score_fragments(frags: tuple[Fragment, ...]) -> bytes:
+def _score_fragments(frags: tuple[Fragment, ...], path: str) -> bool:
+    """Score a task's fragments into an Arrow stream file at `path` (the parent reads it batch by batch: a big
+    row group's output never sits whole in memory, here or there); False when there were no rows."""
     if _init_error is not None:
         raise _init_error
     assert _job is not None
-    sink = pa.BufferOutputStream()
     out = None
-    for frag in frags:
-        for _, table in _job.snapshot.read_pieces(frag, list(_job.columns)):
-            for batch in table.to_batches(max_chunksize=_job.batch_rows):
-                res = _predictor(batch)
-                if out is None:
-                    out = pa.ipc.new_stream(sink, res.schema)
-                out.write_batch(res)
-    if out is None:
-        return b""
-    out.close()
-    return sink.getvalue().to_pybytes()
+    with pa.OSFile(path, "wb") as sink:
+        for frag in frags:
+            for _, table in _job.snapshot.read_pieces(frag, list(_job.columns)):
+                for batch in table.to_batches(max_chunksize=_job.batch_rows):
+                    res = _predictor(batch)
+                    if out is None:
+                        out = pa.ipc.new_stream(sink, res.schema)
+                    out.write_batch(res)
+        if out is not None:
+            out.close()
+    return out is not None
 
 
 def _score_tasks(frags: Sequence[Fragment], procs: int) -> list[tuple[Fragment, ...]]:
@@ -252,14 +255,18 @@ class LocalEngine(Engine):
         pool = ProcessPoolExecutor(
             procs, mp_context=_pool_context(), initializer=_init_scorer, initargs=(worker_job, threads)
         )
+        spool = Path(tempfile.mkdtemp(prefix="lakenet-score-"))
+        names = (str(spool / f"task-{i}.arrow") for i in itertools.count())
         try:
             todo = iter(_score_tasks(frags, procs))
-            window: deque[Future[bytes]] = deque(
-                pool.submit(_score_fragments, task) for task in itertools.islice(todo, 2 * procs)
-            )
+            window: deque[tuple[str, Future[bool]]] = deque()
+            for task in itertools.islice(todo, 2 * procs):
+                name = next(names)
+                window.append((name, pool.submit(_score_fragments, task, name)))
             while window:
+                name, fut = window.popleft()
                 try:
-                    blob = window.popleft().result()
+                    wrote = fut.result()
                 except BrokenProcessPool:
                     raise ScoringError(
                         f"a scoring process died (killed by a signal, or out of memory?) while scoring "
@@ -268,11 +275,15 @@ class LocalEngine(Engine):
                     ) from None
                 nxt = next(todo, None)
                 if nxt is not None:
-                    window.append(pool.submit(_score_fragments, nxt))
-                if blob:
-                    yield from pa.ipc.open_stream(blob)
+                    following = next(names)
+                    window.append((following, pool.submit(_score_fragments, nxt, following)))
+                if wrote:
+                    with pa.OSFile(name) as src:
+                        yield from pa.ipc.open_stream(src)
+                os.unlink(name)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            shutil.rmtree(spool, ignore_errors=True)
 
 
 def _in_process(job: ScoreJob, pred: Any, frags: Sequence[Fragment]) -> Iterator[pa.RecordBatch]:
