@@ -70,7 +70,7 @@ _EXAMPLES = 10
 # Distinct row contents held to find duplicates and leakage exactly; a bigger table keeps a consistent sample of
 # contents (those with the smallest hashes: every copy of a content is in it or none is), so the counts are
 # exact within the sample and scaled up by its fraction. Memory stays O(_CONTENT_SAMPLE), not O(rows).
-_CONTENT_SAMPLE = 200_000
+_CONTENT_SAMPLE = 50_000
 _U64 = 2**64
 
 
@@ -290,6 +290,7 @@ class _ColumnStats:
         self.max: Any = None
         self.moments = Moments()
         self.distinct: set[Any] | None = None if _is_binary(dtype) or pa.types.is_nested(dtype) else set()
+        self.many = False  # more than _DISTINCT_CAP distinct values: the set is dropped (its memory with it)
 
     def update(self, col: pa.ChunkedArray) -> None:
         col = blank_to_null(col)
@@ -301,8 +302,13 @@ class _ColumnStats:
             self._extend(mm["min"].as_py(), mm["max"].as_py())
         if pa.types.is_integer(self.dtype) or pa.types.is_floating(self.dtype):
             self.moments.update(col.cast(pa.float64()).to_numpy(zero_copy_only=False))
-        if len(self.distinct) <= _DISTINCT_CAP:
+        if not self.many:
             self.distinct.update(pc.unique(col).to_pylist())
+            self._cap()
+
+    def _cap(self) -> None:
+        if self.distinct is not None and len(self.distinct) > _DISTINCT_CAP:
+            self.many, self.distinct = True, set()
 
     def _extend(self, lo: Any, hi: Any) -> None:
         if lo is not None and (self.min is None or lo < self.min):
@@ -314,14 +320,18 @@ class _ColumnStats:
         self.nulls += other.nulls
         self._extend(other.min, other.max)
         self.moments.merge(other.moments)
-        if self.distinct is not None and other.distinct is not None and len(self.distinct) <= _DISTINCT_CAP:
-            self.distinct.update(other.distinct)
+        if self.distinct is None or other.distinct is None or self.many:
+            return
+        if other.many:
+            self.many, self.distinct = True, set()
+            return
+        self.distinct.update(other.distinct)
+        self._cap()
 
     def to_profile(self, rows: int) -> ColumnProfile:
         distinct: int | str | None = None
         if self.distinct is not None:
-            known = len(self.distinct - {None})
-            distinct = known if len(self.distinct) <= _DISTINCT_CAP else f">{_DISTINCT_CAP}"
+            distinct = f">{_DISTINCT_CAP}" if self.many else len(self.distinct - {None})
         return ColumnProfile(
             name=self.name,
             type=str(self.dtype),
