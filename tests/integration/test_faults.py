@@ -211,6 +211,8 @@ def test_every_command_works_on_a_path_with_spaces_and_accents(env: dict[str, An
     scored = lakenet.predict(fit.model_uri, table, str(home / "scöred"), workdir=wd)
     assert scored.rows == 178 and scored.bad_rows == 0
     assert lakenet.featurize(fit.model_uri, table, str(home / "émb"), workdir=wd).rows == 178
+    why = lakenet.explain(fit.model_uri, table, str(home / "wĥy ü"), workdir=wd)
+    assert why.committed and why.rows == 178 and DeltaTable(why.table).to_pyarrow_table().num_rows == 178
     assert lakenet.export(fit.model_uri, out=home / "mödel.onnx", workdir=wd).path.is_file()
     onnx_scored = lakenet.predict(str(home / "mödel.onnx"), table, str(home / "scöred onnx"), workdir=wd)
     assert onnx_scored.rows == 178
