@@ -14,11 +14,12 @@ from lakenet.config.schema import SparkEngineConfig
 __all__ = ["register_udf", "session"]
 
 
-def session(master: str | None = None, **conf: Any) -> Any:
-    """A SparkSession with lakenet's local defaults (loopback driver, quiet, Arrow on)."""
+def session(master: str | None = None, *, remote: str | None = None, **conf: Any) -> Any:
+    """A SparkSession with lakenet's local defaults (loopback driver, quiet, Arrow on); with `remote`
+    (sc://host:15002, or local[N] to start a server here) a Spark Connect session."""
     from lakenet.engines.spark import get_or_create_session
 
-    return get_or_create_session(SparkEngineConfig(master=master, conf=conf))
+    return get_or_create_session(SparkEngineConfig(master=master, remote=remote, conf=conf))
 
 
 def register_udf(
@@ -32,7 +33,8 @@ def register_udf(
 ) -> Any:
     """Register `model` as the SQL function `name(<input columns in signature order>)` → prediction.
 
-    The bundle is shipped to executors with SparkContext.addFile and loaded once per Python worker;
+    Works on classic and Spark Connect sessions. The bundle is shipped to executors as an artifact (unless they
+    run in the driver's JVM) and loaded once per Python worker;
     `runtime="onnx"` runs it in ONNX Runtime. `trust_modules`: custom architectures the model may import.
     """
     import pandas as pd
@@ -68,21 +70,17 @@ def register_udf(
     return udf
 
 
-def _is_local(spark: Any) -> bool:
-    """Executors in the driver's JVM (local[N]); local-cluster[...] has its own executor JVMs, like a cluster."""
-    master = str(spark.sparkContext.master)
-    return master.startswith("local") and not master.startswith("local-cluster")
-
-
 def _ship(spark: Any, bundle: Path) -> str:
-    """What the workers load the bundle from: its path when they run in the driver's JVM; on a cluster, a zip of
-    the bundle directory (Spark cannot ship a local directory) added with addArchive, which every executor
-    unpacks into its working directory under the archive's name, or the single file with addFile."""
-    if _is_local(spark):
+    """What the workers load the bundle from: its path when they run in the driver's JVM (local[N]); on a
+    cluster or over Spark Connect, a zip of the bundle directory added as an archive artifact (Spark cannot ship
+    a directory), which every executor unpacks under the archive's name where SparkFiles.get finds it, or the
+    single file as a file artifact."""
+    from lakenet.engines.spark_tasks import Cluster
+
+    if not Cluster(spark).own_executor_jvms:
         return str(bundle)
-    sc = spark.sparkContext
     if bundle.is_file():
-        sc.addFile(str(bundle))
+        spark.addArtifacts(str(bundle), file=True)
         return bundle.name
     import shutil
     import tempfile
@@ -92,5 +90,9 @@ def _ship(spark: Any, bundle: Path) -> str:
     name = f"lakenet-bundle-{Bundle.digest(bundle)[:20]}"
     archive = Path(tempfile.mkdtemp(prefix="lakenet-ship-")) / name
     zipped = shutil.make_archive(str(archive), "zip", root_dir=bundle)
-    sc.addArchive(zipped)
+    try:
+        spark.addArtifacts(zipped, archive=True)
+    except Exception as err:  # the same bundle (same digest, same name) was shipped before in this session
+        if "already" not in str(err).lower() and "exists" not in str(err).lower():
+            raise
     return Path(zipped).name

@@ -687,7 +687,13 @@ class SparkEngineConfig(_Strict):
     master: str | None = Field(
         None,
         description="Spark master: local[2], spark://host:7077, yarn, k8s://...; default: the active "
-        "SparkSession, else local[*].",
+        "SparkSession, else local[*]. sc://host:port means a Spark Connect server (as `remote`).",
+    )
+    remote: str | None = Field(
+        None,
+        description="A Spark Connect session instead of a classic one: sc://host:15002 for a running Connect "
+        "server, or local[N] to start one on this machine. Training, scoring, featurize, explain, tuning and the "
+        "SQL function all run over Connect; the server's master decides where the tasks run.",
     )
     workers: int = Field(1, ge=1, le=4096, description="Training replicas = barrier tasks (one slot each).")
     gpus_per_worker: int = Field(0, ge=0, le=16, description="GPUs requested per training task (0 = CPU).")

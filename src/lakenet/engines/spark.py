@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +30,7 @@ from lakenet.config.schema import SparkEngineConfig
 from lakenet.data.changes import OutputMerge
 from lakenet.data.sources import Fragment
 from lakenet.engines.base import Engine, ScoreJob, merge_commit
+from lakenet.engines.spark_tasks import Cluster, is_connect, task_error
 from lakenet.errors import ConfigError, LakenetError, TrainingError
 
 if TYPE_CHECKING:
@@ -59,9 +61,18 @@ def get_or_create_session(cfg: SparkEngineConfig | None = None) -> Any:
     except ImportError:
         raise LakenetError("engine.type spark needs pyspark: pip install 'lakenet[spark]'") from None
     master = cfg.master if cfg else None
+    remote = cfg.remote if cfg else None
+    if master and master.startswith("sc://"):
+        master, remote = None, master
     active = SparkSession.getActiveSession()
-    if active is not None and (master is None or active.sparkContext.master == master):
+    if (
+        active is not None
+        and (master is None or Cluster(active).master == master)
+        and (remote is None or is_connect(active))
+    ):
         return active
+    if remote:
+        return _connect_session(remote, cfg)
     _check_java()
     # Workers must run this interpreter (else they miss packages), and a local driver stays on loopback.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -98,6 +109,29 @@ def get_or_create_session(cfg: SparkEngineConfig | None = None) -> Any:
     return spark
 
 
+def _connect_session(remote: str, cfg: SparkEngineConfig | None) -> Any:
+    """A Spark Connect session: `sc://host:port` (a running server), or `local[N]` for a Connect server that
+    pyspark starts in a JVM of its own on this machine."""
+    from pyspark.sql import SparkSession
+
+    if not remote.startswith("sc://"):
+        _check_java()
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.remote(remote).appName("lakenet")
+    for k, v in (cfg.conf if cfg else {}).items():
+        builder = builder.config(k, str(v).lower() if isinstance(v, bool) else str(v))
+    try:
+        with warnings.catch_warnings():  # static confs a server already has are reported, not failed
+            warnings.simplefilter("ignore", UserWarning)
+            return builder.getOrCreate()
+    except ImportError as err:
+        raise LakenetError(f"Spark Connect needs its client packages ({err}): pip install 'lakenet[spark]'") from None
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"Cannot open a Spark Connect session to {remote!r}: {first}. Check engine.remote.") from None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("", 0))
@@ -105,16 +139,19 @@ def _free_port() -> int:
 
 
 def _task_threads(workers: int, master: str, task_cpus: int) -> int:
-    if master.startswith("local"):
-        cores = os.cpu_count() or 1
-        return max(task_cpus, cores // max(workers, 1))
-    return task_cpus
+    """Torch threads per task; 0 means "this host's cores shared by the `workers` tasks", decided in the task
+    (over Spark Connect the client may be another machine than the executors)."""
+    return 0 if master.startswith("local") else task_cpus
+
+
+def _threads_here(threads: int, workers: int) -> int:  # pragma: no cover - Spark Python workers
+    return threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
 
 
 def _barrier_train(
     job: TrainJob, workers: int, device: str, threads: int, callbacks: Sequence[Callback]
 ) -> Any:  # pragma: no cover - runs inside Spark Python workers (covered by tests/spark)
-    def run(_: Iterator[Any]) -> Iterator[tuple[int, int, int | None]]:
+    def run(_: Iterator[int]) -> Iterator[tuple[int, int, int | None]]:
         import torch
         import torch.distributed as dist
         from pyspark import BarrierTaskContext
@@ -124,7 +161,7 @@ def _barrier_train(
 
         ctx = BarrierTaskContext.get()
         rank = ctx.partitionId()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(_threads_here(threads, workers))
         # Rank 0 picks a port on its host; everyone learns "host:port" through the barrier's all-gather.
         me = f"{ctx.getTaskInfos()[0].address.split(':')[0]}:{_free_port()}" if rank == 0 else ""
         master = next(a for a in ctx.allGather(me) if a)
@@ -228,12 +265,12 @@ def _bundle_preprocessor(bundle_dir: str) -> Any:
 
 
 def _scored_batches(
-    job: ScoreJob, groups: Iterator[list[Fragment]], threads: int
+    job: ScoreJob, groups: Iterator[list[Fragment]], threads: int, slots: int
 ) -> Iterator[pa.RecordBatch]:  # pragma: no cover - Spark workers
     """A task's row ranges of the version's files, read straight into Arrow and scored, in order."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(_threads_here(threads, slots))
     pred = _scorer(job)
     columns = list(job.columns)
     for group in groups:
@@ -243,11 +280,11 @@ def _scored_batches(
                     yield pred(batch)
 
 
-def _stream_partitions(job: ScoreJob, threads: int) -> Any:  # pragma: no cover - Spark workers
+def _stream_partitions(job: ScoreJob, threads: int, slots: int) -> Any:  # pragma: no cover - Spark workers
     """Each task scores its row ranges and returns each output batch as Arrow IPC bytes (for `score`)."""
 
     def run(groups: Iterator[list[Fragment]]) -> Iterator[bytes]:
-        for res in _scored_batches(job, groups, threads):
+        for res in _scored_batches(job, groups, threads, slots):
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, res.schema) as writer:
                 writer.write_batch(res)
@@ -256,7 +293,7 @@ def _stream_partitions(job: ScoreJob, threads: int) -> Any:  # pragma: no cover 
     return run
 
 
-def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # pragma: no cover - Spark workers
+def _score_partitions(job: ScoreJob, out_dir: str, threads: int, slots: int) -> Any:  # pragma: no cover - Spark
     """Each task reads its row ranges of the version's files straight into Arrow, scores them and writes one
     Parquet file next to the output table; it returns only the file's name, size and counts."""
 
@@ -266,7 +303,7 @@ def _score_partitions(job: ScoreJob, out_dir: str, threads: int) -> Any:  # prag
         name = f"part-{uuid.uuid4().hex}.zstd.parquet"
         writer = None
         rows = bad = 0
-        for res in _scored_batches(job, groups, threads):
+        for res in _scored_batches(job, groups, threads, slots):
             if writer is None:
                 writer = pq.ParquetWriter(os.path.join(out_dir, name), res.schema, compression="zstd")
             writer.write_batch(res)
@@ -302,6 +339,10 @@ class SparkEngine(Engine):
             self._spark = get_or_create_session(self.cfg)
         return self._spark
 
+    @property
+    def cluster(self) -> Cluster:
+        return Cluster(self.spark)
+
     def task_threads(self, n: int) -> int | None:
         from lakenet.engines.spark_tasks import spark_task_threads
 
@@ -313,23 +354,28 @@ class SparkEngine(Engine):
         return run_spark_tasks(self.spark, fn, n)
 
     def train(self, job: TrainJob, *, workers: int, device: str, callbacks: Sequence[Callback] = ()) -> None:
-        sc = self.spark.sparkContext
-        slots = sc.defaultParallelism
+        cluster = self.cluster
+        slots = cluster.slots
         if workers > slots:
             # A barrier stage with more tasks than slots cannot be scheduled: it would fail after retries.
             raise ConfigError(
-                f"engine.workers = {workers} barrier tasks, but the Spark cluster ({sc.master}) has {slots} "
+                f"engine.workers = {workers} barrier tasks, but the Spark cluster ({cluster.master}) has {slots} "
                 "task slots. Lower engine.workers or add executors/cores."
             )
+        profile = None
         if self.cfg.gpus_per_worker:
-            offered = float(sc.getConf().get("spark.executor.resource.gpu.amount", "0") or 0)
+            offered = float(cluster.conf("spark.executor.resource.gpu.amount", "0") or 0)
             if offered < self.cfg.gpus_per_worker:
                 raise ConfigError(
-                    f"engine.gpus_per_worker = {self.cfg.gpus_per_worker}, but the Spark cluster ({sc.master}) "
+                    f"engine.gpus_per_worker = {self.cfg.gpus_per_worker}, but the Spark cluster ({cluster.master}) "
                     f"offers {offered:g} GPU(s) per executor (spark.executor.resource.gpu.amount, with a GPU "
                     "discovery script). Configure GPU resources on the cluster, or set gpus_per_worker: 0 to train "
                     "on CPUs."
                 )
+            from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+            reqs = TaskResourceRequests().cpus(cluster.task_cpus).resource("gpu", self.cfg.gpus_per_worker)
+            profile = ResourceProfileBuilder().require(reqs).build
             device = "cuda"
         else:
             device = "cpu"
@@ -338,20 +384,14 @@ class SparkEngine(Engine):
         Path(job.output_dir).mkdir(parents=True, exist_ok=True)
         require_shared(self.spark, {"table file": first, "checkpoint directory": job.checkpoint_dir,
                                     "output directory": job.output_dir})  # fmt: skip
-        task_cpus = int(sc.getConf().get("spark.task.cpus", "1"))
-        threads = _task_threads(workers, sc.master, task_cpus)
-        rdd = sc.parallelize(range(workers), workers)
-        if self.cfg.gpus_per_worker:
-            from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
-
-            reqs = TaskResourceRequests().cpus(task_cpus).resource("gpu", self.cfg.gpus_per_worker)
-            rdd = rdd.withResources(ResourceProfileBuilder().require(reqs).build)
+        threads = _task_threads(workers, cluster.master, cluster.task_cpus)
         fn = _barrier_train(job, workers, device, threads, list(callbacks))
         t0 = time.perf_counter()
         try:
             # The shuffle after the barrier stage makes it a ShuffleMapStage: Spark retries those when a task
             # dies (a barrier *result* stage is never retried), and the retry resumes from the checkpoint.
-            rdd.barrier().mapPartitions(fn).repartition(1).collect()
+            with cluster.described(f"lakenet train {job.snapshot.uri}"):
+                cluster.stage([[r] for r in range(workers)], fn, barrier=True, profile=profile).repartition(1).collect()
         except Exception as err:
             raise _task_error(err, job) from None
         if not (Path(job.output_dir) / "result.json").is_file():
@@ -367,12 +407,13 @@ class SparkEngine(Engine):
     def map_fragments(self, fn: Callable[[int, Fragment, pa.Table], Any], snapshot: Any, columns: Any) -> Any:
         """Each Spark task reads its fragments (straight from the version's files, as scoring does), applies
         `fn` and merges the partial results; only one merged partial per task comes back to the driver."""
-        sc = self.spark.sparkContext
+        cluster = self.cluster
         indexed = list(enumerate(snapshot.fragments))
         if not indexed:
             return iter(())
         require_shared(self.spark, {"table file": indexed[0][1].path})
-        tasks = max(1, min(len(indexed), 2 * sc.defaultParallelism))
+        tasks = max(1, min(len(indexed), 2 * cluster.slots))
+        parts = [indexed[len(indexed) * i // tasks : len(indexed) * (i + 1) // tasks] for i in range(tasks)]
         cols = list(columns)
 
         def run(items: Iterator[tuple[int, Fragment]]) -> Iterator[Any]:  # pragma: no cover - Spark workers
@@ -384,11 +425,8 @@ class SparkEngine(Engine):
             if merged is not None:
                 yield merged
 
-        sc.setJobDescription(f"lakenet scan {snapshot.uri}")
-        try:
-            return iter(sc.parallelize(indexed, tasks).mapPartitions(run).collect())
-        finally:
-            sc.setJobDescription(None)
+        with cluster.described(f"lakenet scan {snapshot.uri}"):
+            return iter(cluster.collect(parts, run))
 
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
         """The output batches, in fragment order, scored in Spark tasks and brought to the driver one task's
@@ -396,22 +434,18 @@ class SparkEngine(Engine):
         `predict_to_table` keeps the rows on the executors instead."""
         snap = self._scorable(job)
         self._require_inputs(job)
-        sc = self.spark.sparkContext
-        slots = workers or sc.defaultParallelism
+        cluster = self.cluster
+        slots = workers or cluster.slots
         groups = _plan_tasks(snap.fragments, slots)
         if not groups:
             return
-        threads = _task_threads(slots, sc.master, int(self.spark.conf.get("spark.task.cpus", "1")))
+        threads = _task_threads(slots, cluster.master, cluster.task_cpus)
         task_job = dataclasses.replace(job, snapshot=dataclasses.replace(snap, fragments=()))
         schema = self.output_schema(job)
-        sc.setJobDescription(f"lakenet score {snap.uri}")
-        try:
-            rdd = sc.parallelize(groups, len(groups)).mapPartitions(_stream_partitions(task_job, threads))
-            for payload in rdd.toLocalIterator(prefetchPartitions=True):
+        with cluster.described(f"lakenet score {snap.uri}"):
+            for payload in cluster.stream([[g] for g in groups], _stream_partitions(task_job, threads, slots)):
                 for batch in pa.ipc.open_stream(payload):
                     yield batch if batch.schema == schema else batch.cast(schema)
-        finally:
-            sc.setJobDescription(None)
 
     def _require_inputs(self, job: ScoreJob) -> None:
         first = job.snapshot.fragments[0].path if job.snapshot.fragments else None
@@ -454,30 +488,24 @@ class SparkEngine(Engine):
         remove_stale_staging(out_uri)
         self._require_inputs(job)
         lap("check_and_schema")
-        spark = self.spark
-        sc = spark.sparkContext
-        slots = workers or sc.defaultParallelism
+        cluster = self.cluster
+        slots = workers or cluster.slots
         # Tasks read exactly the files of this Delta version (listed by delta-rs on the driver, never the raw
         # directory), by row group, straight into Arrow as the local engine does: no schema inference pass, no
         # file-split planning, no JVM-to-Python copy of the rows. Scoring costs far more per row than reading,
         # so the rows are shared out evenly over the slots instead of by file bytes.
         groups = _plan_tasks(snap.fragments, slots)
-        threads = _task_threads(slots, sc.master, int(spark.conf.get("spark.task.cpus", "1")))  # no conf copy
+        threads = _task_threads(slots, cluster.master, cluster.task_cpus)
         task_job = dataclasses.replace(job, snapshot=dataclasses.replace(snap, fragments=()))  # each task: its own
         lap("plan")
         with Staging(out_uri) as staging:
-            require_shared(spark, {"output table's staging folder": str(staging.dir)})
+            require_shared(self.spark, {"output table's staging folder": str(staging.dir)})
             # Tasks write into this run's staging folder (where no reader looks); a killed and retried attempt's
             # file is never returned, and goes with the folder.
-            sc.setJobDescription(f"lakenet predict {snap.uri} -> {out_uri}")
-            try:
-                written = (
-                    sc.parallelize(groups, max(len(groups), 1))
-                    .mapPartitions(_score_partitions(task_job, str(staging.dir), threads))
-                    .collect()
+            with cluster.described(f"lakenet predict {snap.uri} -> {out_uri}"):
+                written = cluster.collect(
+                    [[g] for g in groups], _score_partitions(task_job, str(staging.dir), threads, slots)
                 )
-            finally:
-                sc.setJobDescription(None)
             lap("spark_job")
             for name, _, rows, _, _ in written:
                 staging.adopt(name, rows)
@@ -501,11 +529,6 @@ def _local(uri: str) -> str:
     return local_path(uri)
 
 
-def _own_executor_jvms(master: str) -> bool:
-    """Executors outside the driver's JVM (a cluster, or local-cluster[...]): they see only shared storage."""
-    return not (master == "local" or master.startswith("local["))
-
-
 def require_shared(spark: Any, paths: dict[str, str | None]) -> None:
     """On a cluster, every path a task opens must be visible to every executor. One short job (two tasks per
     slot) checks them where the tasks run, before the real job, so a path only the driver has is a clear error
@@ -513,27 +536,24 @@ def require_shared(spark: Any, paths: dict[str, str | None]) -> None:
     file system."""
     from lakenet.data.delta_io import is_local
 
-    sc = spark.sparkContext
-    if not _own_executor_jvms(str(sc.master)):
+    cluster = Cluster(spark)
+    if not cluster.own_executor_jvms:
         return
     items = [(what, _local(p)) for what, p in paths.items() if p and is_local(p)]
     if not items:
         return
-    n = max(2 * sc.defaultParallelism, 1)
+    n = max(2 * cluster.slots, 1)
 
     def check(_: Iterator[int]) -> Iterator[tuple[str, list[str]]]:  # pragma: no cover - Spark workers
         yield socket.gethostname(), [what for what, path in items if not os.path.exists(path)]
 
-    sc.setJobDescription("lakenet: are the paths on shared storage?")
-    try:
-        seen = sc.parallelize(range(n), n).mapPartitions(check).collect()
-    finally:
-        sc.setJobDescription(None)
+    with cluster.described("lakenet: are the paths on shared storage?"):
+        seen = cluster.collect([[i] for i in range(n)], check)
     for host, missing in seen:
         if missing:
             where = dict(items)
             raise ConfigError(
-                f"The {missing[0]} {where[missing[0]]} is not visible on executor host {host} ({sc.master}). On a "
+                f"The {missing[0]} {where[missing[0]]} is not visible on executor host {host} ({cluster.master}). On a "
                 "cluster, tables, models, checkpoints and outputs must be on storage that the driver and every "
                 "executor share (a mounted network file system, or an object store URI such as s3://...)."
             )
@@ -541,12 +561,4 @@ def require_shared(spark: Any, paths: dict[str, str | None]) -> None:
 
 def _task_error(err: Exception, job: TrainJob) -> LakenetError:
     """Surface a lakenet error raised inside a task as itself, not as a Py4J stack trace."""
-    from lakenet import errors
-
-    text = str(err)
-    for cls in (errors.BadRowsError, errors.DataError, errors.ModelError, errors.ConfigError, errors.TrainingError):
-        marker = f"lakenet.errors.{cls.__name__}: "
-        if marker in text:
-            return cls(text.split(marker, 1)[1].split("\n", 1)[0])
-    first = next((ln for ln in text.splitlines() if "Error" in ln or "Exception" in ln), text[:300])
-    return TrainingError(f"Spark training failed: {first.strip()} (checkpoints in {job.checkpoint_dir})")
+    return task_error(err, TrainingError, f"Spark training failed (checkpoints in {job.checkpoint_dir})")

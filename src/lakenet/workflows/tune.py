@@ -193,18 +193,30 @@ def _register(s: _Study, best: Any, best_cfg: Path, run: TrackedRun, *, spark: A
 
 
 def _check_shared_stores(cfg: Config, engine: Any, url: str, tracking_uri: str) -> None:
-    """Trials on a Spark cluster write to the study and the tracking store from the executors."""
+    """Trials on a Spark cluster write to the study and the tracking store from the executors: a store in a
+    local file works only when every task runs on this host (local masters, local-cluster, or a standalone
+    cluster or Connect server whose executors all run here)."""
     if cfg.engine.type != "spark":
         return
-    master = str(engine.spark.sparkContext.master)
-    if master.startswith("local"):
+    import socket
+
+    from lakenet.engines.spark_tasks import Cluster
+
+    cluster = Cluster(engine.spark)
+    master = cluster.master
+    stores = (("study", url, "tune.storage"), ("MLflow tracking", tracking_uri, "tracking.uri"))
+    files = [(w, u, k) for w, u, k in stores if u.startswith(("sqlite:", "file:")) or "://" not in u]
+    if not files or (master.startswith("local") and not cluster.connect):
         return
-    for what, uri, key in (("study", url, "tune.storage"), ("MLflow tracking", tracking_uri, "tracking.uri")):
-        if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
-            raise ConfigError(
-                f"tune on Spark master {master}: the {what} store {uri} is a local file the executors cannot "
-                f"share; set {key} to a database every executor can reach (e.g. postgresql://host/db)"
-            )
+    hosts = cluster.executor_hosts()
+    if hosts == {socket.gethostname()}:
+        return
+    what, uri, key = files[0]
+    raise ConfigError(
+        f"tune on Spark master {master}: the {what} store {uri} is a local file, and the trials run on other "
+        f"hosts ({', '.join(sorted(hosts - {socket.gethostname()}))}) that cannot share it; set {key} to a "
+        "database every executor can reach (e.g. postgresql://host/db)"
+    )
 
 
 def _best_trial(study: Any) -> Any:
