@@ -38,6 +38,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[bench]"
 	$(BIN)/python -m bench.train_overhead
 	$(BIN)/python -m bench.train_from_table
 	$(BIN)/python -m bench.ddp_local

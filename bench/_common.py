@@ -103,6 +103,22 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds of this process and every live descendant (pool workers under a fork server, Spark's JVM and
+    its Python workers), each with its own waited-for children: what our side used, whoever ran it."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:  # gone meanwhile
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 QUIET_CORES = 0.1  # a pair is "quiet" when nothing else used more than this many cores during any of its parts
 
 

@@ -28,6 +28,8 @@ class _Commands(TyperGroup):
         return (name, serve_command(), rest) if name == "serve" else (name, cmd, rest)
 
 
+_MASTER_HELP = "Spark master, e.g. local[2], or sc://host:15002 for Spark Connect (implies --engine spark)."
+
 app = typer.Typer(
     cls=_Commands,
     name="lakenet",
@@ -204,7 +206,7 @@ def predict(
     out_table: Annotated[str, typer.Option("--out", help="Delta table to write predictions to.")],
     version: Annotated[int | None, typer.Option(help="Input Delta version (default: latest).")] = None,
     engine: Annotated[str | None, typer.Option(help="local or spark (default: --config's, else local).")] = None,
-    master: Annotated[str | None, typer.Option(help="Spark master, e.g. local[2] (implies --engine spark).")] = None,
+    master: Annotated[str | None, typer.Option(help=_MASTER_HELP)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
     workers: Annotated[int | None, typer.Option(help="Scoring processes / Spark partitions.")] = None,
     runtime: RuntimeOpt = "torch",
@@ -324,7 +326,7 @@ def featurize(
     version: Annotated[int | None, typer.Option(help="Input Delta version (default: latest).")] = None,
     max_length: Annotated[int, typer.Option(help="Text models: tokens kept per row.")] = 128,
     engine: Annotated[str | None, typer.Option(help="local or spark (default: --config's, else local).")] = None,
-    master: Annotated[str | None, typer.Option(help="Spark master, e.g. local[2] (implies --engine spark).")] = None,
+    master: Annotated[str | None, typer.Option(help=_MASTER_HELP)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes / Spark partitions.")] = None,
     trust_module: TrustOpt = None,
@@ -352,7 +354,7 @@ def explain(
     steps: Annotated[int, typer.Option(help="Integrated Gradients steps (more: smaller completeness gap).")] = 50,
     version: Annotated[int | None, typer.Option(help="Input Delta version (default: latest).")] = None,
     engine: Annotated[str | None, typer.Option(help="local or spark (default: --config's, else local).")] = None,
-    master: Annotated[str | None, typer.Option(help="Spark master, e.g. local[2] (implies --engine spark).")] = None,
+    master: Annotated[str | None, typer.Option(help=_MASTER_HELP)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Take the engine from this config.")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes / Spark partitions.")] = None,
     trust_module: TrustOpt = None,

@@ -1,8 +1,10 @@
-"""A Spark standalone cluster on this machine, started from pyspark's own `spark-class` (no download): one
-master and `workers` workers, each a JVM of its own with its own work directory, all on 127.0.0.1."""
+"""Spark services on this machine, started from pyspark's own scripts (no download), all on 127.0.0.1: a
+standalone cluster (`spark-class`: one master and `workers` workers, each a JVM of its own with its own work
+directory), and a Spark Connect server (`sbin/start-connect-server.sh --wait`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -70,3 +72,55 @@ def standalone_cluster(root: Path, *, workers: int = 2, cores: int = 1, memory: 
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s; see {log}")
+
+
+@contextmanager
+def connect_server(root: Path, *, master: str = "local[2]") -> Iterator[str]:
+    """A Spark Connect server in a JVM of its own (not this process's child JVM: a client with no JVM talks to
+    it over gRPC only); yields its sc:// URL."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    port = _free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+           "SPARK_LOG_DIR": str(root), "SPARK_PID_DIR": str(root)}  # fmt: skip
+    env.pop("SPARK_REMOTE", None)
+    env.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    conf = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+    }
+    args = [str(home / "sbin" / "start-connect-server.sh"), "--wait", "--master", master]
+    for k, v in conf.items():
+        args += ["--conf", f"{k}={v}"]
+    log = root / "connect-server.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_port(port, proc, log, 120)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -134,3 +134,30 @@ def test_task_errors_and_unshared_paths_are_clear_over_connect(connect: Any, tmp
     require_shared(connect, {"model bundle": str(tmp_path)})
     with pytest.raises(ConfigError, match=r"model bundle .*nowhere is not visible on executor host"):
         require_shared(connect, {"model bundle": str(tmp_path / "nowhere")})
+
+
+def test_the_cli_scores_through_a_separate_connect_server(
+    trained: dict[str, Any], wd: Path, digits_table: Path, tmp_path: Path
+) -> None:
+    """`lakenet predict --master sc://...` from a fresh process with no JVM of its own, against a Connect server
+    started apart (its own JVM, its own master): exactly once, the same rows as the local engine."""
+    import subprocess
+    import sys
+
+    from tests.spark.standalone import connect_server
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED",
+                                                            "SPARK_LOCAL_REMOTE")}  # fmt: skip
+    out = tmp_path / "scored via cli"
+    with connect_server(tmp_path / "server") as url:
+        cmd = [sys.executable, "-m", "lakenet", "predict", "--model", trained["connect"].bundle_dir,
+               "--table", str(digits_table), "--out", str(out), "--master", url]  # fmt: skip
+        first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert second.returncode == 0 and "already" in (second.stdout + second.stderr).lower(), second.stderr[-2000:]
+    table = DeltaTable(str(out)).to_pyarrow_table()
+    local = DeltaTable(str(wd / "scored_local")).to_pyarrow_table()
+    got = dict(zip(table.column("key").to_pylist(), table.column("prediction").to_pylist(), strict=True))
+    want = dict(zip(local.column("key").to_pylist(), local.column("prediction").to_pylist(), strict=True))
+    assert got == want and len(got) == 243 and DeltaTable(str(out)).version() == 0

@@ -20,10 +20,45 @@ if TYPE_CHECKING:  # annotations only: the interface imports no torch (the engin
     from lakenet.training.callbacks import Callback
     from lakenet.training.loop import TrainJob
 
-__all__ = ["Engine", "ScoreJob", "merge_commit"]
+__all__ = ["Engine", "ScoreJob", "merge_commit", "plan_tasks"]
 
 T = TypeVar("T")
 P = TypeVar("P")
+
+
+# A scoring job is cut into this many tasks per slot (fewer when they would get smaller than _MIN_TASK_ROWS),
+# of equal row counts: no slot idles at the end while another runs a lone last task, and a slot slowed down by
+# something else on the machine leaves its second share to the others.
+_TASKS_PER_SLOT = 2
+_MIN_TASK_ROWS = 16
+
+
+def plan_tasks(fragments: Sequence[Fragment], slots: int, *, max_rows: int | None = None) -> list[list[Fragment]]:
+    """The fragments cut into contiguous groups of equal row counts (±1), a multiple of `slots` of them when
+    the table is big enough (and enough of them that none has more than `max_rows`); a row group is split into
+    row ranges where a boundary falls inside it. Both engines score by this plan: cutting by whole row groups
+    instead leaves a slot idle at the end (5 row groups on 2 slots: 3 + 2, 83 % of the ideal)."""
+    total = sum(f.num_rows for f in fragments)
+    if total == 0:
+        return []
+    slots = max(slots, 1)
+    per_slot = max(1, min(_TASKS_PER_SLOT, total // (slots * _MIN_TASK_ROWS)))
+    if max_rows:
+        per_slot = max(per_slot, -(-total // (slots * max_rows)))
+    n = min(total, slots * per_slot)
+    ends = [total * (i + 1) // n for i in range(n)]  # cumulative rows at the end of each group
+    groups: list[list[Fragment]] = [[] for _ in range(n)]
+    task = done = 0
+    for f in fragments:
+        at = 0
+        while at < f.num_rows:
+            take = min(f.num_rows - at, ends[task] - done)
+            groups[task].append(Fragment(f.path, f.index, take, f.offset + at))
+            at += take
+            done += take
+            if done == ends[task] and task < n - 1:
+                task += 1
+    return groups
 
 
 @dataclass(frozen=True)

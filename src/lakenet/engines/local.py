@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from lakenet.data.sources import Fragment
-from lakenet.engines.base import Engine, ScoreJob
+from lakenet.engines.base import Engine, ScoreJob, plan_tasks
 from lakenet.errors import LakenetError, ScoringError, TrainingError
 from lakenet.host import cpu_count
 from lakenet.training.callbacks import Callback
@@ -97,6 +97,7 @@ _TASK_ROWS = 65_536  # rows per scoring task at most
 # A process pool costs about a second to start and load the model in each process; below this estimated
 # in-process time (the first batch's seconds per row × the table's rows) the job is scored in this process.
 _POOL_PAYS_S = 1.5
+_PROBE_ROWS = 16  # rows scored in this process to measure the cost per row (their output is kept)
 
 
 def _init_scorer(job: ScoreJob, threads: int) -> None:
@@ -132,25 +133,6 @@ def _score_fragments(frags: tuple[Fragment, ...], path: str) -> bool:
         if out is not None:
             out.close()
     return out is not None
-
-
-def _score_tasks(frags: Sequence[Fragment], procs: int) -> list[tuple[Fragment, ...]]:
-    """Consecutive fragments grouped into tasks of similar rows: a table written in small row groups would
-    otherwise cost a round trip per group, while a few tasks per process still share the work out evenly."""
-    total = sum(f.num_rows for f in frags)
-    target = max(1, min(_TASK_ROWS, total // (4 * procs)))
-    tasks: list[tuple[Fragment, ...]] = []
-    group: list[Fragment] = []
-    rows = 0
-    for f in frags:
-        group.append(f)
-        rows += f.num_rows
-        if rows >= target:
-            tasks.append(tuple(group))
-            group, rows = [], 0
-    if group:
-        tasks.append(tuple(group))
-    return tasks
 
 
 def _pool_context() -> Any:
@@ -222,30 +204,34 @@ class LocalEngine(Engine):
     def score(self, job: ScoreJob, *, workers: int | None = None) -> Iterator[pa.RecordBatch]:
         """In this process for one worker, or when a short measurement says the job is too small to pay for a
         pool (`workers` not given); else a pool of processes × threads ≤ cores."""
-        frags = job.snapshot.fragments
+        frags: Sequence[Fragment] = job.snapshot.fragments
         cores = cpu_count()
-        procs = max(1, min(workers or cores, len(frags), cores))
+        # tasks are row ranges (plan_tasks), so even a table of one row group can keep every core busy
+        procs = max(1, min(workers or cores, cores, sum(f.num_rows for f in frags)))
         if procs == 1:
             yield from _in_process(job, job.scorer(), frags)
             return
-        if workers is None:  # the layout from a measurement: the first batch, scored here
+        if workers is None:  # the layout from a measurement: the first few rows, scored here and kept
             import time
 
             pred = job.scorer()
-            head_frag, head = next(job.snapshot.read_pieces(frags[0], list(job.columns)))
-            first = head.to_batches(max_chunksize=job.batch_rows)
-            if first:
+            _, head = next(job.snapshot.read_pieces(frags[0], list(job.columns)))
+            probe = head.slice(0, min(_PROBE_ROWS, head.num_rows)).combine_chunks().to_batches()
+            if probe:
                 t0 = time.perf_counter()
-                out = pred(first[0])
-                per_row = (time.perf_counter() - t0) / max(first[0].num_rows, 1)
+                out = pred(probe[0])
+                per_row = (time.perf_counter() - t0) / max(probe[0].num_rows, 1)
+                yield out  # the probe's rows are the table's first: never scored twice
+                f0 = frags[0]
+                took = probe[0].num_rows
+                rest = Fragment(f0.path, f0.index, f0.num_rows - took, f0.offset + took)
+                frags = ([rest] if rest.num_rows else []) + list(frags[1:])
                 if per_row * sum(f.num_rows for f in frags) < _POOL_PAYS_S:
-                    yield out
-                    yield from (pred(b) for b in first[1:])
-                    rest = Fragment(head_frag.path, head_frag.index, frags[0].num_rows - head_frag.num_rows,
-                                    head_frag.offset + head_frag.num_rows)  # fmt: skip
-                    yield from _in_process(job, pred, ([rest] if rest.num_rows else []) + list(frags[1:]))
+                    yield from _in_process(job, pred, frags)
                     return
             del pred
+            if not frags:
+                return
         threads = max(1, cores // procs)
         # Each worker gets the job once, without the fragment list (which a large table makes long); each task
         # names its own fragments.
@@ -258,7 +244,7 @@ class LocalEngine(Engine):
         spool = Path(tempfile.mkdtemp(prefix="lakenet-score-"))
         names = (str(spool / f"task-{i}.arrow") for i in itertools.count())
         try:
-            todo = iter(_score_tasks(frags, procs))
+            todo = iter(tuple(g) for g in plan_tasks(frags, procs, max_rows=_TASK_ROWS))
             window: deque[tuple[str, Future[bool]]] = deque()
             for task in itertools.islice(todo, 2 * procs):
                 name = next(names)

@@ -29,7 +29,7 @@ import pyarrow as pa
 from lakenet.config.schema import SparkEngineConfig
 from lakenet.data.changes import OutputMerge
 from lakenet.data.sources import Fragment
-from lakenet.engines.base import Engine, ScoreJob, merge_commit
+from lakenet.engines.base import Engine, ScoreJob, merge_commit, plan_tasks
 from lakenet.engines.spark_tasks import Cluster, is_connect, task_error
 from lakenet.errors import ConfigError, LakenetError, TrainingError
 
@@ -221,36 +221,6 @@ def _scorer(job: ScoreJob) -> Any:
     return _PREDICTORS[key]
 
 
-# A scoring job is cut into this many tasks per slot (fewer when they would get smaller than _MIN_TASK_ROWS),
-# of equal row counts: no slot idles at the end while another runs a lone last task, and a slot slowed down by
-# something else on the machine leaves its second share to the others.
-_TASKS_PER_SLOT = 2
-_MIN_TASK_ROWS = 16
-
-
-def _plan_tasks(fragments: Sequence[Fragment], slots: int) -> list[list[Fragment]]:
-    """The fragments cut into contiguous groups of equal row counts (±1), a multiple of `slots` of them when
-    the table is big enough; a row group is split into row ranges where a boundary falls inside it."""
-    total = sum(f.num_rows for f in fragments)
-    if total == 0:
-        return []
-    per_slot = max(1, min(_TASKS_PER_SLOT, total // (max(slots, 1) * _MIN_TASK_ROWS)))
-    n = min(total, max(slots, 1) * per_slot)
-    ends = [total * (i + 1) // n for i in range(n)]  # cumulative rows at the end of each group
-    groups: list[list[Fragment]] = [[] for _ in range(n)]
-    task = done = 0
-    for f in fragments:
-        at = 0
-        while at < f.num_rows:
-            take = min(f.num_rows - at, ends[task] - done)
-            groups[task].append(Fragment(f.path, f.index, take, f.offset + at))
-            at += take
-            done += take
-            if done == ends[task] and task < n - 1:
-                task += 1
-    return groups
-
-
 _PREPROCESSORS: dict[tuple[str, int, int], Any] = {}  # driver: a bundle's preprocessing, read once per bundle
 
 
@@ -436,7 +406,7 @@ class SparkEngine(Engine):
         self._require_inputs(job)
         cluster = self.cluster
         slots = workers or cluster.slots
-        groups = _plan_tasks(snap.fragments, slots)
+        groups = plan_tasks(snap.fragments, slots)
         if not groups:
             return
         threads = _task_threads(slots, cluster.master, cluster.task_cpus)
@@ -494,7 +464,7 @@ class SparkEngine(Engine):
         # directory), by row group, straight into Arrow as the local engine does: no schema inference pass, no
         # file-split planning, no JVM-to-Python copy of the rows. Scoring costs far more per row than reading,
         # so the rows are shared out evenly over the slots instead of by file bytes.
-        groups = _plan_tasks(snap.fragments, slots)
+        groups = plan_tasks(snap.fragments, slots)
         threads = _task_threads(slots, cluster.master, cluster.task_cpus)
         task_job = dataclasses.replace(job, snapshot=dataclasses.replace(snap, fragments=()))  # each task: its own
         lap("plan")

@@ -1,11 +1,11 @@
-"""How the Spark engine shares a scoring job out over its slots (pure planning: no JVM needed)."""
+"""How both engines share a scoring job out over their slots (pure planning: no JVM needed)."""
 
 from __future__ import annotations
 
 import pytest
 
 from lakenet.data.sources import Fragment
-from lakenet.engines.spark import _plan_tasks
+from lakenet.engines.base import plan_tasks as _plan_tasks
 
 
 def _rows(groups: list[list[Fragment]]) -> list[int]:
@@ -42,3 +42,10 @@ def test_offsets_inside_a_shared_row_group_are_kept() -> None:
 def test_empty_table_has_no_tasks() -> None:
     assert _plan_tasks([], 2) == []
     assert _plan_tasks([Fragment("a.parquet", 0, 0)], 2) == []
+
+
+def test_no_task_exceeds_max_rows_and_the_count_stays_a_multiple_of_the_slots() -> None:
+    frags = [Fragment("a.parquet", i, 1000) for i in range(10)]
+    groups = _plan_tasks(frags, 2, max_rows=900)
+    assert len(groups) % 2 == 0 and max(_rows(groups)) <= 900 and sum(_rows(groups)) == 10_000
+    assert _rows(_plan_tasks([Fragment("a.parquet", i, 32) for i in range(5)], 2, max_rows=65_536)) == [40] * 4
