@@ -92,13 +92,20 @@ def ingest(
 
 
 def init_config(
-    table: str, *, label: str, name: str | None = None, key: str | None = None, config_dir: str | Path | None = None
+    table: str,
+    *,
+    label: str | None = None,
+    name: str | None = None,
+    key: str | None = None,
+    config_dir: str | Path | None = None,
+    task: str | None = None,
 ) -> str:
     """A short starting YAML config for `table`: the label's task, the row key, and every column's type or why it
-    is left out (as comments), with `features: {include: auto}`. `data.table` is relative to `config_dir`."""
+    is left out (as comments), with `features: {include: auto}`. `data.table` is relative to `config_dir`.
+    `task`: anomaly (the label, optional, marks known anomalies); default: inferred from the label."""
     from lakenet.starter import init_config as starter
 
-    return starter(table, label=label, name=name, key=key, config_dir=config_dir)
+    return starter(table, label=label, name=name, key=key, config_dir=config_dir, task=task)
 
 
 def profile(config: ConfigLike, *, spark: Any = None, workdir: str | Path | None = None) -> ProfileResult:

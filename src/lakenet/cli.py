@@ -97,7 +97,13 @@ def ingest(
 @app.command()
 def init(
     table: Annotated[str, typer.Option("--table", help="Table to infer the config from.")],
-    label: Annotated[str, typer.Option("--label", help="Column to predict.")],
+    label: Annotated[
+        str | None, typer.Option("--label", help="Column to predict (task anomaly: the known anomalies, optional).")
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="classification, regression or anomaly; default: inferred from the label."),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Registered model name (default: table name).")] = None,
     key: Annotated[
         str | None, typer.Option(help="Key column (default: a unique identifier column, else the 'key' column).")
@@ -109,7 +115,11 @@ def init(
     """Print (or write) a short starting config inferred from the table: every decision is a comment."""
     from lakenet import api
 
-    text = api.init_config(table, label=label, name=name, key=key, config_dir=out_file.parent if out_file else None)
+    if task not in (None, "anomaly", "classification", "regression"):
+        raise typer.BadParameter(f"--task must be anomaly, classification or regression, not {task!r}")
+    text = api.init_config(
+        table, label=label, name=name, key=key, config_dir=out_file.parent if out_file else None, task=task
+    )
     if out_file is None:
         sys.stdout.write(text)
         return
@@ -598,6 +608,19 @@ def examples_transactions(
 
     written = write_transactions_csv(path, rows=rows, seed=seed, drift=drift, start_id=start_id)
     out.print(f"wrote {rows} transactions to {written}")
+
+
+@examples_app.command("sensors")
+def examples_sensors(
+    path: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path("sensors.csv"),
+    rows: Annotated[int, typer.Option(help="Rows.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Write machine sensor readings with about 2 % planted faults (overloads, mode mismatches, stuck sensors, hot
+    spots, leaks), most inside every column's normal range; a `fault` label on the 30 % that were inspected."""
+    from lakenet.examples.sensors import write_sensors_csv
+
+    out.print(f"wrote {rows} readings to {write_sensors_csv(path, rows=rows, seed=seed)}")
 
 
 @examples_app.command("shapes")

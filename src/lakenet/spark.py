@@ -31,7 +31,8 @@ def register_udf(
     trust_modules: Sequence[str] = (),
     workdir: str | Path | None = None,
 ) -> Any:
-    """Register `model` as the SQL function `name(<input columns in signature order>)` → prediction.
+    """Register `model` as the SQL function `name(<input columns in signature order>)` → prediction (an anomaly
+    model: the calibrated score).
 
     Works on classic and Spark Connect sessions. The bundle is shipped to executors as an artifact (unless they
     run in the driver's JVM) and loaded once per Python worker;
@@ -54,7 +55,11 @@ def register_udf(
     trust = tuple(trust_modules)
     check_buildable(bundle.spec, trusted=trust, where=f"Model {model}")
     columns = bundle.preprocessor.input_columns()
-    classification = bundle.preprocessor.label.task == "classification"
+    task = bundle.preprocessor.label.task
+    # what the function returns: the class, the value, or an anomaly model's calibrated score
+    column, kind = {"classification": ("prediction", StringType()), "anomaly": ("score", DoubleType())}.get(
+        task, ("prediction", DoubleType())
+    )
     shipped = _ship(spark, Path(resolved.bundle_dir))
     version = resolved.version
 
@@ -63,9 +68,9 @@ def register_udf(
 
         pred = worker_predictor(shipped, resolved.name, version, runtime, trust)
         table = pa.table({c: pa.array(s.tolist()) for c, s in zip(columns, cols, strict=True)})
-        return pa.Table.from_batches([pred(table)]).column("prediction").to_pandas()
+        return pa.Table.from_batches([pred(table)]).column(column).to_pandas()
 
-    udf = pandas_udf(score, StringType() if classification else DoubleType())  # type: ignore[call-overload]
+    udf = pandas_udf(score, kind)  # type: ignore[call-overload]
     spark.udf.register(name, udf)
     return udf
 

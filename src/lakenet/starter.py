@@ -58,7 +58,7 @@ def _cost(cfg: Any, inf: Inference) -> str:
         resolved, _ = resolve_features(cfg, snap)
         probe = probe_preprocessor(resolved, vector_dims(resolved, snap))
         classes = list(inf.label.classes) or ["a", "b"]
-        label = LabelState(inf.label.column, inf.label.task, classes if inf.label.task == "classification" else None)
+        label = LabelState(inf.label.column, inf.label.task, classes if inf.label.task != "regression" else None)
         pre = Preprocessor(key=resolved.data.key, label=label, features=probe.features)
         spec = model_spec(resolved, pre)
         model = build_model(spec).train()
@@ -108,12 +108,19 @@ def _label_comment(inf: Inference) -> str:
 
 
 def init_config(
-    table: str, *, label: str, name: str | None = None, key: str | None = None, config_dir: str | Path | None = None
+    table: str,
+    *,
+    label: str | None,
+    name: str | None = None,
+    key: str | None = None,
+    config_dir: str | Path | None = None,
+    task: str | None = None,
 ) -> str:
     """A starting YAML config for `table`, inferred from its rows; `data.table` is written relative to
-    `config_dir` (where the file will be saved; default: the current directory)."""
+    `config_dir` (where the file will be saved; default: the current directory). `task`: anomaly (label
+    optional), else the label's task is inferred."""
     snap = open_table(table)
-    inf = infer_features(snap, label=label, key=key)
+    inf = infer_features(snap, label=label, key=key, task=task)
     if not inf.features:
         reasons = "; ".join(f"{d.column}: {d.reason}" for d in inf.left_out)
         raise DataError(f"Table {table} has no usable feature column besides the label {label!r} ({reasons}).")
@@ -122,6 +129,8 @@ def init_config(
     model_name = name or "".join(c if c.isalnum() or c in "_-." else "_" for c in Path(table).name) or "model"
     identifiers = [d.column for d in inf.left_out if "identifier" in d.reason and d.column != inf.key]
     features: dict[str, Any] = {"label": {"column": label, "task": inf.label.task}, "include": "auto"}
+    if label is None:
+        features["label"] = {"task": inf.label.task}
     if identifiers:
         features["exclude"] = identifiers
     # Image tables get their one feature written out: its size is a decision worth seeing and editing.

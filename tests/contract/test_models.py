@@ -84,6 +84,19 @@ SPECS = {
         image_size=12,
         backbone=BackboneSpec(kind="onnx", nbytes=len(ONNX), input="x", output="y", batch=None, out_dim=4),
     ),
+    "autoencoder": ModelSpec("autoencoder", 1, **TAB, width=8, depth=2, options={"code_dim": 3, "noise": 0.1}),
+    "autoencoder-image-vector-text": ModelSpec(
+        "autoencoder",
+        1,
+        **TAB,
+        image_channels=1,
+        image_size=12,
+        width=8,
+        depth=1,
+        vector_dim=4,
+        texts=(TextSpec(name="t", kind="bag", buckets=64, dim=4),),
+        options={"code_dim": 2, "noise": 0.0},
+    ),
 }
 
 

@@ -258,3 +258,17 @@ def test_with_overrides_can_drop_the_tune_section_and_configs_pickle() -> None:
     assert trial.tune is None and trial.model.width == 8
     for c in (cfg, trial):
         assert pickle.loads(pickle.dumps(c)) == c
+
+
+def test_anomaly_label_is_optional_only_for_anomaly() -> None:
+    cfg = parse_config(with_(features={"label": {"task": "anomaly"}, "x": "numeric"}))
+    assert cfg.features.label.column is None and cfg.features.label.task == "anomaly"
+    assert cfg.anomaly.contamination == "auto" and cfg.anomaly.labelled == "push"
+    with pytest.raises(ConfigError, match="only anomaly works without"):
+        parse_config(with_(features={"label": {"column": None}, "x": "numeric"}))
+    with pytest.raises(ConfigError, match="does not fit task anomaly"):
+        parse_config(with_(features={"label": {"task": "anomaly"}, "x": "numeric"}, model={"architecture": "mlp"}))
+    with pytest.raises(ConfigError, match="autoencoder is only for task anomaly"):
+        parse_config(with_(model={"architecture": "autoencoder"}))
+    with pytest.raises(ConfigError, match="contamination"):
+        parse_config(with_(features={"label": {"task": "anomaly"}, "x": "numeric"}, anomaly={"contamination": 0.7}))

@@ -253,12 +253,12 @@ def test_response_rows() -> None:
             "error": pa.array([None, "undecodable_image"]),
         }
     )
-    assert response_rows(out, classification=True) == [
+    assert response_rows(out, task="classification") == [
         {"prediction": "b", "confidence": 0.75, "probabilities": {"a": 0.25, "b": 0.75}, "error": None},
         {"prediction": None, "confidence": None, "probabilities": None, "error": "undecodable_image"},
     ]
     reg = pa.RecordBatch.from_pydict({"prediction": pa.array([1.5]), "error": pa.array([None], pa.string())})
-    assert response_rows(reg, classification=False) == [{"prediction": 1.5, "error": None}]
+    assert response_rows(reg, task="regression") == [{"prediction": 1.5, "error": None}]
 
 
 # ---- metrics -------------------------------------------------------------------------------------------------

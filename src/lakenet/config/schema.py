@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 __all__ = [
     "CURRENT_VERSION",
+    "AnomalyConfig",
     "BackboneConfig",
     "BooleanFeature",
     "CategoryFeature",
@@ -233,12 +234,32 @@ InputFeature = (
 
 
 class LabelSpec(_Strict):
-    """The column to predict."""
+    """The column to predict, and the task."""
 
-    column: str = Field("label", min_length=1, description="Column holding the target.")
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="classification (a class per row) or regression (a number per row)."
+    column: str | None = Field(
+        "label",
+        min_length=1,
+        description="Column holding the target. task anomaly: optional (null, the default there: no labels); where "
+        "some rows carry one, it says which rows are known anomalies.",
     )
+    task: Literal["classification", "regression", "anomaly"] = Field(
+        "classification",
+        description="classification (a class per row), regression (a number per row) or anomaly (a model of normal "
+        "rows scores how unusual each row is; labels optional, see the anomaly: section).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anomaly_label_optional(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("task") == "anomaly" and "column" not in data:
+            return {**data, "column": None}
+        return data
+
+    @model_validator(mode="after")
+    def _column_needed(self) -> LabelSpec:
+        if self.column is None and self.task != "anomaly":
+            raise ValueError(f"features.label.column is required for task {self.task} (only anomaly works without)")
+        return self
 
 
 _RESERVED = {"label", "include", "exclude"}
@@ -349,8 +370,10 @@ class BackboneConfig(_Strict):
 class ModelConfig(_Strict):
     """The network: a built-in architecture or your own torch.nn.Module, optionally from a pretrained backbone."""
 
-    architecture: Literal["auto", "mlp", "resnet"] = Field(
-        "auto", description="Built-in architecture; auto = resnet when there is an image feature, else mlp."
+    architecture: Literal["auto", "mlp", "resnet", "autoencoder"] = Field(
+        "auto",
+        description="Built-in architecture; auto = autoencoder for task anomaly, else resnet when there is an image "
+        "feature, else mlp.",
     )
     backbone: Annotated[BackboneConfig | None, BeforeValidator(_backbone_shorthand)] = Field(
         None,
@@ -666,6 +689,39 @@ class UpdateConfig(_Strict):
     )
 
 
+class AnomalyConfig(_Strict):
+    """task: anomaly — an autoencoder learns what normal rows look like; a row's anomaly score is how badly it is
+    reconstructed, calibrated on the validation split into the share of validation rows that look more normal."""
+
+    contamination: float | Literal["auto"] = Field(
+        "auto",
+        description="Share of rows to flag as anomalies (is_anomaly): the threshold is the (1 - contamination) "
+        "quantile of the validation rows' scores. auto: where validation rows carry labels with anomalies among "
+        "them, the threshold that maximises the F1 of finding them; else 0.05.",
+    )
+    positive: str | None = Field(
+        None,
+        min_length=1,
+        description="The label value that marks a known anomaly (e.g. '1', 'fraud'); default: the rarer of the "
+        "label's values. Every other present value marks a known normal row; a missing label, an unknown one.",
+    )
+    code_dim: int = Field(8, ge=1, le=1024, description="Width of the autoencoder's bottleneck (the row's code).")
+    noise: float = Field(
+        0.1, ge=0.0, le=2.0, description="Denoising: standard deviation of the noise added to numbers in training."
+    )
+    labelled: Literal["push", "ignore"] = Field(
+        "push",
+        description="Known anomalies in the training split: push (trained to be reconstructed badly, as in Deep SAD, "
+        "Ruff et al. 2020) or ignore (left out of training). Unlabelled and normal rows are always trained on.",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> AnomalyConfig:
+        if isinstance(self.contamination, float) and not 0.0 < self.contamination < 0.5:
+            raise ValueError(f"anomaly.contamination must be auto or a share in (0, 0.5), not {self.contamination}")
+        return self
+
+
 class LocalEngineConfig(_Strict):
     """Run on this machine: in-process for one worker, torch.distributed processes for several."""
 
@@ -741,10 +797,19 @@ class Config(_Strict):
     tune: TuneConfig | None = Field(None, description="Hyperparameter search for `lakenet tune`; optional.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Drift thresholds.")
     update: UpdateConfig = Field(default_factory=UpdateConfig, description="Model updates on new rows.")
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig, description="task: anomaly — scores and threshold.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         images = [n for n, f in self.features.inputs.items() if isinstance(f, ImageFeature)]
+        anomaly = self.features.label.task == "anomaly"
+        if anomaly != (self.model.architecture == "autoencoder") and self.model.architecture != "auto":
+            raise ValueError(
+                f"model.architecture {self.model.architecture!r} does not fit task {self.features.label.task}: task "
+                "anomaly takes autoencoder (or auto), and autoencoder is only for task anomaly"
+            )
+        if anomaly and self.model.backbone is not None:
+            raise ValueError("model.backbone is not supported with task anomaly yet; remove it")
         if self.model.architecture == "mlp" and images and self.model.module is None:
             raise ValueError(f"model.architecture 'mlp' cannot take image feature(s) {images}; use resnet or auto")
         if self.model.architecture == "resnet" and not images and self.model.module is None:

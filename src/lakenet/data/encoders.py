@@ -83,8 +83,8 @@ class Encoded:
 
 @dataclass(frozen=True)
 class LabelState:
-    column: str
-    task: str
+    column: str | None  # None: an anomaly model trained without labels
+    task: str  # classification, regression, anomaly
     classes: list[str] | None = None  # classification
     mean: float = 0.0  # regression targets are standardised for training and de-standardised on output
     std: float = 1.0
@@ -92,6 +92,9 @@ class LabelState:
     # a row is predicted as it, chosen on the validation split (None: the most probable class wins).
     positive: str | None = None
     threshold: float | None = None
+    # Anomaly: the validation rows' raw scores (log) at evenly spaced quantiles, which map a raw score to the
+    # calibrated one (`lakenet.evaluation.anomaly.Calibration`); `threshold` is then on the calibrated score.
+    calibration: list[float] | None = None
 
 
 def _number_of(value: Any) -> float | None:
@@ -170,6 +173,11 @@ class Preprocessor:
     def num_outputs(self) -> int:
         return len(self.label.classes or []) if self.label.task == "classification" else 1
 
+    @property
+    def labelled(self) -> bool:
+        """The rows carry a label column (every task but an anomaly model trained without labels)."""
+        return self.label.column is not None
+
     def input_columns(self) -> list[str]:
         return list(dict.fromkeys(c.column for c in self.features))
 
@@ -197,7 +205,7 @@ class Preprocessor:
 
     def columns(self, *, with_label: bool) -> list[str]:
         cols = [self.key, *self.input_columns()]
-        if with_label:
+        if with_label and self.label.column is not None:
             cols.append(self.label.column)
         return list(dict.fromkeys(cols))
 
@@ -258,7 +266,11 @@ class Preprocessor:
 
         inputs = self._assemble([c.encode(table.column(c.column), mark) for c in self.features])
         target, unlabelled = None, None
-        if with_label:
+        if with_label and self.label.task == "anomaly":
+            # Rows without a label are the bulk of an anomaly model's training rows, not rows to leave out.
+            target = self.encode_anomaly_label(table)
+        elif with_label:
+            assert self.label.column is not None
             target, unlabelled = self._encode_label(table.column(self.label.column), mark)
         usable = valid & ~unlabelled if unlabelled is not None else valid
         keep = np.flatnonzero(usable) if not usable.all() else None
@@ -267,6 +279,19 @@ class Preprocessor:
             target = target[keep] if target is not None else None
         bad.sort(key=lambda b: b.index)
         return Encoded(inputs, target, usable, bad, unlabelled)
+
+    def encode_anomaly_label(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """(N,) int64: 1 a known anomaly (the label is the positive value), 0 a known normal row, -1 unknown."""
+        lab, n = self.label, table.num_rows
+        if lab.column is None:
+            return np.full(n, -1, dtype=np.int64)
+        values = strings(table.column(lab.column))
+        positive = lab.positive
+        out = np.full(n, -1, dtype=np.int64)
+        for i, v in enumerate(values):
+            if v is not None:
+                out[i] = 1 if v == positive or _same_number(v, positive) else 0
+        return out
 
     def _encode_label(self, col: pa.ChunkedArray | pa.Array, mark: Any) -> tuple[np.ndarray, np.ndarray]:
         lab = self.label
@@ -283,6 +308,7 @@ class Preprocessor:
                     idx[i] = self._class_index.get(str(int(num)), -1)
             mark(idx == -1, "unknown_label", lab.column)
             return idx, missing
+        assert lab.column is not None  # regression always has a label column
         vals, non_numeric = to_float(col, lab.column)
         mark(non_numeric, "not_numeric", lab.column)
         mark(np.isinf(vals), "non_finite_label", lab.column)
@@ -343,8 +369,10 @@ class StatsAccumulator:
         for name, st in self.stats.items():
             st.update(table.column(feats.column_of(name)), hashes)
         lab = feats.label
+        if lab.column is None:
+            return
         col = table.column(lab.column)
-        if lab.task == "classification":
+        if lab.task in ("classification", "anomaly"):
             self.label_counts.update(v for v in strings(col) if v is not None)
         else:
             vals, _ = to_float(col, lab.column)
@@ -363,7 +391,9 @@ class StatsAccumulator:
         cfg = self.cfg
         features = [CODECS[spec.type](self.stats[name].finish()) for name, spec in cfg.features.inputs.items()]
         lab = cfg.features.label
-        if lab.task == "classification":
+        if lab.task == "anomaly":
+            label = _anomaly_label(lab.column, self.label_counts, cfg.anomaly.positive)
+        elif lab.task == "classification":
             classes = sorted(self.label_counts, key=_natural_key)
             if len(classes) < 2:
                 raise DataError(
@@ -376,6 +406,26 @@ class StatsAccumulator:
             mean, std = self.label_moments.mean_std()
             label = LabelState(lab.column, lab.task, mean=mean, std=std)
         return Preprocessor(key=cfg.data.key, label=label, features=features)
+
+
+def _anomaly_label(column: str | None, counts: Counter[str], positive: str | None) -> LabelState:
+    """An anomaly model's label: the values seen in training and which one marks a known anomaly (the configured
+    one, else the rarer of two)."""
+    values = sorted(counts, key=_natural_key)
+    if positive is None and len(values) >= 2:
+        positive = min(values, key=lambda c: (counts[c], c))
+    if positive is not None and column is not None and values and positive not in values:
+        hit = [v for v in values if _same_number(v, positive)]
+        positive = hit[0] if hit else positive
+    return LabelState(column, "anomaly", classes=values or None, positive=positive)
+
+
+def _same_number(value: str, other: str | None) -> bool:
+    """'1.0' and '1' are the same label value (a numeric column read back as text)."""
+    if other is None:
+        return False
+    a, b = _number_of(value), _number_of(other)
+    return a is not None and a == b
 
 
 def _natural_key(v: str) -> tuple[int, float, str]:

@@ -59,7 +59,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class LabelDecision:
-    column: str
+    column: str | None  # None: an anomaly model without labels
     task: str
     reason: str
     classes: dict[str, int] = field(default_factory=dict)  # classification: counts in the sample
@@ -115,9 +115,9 @@ def _id_like(name: str) -> bool:
     return bool(_ID_NAME.search(name) or _ID_CAMEL.search(name))
 
 
-def infer_label(table: pa.Table, column: str) -> LabelDecision:
+def infer_label(table: pa.Table, column: str, force: str | None = None) -> LabelDecision:
     """Classification for strings, booleans and numbers with few distinct integer values (a 0/1 float label is a
-    class, not a quantity); regression otherwise."""
+    class, not a quantity); regression otherwise. `force`: that task, as the user said (--task)."""
     col = table.column(column)
     t = col.type
     present = pc.drop_null(blank_if_text(col))
@@ -127,7 +127,7 @@ def infer_label(table: pa.Table, column: str) -> LabelDecision:
     if _is_number_type(t) and len(present):
         vals = present.cast(pa.float64()).to_numpy(zero_copy_only=False)
         integer_valued = bool(np.all(np.isfinite(vals)) and np.all(vals == np.round(vals)))
-    if _is_number_type(t) and not (integer_valued and n_distinct <= 20):
+    if force == "regression" or (force is None and _is_number_type(t) and not (integer_valued and n_distinct <= 20)):
         return LabelDecision(column, "regression", f"numbers with {n_distinct} distinct values")
     counts: dict[str, int] = {}
     for v in strings(col):
@@ -268,14 +268,24 @@ def _whole_column_unique(snap: Snapshot, column: str) -> bool:
     return len(pc.unique(arr)) == seen
 
 
-def infer_features(snap: Snapshot, *, label: str, key: str | None = None) -> Inference:
-    """Decide every column of the table (the label's task, the key, each feature's type or why it is left out)."""
+def infer_features(snap: Snapshot, *, label: str | None, key: str | None = None, task: str | None = None) -> Inference:
+    """Decide every column of the table (the label's task, the key, each feature's type or why it is left out).
+    `task`: anomaly (the label, if any, marks known anomalies); default: classification or regression, inferred."""
     schema = snap.schema
-    if label not in schema.names:
+    if label is not None and label not in schema.names:
         raise DataError(f"Column {label!r} not in table {snap.uri} (columns: {', '.join(schema.names)}). Pass --label.")
+    if label is None and task != "anomaly":
+        raise DataError("A label column is needed (--label) for classification or regression; only --task anomaly "
+                        "works without one.")  # fmt: skip
     sample = _sample(snap)
     rows = sample.num_rows
-    lab = infer_label(sample, label)
+    lab = infer_label(sample, label) if label is not None else LabelDecision(None, "anomaly", "no labels")
+    if task in ("classification", "regression") and label is not None and lab.task != task:
+        lab = infer_label(sample, label, force=task)
+    if task == "anomaly" and label is not None:
+        lab = LabelDecision(
+            label, "anomaly", f"known anomalies where set ({lab.reason})", lab.classes, lab.minority_share
+        )
     # An ingested image folder (or its embeddings from `lakenet featurize`) carries file facts, not features.
     images = any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in schema) or (
         {"path", "size_bytes"} <= set(schema.names)
@@ -330,7 +340,8 @@ def resolve_features(cfg: Config, snap: Snapshot) -> tuple[Config, Inference | N
     feats = cfg.features
     if feats.include != "auto":
         return cfg, None
-    inference = infer_features(snap, label=feats.label.column, key=cfg.data.key)
+    task = "anomaly" if feats.label.task == "anomaly" else None
+    inference = infer_features(snap, label=feats.label.column, key=cfg.data.key, task=task)
     raw = cfg.to_yaml_dict()
     explicit = {k: v for k, v in raw["features"].items() if k not in ("label", "include", "exclude")}
     taken = {feats.column_of(n) for n in feats.inputs}

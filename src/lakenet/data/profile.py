@@ -84,7 +84,7 @@ class LabelProfile:
     """Classification: the count per class, overall and per split. Regression: the target's statistics (absent
     when no row has a finite label)."""
 
-    column: str
+    column: str | None  # None: an anomaly model without labels
     task: str
     counts: dict[str, int] | None = None
     by_split: dict[str, dict[str, int]] | None = None

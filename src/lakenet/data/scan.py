@@ -101,7 +101,9 @@ def _is_scalar(t: pa.DataType) -> bool:
 def check_schema(cfg: Config, snap: Snapshot) -> None:
     """Refuse to start on a missing column or a wrong type, naming the column and the fix."""
     feats = cfg.features
-    wanted = {cfg.data.key: "data.key", feats.label.column: "features.label.column"}
+    wanted = {cfg.data.key: "data.key"}
+    if feats.label.column is not None:
+        wanted[feats.label.column] = "features.label.column"
     for name in feats.inputs:
         wanted.setdefault(feats.column_of(name), f"features.{name}.column")
     snap.require_columns(wanted)
@@ -109,6 +111,8 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
     for name, spec in feats.inputs.items():
         col = feats.column_of(name)
         codec_for(spec.type).check(name, col, schema.field(col).type)
+    if feats.label.column is None:
+        return
     lt = schema.field(feats.label.column).type
     if not _is_scalar(lt):
         raise DataError(
@@ -367,7 +371,8 @@ class _Plan:
         self.source_col = "path" if "path" in snap.schema.names else None
         self.feature_cols = [feats.column_of(n) for n in feats.inputs]
         extra = [self.source_col] if self.source_col else []
-        self.read_cols: list[str] = list(dict.fromkeys([self.key_col, *self.feature_cols, self.label_col, *extra]))
+        label = [self.label_col] if self.label_col is not None else []
+        self.read_cols: list[str] = list(dict.fromkeys([self.key_col, *self.feature_cols, *label, *extra]))
         self.schema = snap.schema
 
 
@@ -474,8 +479,12 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
     for i in np.flatnonzero(good).tolist():
         part.content.add(int(content[i]), keys[i], int(splits[i]))
     label = cfg.features.label
-    labels = table.column(plan.label_col)
-    label_strs = labels.cast(pa.string()).to_pylist()
+    counted = label.task in ("classification", "anomaly")  # label values counted per split
+    if plan.label_col is not None:
+        labels = table.column(plan.label_col)
+        label_strs = labels.cast(pa.string()).to_pylist()
+    else:
+        labels, label_strs = pa.nulls(len(keys)), [None] * len(keys)
     if label.task == "regression":
         vals = labels.cast(pa.float64()).to_numpy(zero_copy_only=False)[good]
         vals = vals[np.isfinite(vals)]
@@ -486,8 +495,8 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
     for s in range(3):
         mask = good & (splits == s)
         counts[s] = int(mask.sum())
-        if label.task == "classification":
-            part.label_by_split[s].update(v for v, m in zip(label_strs, mask, strict=True) if m)
+        if counted:
+            part.label_by_split[s].update(v for v, m in zip(label_strs, mask, strict=True) if m and v is not None)
     part.counts[fi] = part.counts[fi] + counts if fi in part.counts else counts
     if label.task == "classification":
         trained = part.label_by_split[TRAIN]
@@ -609,7 +618,7 @@ def _label_profile(
     cfg: Config, by_split: list[Counter[str]], moments: Moments, value_range: list[float]
 ) -> LabelProfile:
     lab = cfg.features.label
-    if lab.task == "classification":
+    if lab.task in ("classification", "anomaly"):
         total: Counter[str] = Counter()
         for c in by_split:
             total.update(c)

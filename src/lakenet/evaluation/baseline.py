@@ -33,6 +33,8 @@ def headline_metric(task: str, classes: int) -> str:
     """The one figure the sentence compares: ROC-AUC for two classes, macro-F1 for more, R² for regression."""
     if task == "regression":
         return "r2"
+    if task == "anomaly":
+        return "roc_auc"
     return "roc_auc" if classes == 2 else "macro_f1"
 
 
@@ -79,6 +81,8 @@ def fit_baseline(cfg: Config, snap: Snapshot, pre: Preprocessor, deep: dict[str,
     if len(y_train) > _MAX_TRAIN_ROWS:
         keep = np.random.default_rng(cfg.trainer.seed).choice(len(y_train), _MAX_TRAIN_ROWS, replace=False)
         x_train, y_train = x_train[keep], y_train[keep]
+    if pre.label.task == "anomaly":
+        return _isolation_forest(cfg, data, x_train, y_train, deep, t0)
     n_numeric = pre.numeric_width
     categorical = [n_numeric + j for j, size in enumerate(pre.category_sizes) if size <= _NATIVE_CATEGORIES]
     mask = np.zeros(x_train.shape[1], dtype=bool)
@@ -131,20 +135,46 @@ def fit_baseline(cfg: Config, snap: Snapshot, pre: Preprocessor, deep: dict[str,
     )
 
 
-def _sentence(name: str, baseline: float | None, deep: float | None) -> str:
+def _isolation_forest(
+    cfg: Config,
+    data: dict[int, tuple[np.ndarray, np.ndarray]],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    deep: dict[str, float],
+    t0: float,
+) -> Baseline:
+    """task anomaly: scikit-learn's IsolationForest on the same encoded features, fitted on the training rows not
+    known to be anomalies, compared on the test rows whose label is known."""
+    from sklearn.ensemble import IsolationForest
+
+    model = IsolationForest(random_state=cfg.trainer.seed).fit(x_train[y_train != 1])
+    x_test, y_test = data[TEST]
+    known = y_test >= 0
+    metrics: dict[str, float] = {}
+    if known.any():
+        score = -model.score_samples(x_test[known])
+        truth = (y_test[known] == 1).astype(np.int64)
+        auc, ap = roc_auc_binary(truth, score), average_precision(truth, score)
+        metrics.update({k: v for k, v in (("test_roc_auc", auc), ("test_pr_auc", ap)) if v is not None})
+    return Baseline(
+        model="IsolationForest",
+        metrics={k.removeprefix("test_"): v for k, v in metrics.items()},
+        seconds=time.perf_counter() - t0,
+        train_rows=int((y_train != 1).sum()),
+        headline="roc_auc",
+        summary=_sentence("roc_auc", metrics.get("test_roc_auc"), deep.get("test_roc_auc"), "IsolationForest"),
+    )
+
+
+def _sentence(name: str, baseline: float | None, deep: float | None, model: str = "HistGradientBoosting") -> str:
     label = {"roc_auc": "ROC-AUC", "macro_f1": "macro-F1", "r2": "R²"}[name]
     if baseline is None or deep is None:
-        return f"no comparable test {label} for the baseline"
+        return f"no comparable test {label} for the baseline ({model}; it needs test rows with known labels)"
     if baseline > deep + 0.005:
         return (
-            f"The baseline (HistGradientBoosting) wins: test {label} {baseline:.3f} against the deep model's "
+            f"The baseline ({model}) wins: test {label} {baseline:.3f} against the deep model's "
             f"{deep:.3f}. Prefer the simpler model here, or give the deep one more data or epochs."
         )
     if deep > baseline + 0.005:
-        return (
-            f"The deep model wins: test {label} {deep:.3f} against the baseline's (HistGradientBoosting) "
-            f"{baseline:.3f}."
-        )
-    return (
-        f"The deep model and the baseline (HistGradientBoosting) are level: test {label} {deep:.3f} and {baseline:.3f}."
-    )
+        return f"The deep model wins: test {label} {deep:.3f} against the baseline's ({model}) {baseline:.3f}."
+    return f"The deep model and the baseline ({model}) are level: test {label} {deep:.3f} and {baseline:.3f}."

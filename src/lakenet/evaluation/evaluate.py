@@ -36,6 +36,7 @@ __all__ = ["evaluate_split"]
 
 _WORST = 12
 _SCATTER = 500
+_SCORE_BINS = 50  # anomaly: the calibrated score's distribution, in bins of 0.02
 _PREDICTORS: dict[tuple[str, tuple[str, ...], int], Predictor] = {}  # per engine worker process: loaded once
 
 
@@ -160,10 +161,14 @@ class _Tally:
 
     def __init__(self, predictor: Predictor) -> None:
         k = len(predictor.classes)
-        self.classification = predictor.classification
+        self.classification, self.anomaly = predictor.classification, predictor.anomaly
         self.rows = self.skipped = 0
         self.cm = np.zeros((k, k), dtype=np.int64)
-        self.binary = BinaryScores() if self.classification and k == 2 else None
+        if self.anomaly:  # known normal/anomalous rows against flagged or not
+            self.cm = np.zeros((2, 2), dtype=np.int64)
+        self.binary = BinaryScores() if (self.classification and k == 2) or self.anomaly else None
+        self.histogram = np.zeros(_SCORE_BINS, dtype=np.int64)  # anomaly: calibrated scores of every scored row
+        self.flagged = 0  # anomaly: scored rows at or above the threshold
         self.sums = RegressionAccumulator()
         self.worst: list[tuple[float, str, int, dict[str, Any]]] = []  # min-heap: (confidence, key, priority, item)
         self.scatter: list[tuple[int, float, float]] = []  # (priority, actual, predicted), lowest priorities
@@ -176,6 +181,8 @@ class _Tally:
         if self.binary is not None and other.binary is not None:
             self.binary = self.binary.merge(other.binary)
         self.sums.merge(other.sums)
+        self.histogram += other.histogram
+        self.flagged += other.flagged
         self.worst = heapq.nlargest(_WORST, self.worst + other.worst, key=lambda e: e[:3])
         heapq.heapify(self.worst)
         self.scatter = heapq.nsmallest(_SCATTER, self.scatter + other.scatter)
@@ -185,6 +192,11 @@ class _Tally:
 
     def add(self, predictor: Predictor, table: pa.Table, out: pa.Table, priority: np.ndarray) -> None:
         ok = np.asarray(pa.compute.is_null(out.column("error")).to_numpy(zero_copy_only=False), dtype=bool)
+        if self.anomaly:
+            self._add_anomalies(predictor, table, out, ok, priority)
+            self.skipped += int((~ok).sum())
+            return
+        assert predictor.pre.label.column is not None
         labels = table.column(predictor.pre.label.column)
         if self.classification:
             ok &= self._add_classes(predictor, table, out, labels, ok, priority)
@@ -199,6 +211,35 @@ class _Tally:
             points = [(int(priority[i]), float(truth[i]), float(pred[i])) for i in keep]
             self.scatter = heapq.nsmallest(_SCATTER, self.scatter + points)
         self.skipped += int((~ok).sum())
+
+    def _add_anomalies(
+        self, predictor: Predictor, table: pa.Table, out: pa.Table, ok: np.ndarray, priority: np.ndarray
+    ) -> None:
+        """Every scored row counts in the score histogram; rows with a known label also in the ROC/PR histograms
+        and the confusion of known against flagged. `worst` keeps the most anomalous rows."""
+        score = np.nan_to_num(out.column("score").to_numpy(zero_copy_only=False).astype(np.float64))
+        flagged = np.asarray(out.column("is_anomaly").fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        use = np.flatnonzero(ok)
+        self.rows += len(use)
+        bins = np.clip((score[use] * _SCORE_BINS).astype(np.int64), 0, _SCORE_BINS - 1)
+        self.histogram += np.bincount(bins, minlength=_SCORE_BINS)
+        self.flagged += int(flagged[use].sum())
+        truth = predictor.pre.encode_anomaly_label(table)
+        known = use[truth[use] >= 0]
+        assert self.binary is not None
+        self.binary.update(truth[known] == 1, score[known])
+        np.add.at(self.cm, (truth[known], flagged[known].astype(np.int64)), 1)
+        top = use[np.argsort(-score[use], kind="stable")[:_WORST]]
+        keys = table.column(predictor.pre.key).cast(pa.string()).take(pa.array(top)).to_pylist()
+        for i, key in zip(top, keys, strict=True):
+            label = {1: "anomaly", 0: "normal"}.get(int(truth[i]), "unknown")
+            item = {"key": key, "label": label, "prediction": "anomaly" if flagged[i] else "normal",
+                    "confidence": float(score[i]), "thumbnail": None}  # fmt: skip
+            entry = (float(score[i]), key, int(priority[i]), item)
+            if len(self.worst) < _WORST:
+                heapq.heappush(self.worst, entry)
+            elif entry[:3] > self.worst[0][:3]:
+                heapq.heappushpop(self.worst, entry)
 
     def _add_classes(
         self,
@@ -251,10 +292,15 @@ class _Tally:
         }
         if not self.rows:
             return Evaluation(**head, metrics={})
+        if self.anomaly:
+            return self._anomaly(predictor, prefix, head, scores=scores)
         if self.classification:
             return self._classification(predictor, prefix, head, scores=scores)
         scatter = [[actual, predicted] for _, actual, predicted in sorted(self.scatter, key=lambda e: e[1])]
         return Evaluation(**head, scatter=scatter, metrics=self.sums.compute(prefix=prefix))
+
+    def _anomaly(self, predictor: Predictor, prefix: str, head: dict[str, Any], *, scores: bool) -> Evaluation:
+        return _anomaly_report(self, predictor, prefix, head, scores=scores)
 
     def _classification(self, predictor: Predictor, prefix: str, head: dict[str, Any], *, scores: bool) -> Evaluation:
         classes, label = predictor.classes, predictor.pre.label
@@ -282,6 +328,40 @@ class _Tally:
             worst=worst,
             metrics=metrics,
         )
+
+
+def _anomaly_report(
+    tally: _Tally, predictor: Predictor, prefix: str, head: dict[str, Any], *, scores: bool
+) -> Evaluation:
+    """Anomaly: the share flagged and the score distribution always; with known labels, ROC-AUC, PR-AUC and
+    precision, recall and F1 of the flags."""
+    metrics = {f"{prefix}_flagged_rate": tally.flagged / tally.rows}
+    assert tally.binary is not None
+    auc, ap = tally.binary.roc_auc(), tally.binary.average_precision()
+    if auc is not None:
+        metrics[f"{prefix}_roc_auc"] = auc
+    if ap is not None:
+        metrics[f"{prefix}_pr_auc"] = ap
+    (tn, fp), (fn, tp) = tally.cm.tolist()
+    if tp + fn and tn + fp:
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn)
+        metrics[f"{prefix}_precision"] = precision
+        metrics[f"{prefix}_recall"] = recall
+        metrics[f"{prefix}_f1"] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    label = predictor.pre.label
+    labelled = bool(tp + fn and tn + fp)
+    worst = [WorstExample(**e[3]) for e in sorted(tally.worst, key=lambda e: (-e[0], e[1], e[2]))]
+    return Evaluation(
+        **head,
+        scores=Scores(positive="anomaly", histogram=tally.binary) if scores and labelled else None,
+        threshold=Threshold(positive="anomaly", value=label.threshold) if label.threshold is not None else None,
+        classes=["normal", "anomaly"] if labelled else None,
+        confusion_matrix=tally.cm.tolist() if labelled else None,
+        worst=worst,
+        score_histogram=tally.histogram.tolist(),
+        metrics=metrics,
+    )
 
 
 def _positive(predictor: Predictor) -> str:

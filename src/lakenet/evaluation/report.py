@@ -94,6 +94,7 @@ class Evaluation:
     per_class: dict[str, ClassMetrics] | None = None
     worst: list[WorstExample] | None = None
     scatter: list[list[float]] | None = None  # [actual, predicted], a sample of the rows
+    score_histogram: list[int] | None = None  # anomaly: scored rows per 0.02 of the calibrated score
     metrics: dict[str, float]
     parts: dict[str, Evaluation] | None = None  # the same evaluation of each part of the table
     baseline: Baseline | None = None

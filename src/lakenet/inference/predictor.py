@@ -15,6 +15,7 @@ import torch
 
 from lakenet.data.encoders import Preprocessor
 from lakenet.errors import ModelError
+from lakenet.inference.calibration import Calibration
 from lakenet.models.bundle import Bundle
 from lakenet.models.export import OnnxModel, bundle_onnx
 
@@ -35,7 +36,13 @@ def output_schema(
     if with_key:
         fields.append(pa.field(pre.key, pa.string()))
     fields += list(keep)
-    if pre.label.task == "classification":
+    if pre.label.task == "anomaly":
+        fields += [
+            pa.field("score", pa.float64()),
+            pa.field("is_anomaly", pa.bool_()),
+            pa.field("raw_score", pa.float64()),
+        ]
+    elif pre.label.task == "classification":
         fields += [
             pa.field("prediction", pa.string()),
             pa.field("confidence", pa.float32()),
@@ -92,7 +99,11 @@ class Predictor:
         self.trust_modules = tuple(trust_modules)
         self.model_name, self.model_version = model_name, model_version
         self.classes = self.pre.label.classes or []
-        self.classification = self.pre.label.task == "classification"
+        self.task = self.pre.label.task
+        self.classification = self.task == "classification"
+        self.anomaly = self.task == "anomaly"
+        cal = self.pre.label.calibration
+        self.calibration = Calibration.from_list(cal) if self.anomaly and cal else None
 
     @property
     def input_columns(self) -> list[str]:
@@ -107,12 +118,30 @@ class Predictor:
             return np.where(probs[:, pos] >= lab.threshold, pos, 1 - pos)
         return probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
 
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """Anomaly: raw scores → calibrated scores in (0, 1) (an uncalibrated model: raw / (1 + raw))."""
+        return self.calibration(raw) if self.calibration is not None else raw / (1.0 + raw)
+
+    def _anomaly_columns(self, raw: np.ndarray, rows: np.ndarray, valid: np.ndarray) -> dict[str, pa.Array]:
+        n = len(valid)
+        values, scores = np.full(n, np.nan), np.full(n, np.nan)
+        values[rows] = raw
+        scores[rows] = self.calibrated(raw)
+        threshold = self.pre.label.threshold
+        flagged = scores >= (threshold if threshold is not None else 1.0)
+        return {
+            "score": pa.array(scores, pa.float64(), mask=~valid),
+            "is_anomaly": pa.array(flagged, pa.bool_(), mask=~valid),
+            "raw_score": pa.array(values, pa.float64(), mask=~valid),
+        }
+
     def output_schema(self, *, with_key: bool = True) -> pa.Schema:
         return output_schema(self.pre, with_key=with_key, with_model=self.model_name is not None)
 
     @torch.inference_mode()
     def forward(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Model outputs for encoded inputs: (N, classes) probabilities, or (N,) values in the label's units."""
+        """Model outputs for encoded inputs: (N, classes) probabilities, (N,) values in the label's units, or (N,)
+        raw anomaly scores."""
         n = len(next(iter(inputs.values()))) if inputs else 0
         step = self.batch_size
         if self.device.type == "cpu":
@@ -128,7 +157,9 @@ class Predictor:
             if "image" in chunk and self.device.type == "cpu":
                 chunk["image"] = chunk["image"].contiguous(memory_format=torch.channels_last)
             out = self.model(chunk)
-            if self.classification:
+            if self.anomaly:
+                outs.append(out.float().view(-1).cpu().numpy().astype(np.float64))
+            elif self.classification:
                 outs.append(torch.softmax(out.float(), dim=1).cpu().numpy())
             else:
                 outs.append(self.pre.decode_target(out.float().view(-1).cpu().numpy().astype(np.float64)))
@@ -151,7 +182,9 @@ class Predictor:
         if with_key:
             cols[self.pre.key] = pa.array(batch.column(self.pre.key).to_pylist(), pa.string())
         rows = np.flatnonzero(valid)
-        if self.classification:
+        if self.anomaly:
+            cols.update(self._anomaly_columns(out, rows, valid))
+        elif self.classification:
             k = len(self.classes)
             probs = np.full((n, k), np.nan, dtype=np.float32)
             probs[rows] = out

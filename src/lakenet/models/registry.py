@@ -14,6 +14,7 @@ from torch import nn
 from lakenet.config.schema import Config
 from lakenet.data.encoders import Preprocessor
 from lakenet.errors import ModelError
+from lakenet.models.autoencoder import AutoEncoder
 from lakenet.models.mlp import MLP
 from lakenet.models.resnet import ResNet
 from lakenet.models.spec import BackboneSpec, ModelSpec, TextSpec
@@ -29,7 +30,12 @@ __all__ = [
     "trusted_modules",
 ]
 
-ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {"mlp": MLP, "resnet": ResNet, "transfer": TransferNet}
+ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {
+    "mlp": MLP,
+    "resnet": ResNet,
+    "transfer": TransferNet,
+    "autoencoder": AutoEncoder,
+}
 
 
 def _text_specs(cfg: Config, pre: Preprocessor) -> tuple[TextSpec, ...]:
@@ -54,8 +60,13 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
     pretrained backbone fixes (its architecture and sizes, or an external image backbone)."""
     m = cfg.model
     arch = m.module or m.architecture
+    options: dict[str, Any] = dict(m.options)
     if arch == "auto":
         arch = "resnet" if pre.image is not None else "mlp"
+        if pre.label.task == "anomaly":
+            arch = "autoencoder"
+    if arch == "autoencoder":
+        options = {"code_dim": cfg.anomaly.code_dim, "noise": cfg.anomaly.noise}
     fixed = dict(backbone or {})
     if isinstance(fixed.get("backbone"), dict):  # what a resolved backbone fixes, as JSON
         fixed["backbone"] = BackboneSpec.from_dict(fixed["backbone"], f"model.backbone {m.backbone}")
@@ -70,16 +81,17 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
         dropout=m.dropout,
         vector_dim=sum(v.dim for v in pre.vectors),
         texts=_text_specs(cfg, pre),
-        **{"width": m.width, "depth": m.depth, "options": dict(m.options), **fixed},
+        **{"width": m.width, "depth": m.depth, "options": options, **fixed},
     )
 
 
 # Options each built-in architecture accepts: name -> (type, minimum, maximum). A bundle's options are checked
 # against this before anything is built, so a model file cannot smuggle arguments in.
-OPTIONS: dict[str, dict[str, tuple[type, int, int]]] = {
+OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
     "mlp": {},
     "resnet": {"blocks": (int, 1, 8)},
     "transfer": {},
+    "autoencoder": {"code_dim": (int, 1, 1024), "noise": (float, 0.0, 2.0)},
 }
 
 TRUST_ENV = "LAKENET_TRUSTED_MODULES"
@@ -111,8 +123,11 @@ def check_buildable(spec: ModelSpec, *, trusted: Iterable[str] = (), where: str 
                     "the model file was written by another tool or changed after it was saved."
                 )
             typ, lo, hi = allowed[k]
-            if isinstance(v, bool) or not isinstance(v, typ) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ModelError(f"{where}: option {k!r} of {arch!r} must be {typ.__name__} in [{lo}, {hi}], not {v!r}")
+            kinds = (int, float) if typ is float else (int,)
+            if isinstance(v, bool) or not isinstance(v, kinds) or not lo <= v <= hi:
+                raise ModelError(
+                    f"{where}: option {k!r} of {arch!r} must be {typ.__name__} in [{lo:g}, {hi:g}], not {v!r}"
+                )
         return
     if not _MODULE.match(arch):
         raise ModelError(

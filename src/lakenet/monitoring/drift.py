@@ -226,7 +226,7 @@ def compare(
     if embed:
         checks.append(_embedding_check("embedding", _embed(predictor, reference), _embed(predictor, current), cfg))
     if label is not None and label in current.column_names and label in reference.column_names:
-        if pre.label.task == "classification":
+        if pre.label.task in ("classification", "anomaly"):
             checks.append(_category_check("label", strings(reference.column(label)), strings(current.column(label)),
                                           set(pre.label.classes or []), cfg, "label"))  # fmt: skip
         else:
@@ -237,9 +237,10 @@ def compare(
     if pre.label.task == "classification":
         checks.append(_category_check("prediction", rp.column("prediction").to_pylist(),
                                       cp.column("prediction").to_pylist(), None, cfg, "prediction"))  # fmt: skip
-    else:
-        r = np.asarray(rp.column("prediction").to_numpy(zero_copy_only=False), dtype=np.float64)
-        c = np.asarray(cp.column("prediction").to_numpy(zero_copy_only=False), dtype=np.float64)
+    else:  # a value, or an anomaly model's calibrated score
+        out = "score" if pre.label.task == "anomaly" else "prediction"
+        r = np.asarray(rp.column(out).to_numpy(zero_copy_only=False), dtype=np.float64)
+        c = np.asarray(cp.column(out).to_numpy(zero_copy_only=False), dtype=np.float64)
         checks.append(replace(_numeric_check("prediction", r, c, cfg, tests), kind="prediction"))
     inputs = [c for c in checks if c.kind not in ("label", "prediction")]
     verdict = "drift" if any(c.drifted for c in inputs) else "no drift"

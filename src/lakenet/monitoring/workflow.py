@@ -80,7 +80,8 @@ def run_drift(
         raise DataError(f"{model} records no training table in its lineage; it cannot be compared with one.")
     pre = predictor.pre
     split = SplitConfig(**bundle.training.get("split", {}))
-    columns = list(dict.fromkeys([*pre.input_columns(), pre.label.column]))
+    labels = [pre.label.column] if pre.label.column is not None else []
+    columns = list(dict.fromkeys([*pre.input_columns(), *labels]))
     ref_snap = open_table(str(ref_uri), ref_version if isinstance(ref_version, int) else None)
     reference = sample_rows(ref_snap, _present(columns, ref_snap), pre.key, cfg.sample_rows, split=split,
                             map_fragments=where)  # fmt: skip

@@ -155,6 +155,12 @@ def importance_chart(r: Evaluation) -> Markup:
     return importance_chart_svg(cols, means, lows, highs, title="", metric=r.importance_metric or "the metric")
 
 
+def score_bins(histogram: Sequence[int]) -> list[str]:
+    """The labels of a histogram over [0, 1] in equal bins: "0.00–0.02", ..."""
+    n = len(histogram)
+    return [f"{i / n:.2f}–{(i + 1) / n:.2f}" for i in range(n)]
+
+
 _HELPERS = {
     "importance_chart": importance_chart,
     "class_order": class_order,
@@ -164,6 +170,8 @@ _HELPERS = {
     "metric_mode": metric_mode,
     "scatter_svg": scatter_svg,
     "sizes_chart": sizes_chart,
+    "bar_chart_svg": bar_chart_svg,
+    "score_bins": score_bins,
 }
 
 

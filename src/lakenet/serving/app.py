@@ -64,14 +64,14 @@ class Scorer:
         self.predictor = predictor
         self.name, self.version = predictor.model_name, predictor.model_version
         self.signature = predictor.pre.signature()
-        self.classification = predictor.classification
+        self.task = predictor.task
 
     def __call__(self, table: pa.Table) -> list[dict[str, Any]]:
         # An input near the float64 limit overflows float32 in the encoder: such rows come out non-finite and
         # response_rows flags them, so numpy's warning is noise here.
         with np.errstate(over="ignore", invalid="ignore"):
             out = self.predictor(table)
-        return response_rows(out, classification=self.classification)
+        return response_rows(out, task=self.task)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}
@@ -441,7 +441,7 @@ class _Service:
             if new is None:
                 continue
             old = batcher.model
-            if new.signature != old.signature or new.classification != old.classification:
+            if new.signature != old.signature or new.task != old.task:
                 metrics.swap_refusals.inc()
                 log.error("--follow-alias: version %s has a different input signature or task than version %s; "
                           "not switching (clients would break). Restart the server to serve it.",
@@ -573,7 +573,7 @@ class _Service:
         current, settings = self.batcher.model, self.settings
         return {
             **current.describe(),
-            "task": "classification" if current.classification else "regression",
+            "task": current.task,
             "classes": current.predictor.classes or None,
             "inputs": current.signature,
             "batching": {
@@ -783,7 +783,7 @@ def _install_openapi(app: FastAPI, schema: RequestSchema, scorer: Scorer, *, sec
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = doc.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
-        for model in (schema.request_model, response_model(classification=scorer.classification)):
+        for model in (schema.request_model, response_model(task=scorer.task)):
             js = model.model_json_schema(ref_template=ref)
             components.update(js.pop("$defs", {}))
             components[model.__name__] = js

@@ -344,16 +344,25 @@ class RequestSchema:
         }
 
 
-def response_rows(out: pa.RecordBatch, *, classification: bool) -> list[dict[str, Any]]:
-    """The Predictor's output as JSON-ready rows: prediction, confidence, probabilities (classification) or
-    prediction (regression), and the row's error (null when it was scored).
+def response_rows(out: pa.RecordBatch, *, task: str) -> list[dict[str, Any]]:
+    """The Predictor's output as JSON-ready rows: prediction, confidence, probabilities (classification),
+    prediction (regression) or score, is_anomaly and raw_score (anomaly), and the row's error (null when it was
+    scored).
 
     A row whose output is not finite (an input so large that it overflowed the model's float32) gets the error
     `non_finite_output` instead of NaNs, which JSON cannot carry.
     """
-    pred = out.column("prediction").to_pylist()
     err = out.column("error").to_pylist()
-    if not classification:
+    if task == "anomaly":
+        cols = [out.column(c).to_pylist() for c in ("score", "is_anomaly", "raw_score")]
+        return [
+            {"score": s, "is_anomaly": a, "raw_score": r, "error": e}
+            if r is None or math.isfinite(r)
+            else {**_NON_FINITE_ANOMALY}
+            for s, a, r, e in zip(*cols, err, strict=True)
+        ]
+    pred = out.column("prediction").to_pylist()
+    if task != "classification":
         return [
             {"prediction": p, "error": e} if p is None or math.isfinite(p) else {**_NON_FINITE_VALUE}
             for p, e in zip(pred, err, strict=True)
@@ -400,6 +409,7 @@ def row_error(row: int, column: str | None, reason: str, *, form: bool) -> dict[
 
 
 _NON_FINITE_VALUE = {"prediction": None, "error": "non_finite_output"}
+_NON_FINITE_ANOMALY = {"score": None, "is_anomaly": None, "raw_score": None, "error": "non_finite_output"}
 _NON_FINITE_CLASS = {"prediction": None, "confidence": None, "probabilities": None, "error": "non_finite_output"}
 
 
@@ -420,8 +430,18 @@ class ValuePrediction(BaseModel):
     error: str | None = Field(description="Why the row could not be scored, else null.")
 
 
-def response_model(*, classification: bool) -> type[BaseModel]:
-    row = ClassPrediction if classification else ValuePrediction
+class AnomalyPrediction(BaseModel):
+    score: float | None = Field(
+        description="Calibrated anomaly score in (0, 1): the share of validation rows that look more normal."
+    )
+    is_anomaly: bool | None = Field(description="Whether the score reaches the model's threshold.")
+    raw_score: float | None = Field(description="The reconstruction error the score is calibrated from.")
+    error: str | None = Field(description="Why the row could not be scored, else null.")
+
+
+def response_model(*, task: str) -> type[BaseModel]:
+    rows: dict[str, type[BaseModel]] = {"classification": ClassPrediction, "anomaly": AnomalyPrediction}
+    row = rows.get(task, ValuePrediction)
     return create_model(
         "PredictResponse",
         __doc__="One prediction per request row, in order.",

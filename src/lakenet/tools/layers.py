@@ -55,6 +55,7 @@ __all__ = [
 # layer are independent peers: they may not import each other either (nothing in `SIDEWAYS` so far).
 LAYERS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("tools",), "developer tools: read the source as text and import no lakenet module; nothing imports them"),
+    (("__main__",), "`python -m lakenet`: runs the command line, nothing else"),
     (("cli",), "the command line: parses arguments, calls the façade, prints; no logic"),
     (("demo", "examples"), "walkthroughs the CLI runs: they drive the façade as a user would"),
     (("jobs",), "scheduled and data-triggered runs of the façade's commands, in child processes, with history"),

@@ -104,12 +104,48 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step) % (2**63)
 
 
+class AnomalyLoss(nn.Module):
+    """task: anomaly. Normal and unlabelled rows (target 0 or -1): their raw score, the reconstruction error, is
+    minimised. Known anomalies (target 1): `push` penalises a good reconstruction of them (the inverse of their
+    error, as in Deep SAD, Ruff et al. 2020); `ignore` leaves them out."""
+
+    def __init__(self, labelled: str = "push", eps: float = 1e-2) -> None:
+        super().__init__()
+        self.push, self.eps = labelled == "push", eps
+
+    def forward(self, score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        s = score.view(-1)
+        known = target == 1
+        total = torch.where(known, 1.0 / (s + self.eps), s) if self.push else s * (~known)
+        used = len(s) if self.push else int((~known).sum())
+        return total.sum() / max(used, 1)
+
+
+def loss_for(pre: Preprocessor, cfg: Config, class_weights: torch.Tensor | None) -> nn.Module:
+    """The training loss of the label's task."""
+    task = pre.label.task
+    if task == "anomaly":
+        return AnomalyLoss(cfg.anomaly.labelled)
+    return nn.CrossEntropyLoss(weight=class_weights) if task == "classification" else nn.MSELoss()
+
+
+def loss_target(task: str, target: torch.Tensor) -> torch.Tensor:
+    """The target as the task's loss takes it: regression values as a column (B, 1)."""
+    return target.view(-1, 1) if task == "regression" else target
+
+
+def anomaly_probability(raw: np.ndarray) -> np.ndarray:
+    """A raw anomaly score (≥ 0) mapped monotonically into [0, 1) for the binned ROC/PR figures."""
+    return raw / (1.0 + raw)
+
+
 class _Evaluator:
     """Validation figures summed over workers (confusion matrix / regression sums), then turned into metrics."""
 
     def __init__(self, pre: Preprocessor, device: torch.device) -> None:
         self.pre, self.device = pre, device
-        self.classification = pre.label.task == "classification"
+        self.task = pre.label.task
+        self.classification = self.task == "classification"
 
     @torch.no_grad()
     def run(self, model: nn.Module, loader: SplitLoader | None, loss_fn: nn.Module) -> dict[str, float]:
@@ -129,9 +165,14 @@ class _Evaluator:
         for batch in loader.batches(0) if loader is not None else []:
             b = batch.to(self.device)
             out = model(b.inputs)
-            loss_sum += float(loss_fn(out, b.target if self.classification else b.target.view(-1, 1))) * len(b)
+            loss_sum += float(loss_fn(out, loss_target(self.task, b.target))) * len(b)
             n += len(b)
-            if self.classification:
+            if self.task == "anomaly":
+                truth = b.target.cpu().numpy()
+                known = truth >= 0
+                raw = out.view(-1).float().cpu().numpy()
+                scores.update(truth[known] == 1, anomaly_probability(raw[known]))
+            elif self.classification:
                 pred = out.argmax(1).cpu().numpy()
                 truth = b.target.cpu().numpy()
                 cm += confusion_matrix(truth, pred, k)
@@ -150,7 +191,12 @@ class _Evaluator:
         if n == 0:
             return {}
         metrics = {"val_loss": loss_sum / n}
-        if self.classification:
+        if self.task == "anomaly":
+            merged = BinaryScores(flat[2 + k * k + 5 :])
+            for name, value in (("val_roc_auc", merged.roc_auc()), ("val_pr_auc", merged.average_precision())):
+                if value is not None:
+                    metrics[name] = value
+        elif self.classification:
             cm = flat[2 : 2 + k * k].reshape(k, k).astype(np.int64)
             metrics.update(classification_metrics(cm, self.pre.label.classes or [], prefix="val"))
             if positive is not None:
@@ -207,7 +253,7 @@ class _WorkerRun:
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         weight = torch.tensor(job.class_weights, dtype=torch.float32, device=self.device) if job.class_weights else None
-        self.loss_fn: nn.Module = nn.CrossEntropyLoss(weight=weight) if self.classification else nn.MSELoss()
+        self.loss_fn: nn.Module = loss_for(self.pre, self.cfg, weight)
         self.evaluator = _Evaluator(self.pre, self.device)
         es = t.early_stopping
         # job.watch: "auto" resolved by the driver from the training split; a hand-made job falls back to val_loss
@@ -354,7 +400,7 @@ class _WorkerRun:
             torch.cuda.manual_seed(step_seed)
         b = batch.to(device)
         out = net(b.inputs)
-        loss = self.loss_fn(out, b.target if self.classification else b.target.view(-1, 1))
+        loss = self.loss_fn(out, loss_target(self.pre.label.task, b.target))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # Gradients are already all-reduced here, so every rank sees the same norm and takes the same branch.

@@ -104,6 +104,8 @@ def training_policy(cfg: Config, scan: ScanResult) -> TrainingPolicy:
     t = cfg.trainer
     notes = []
     pre = scan.preprocessor
+    if pre.label.task == "anomaly":
+        return _anomaly_policy(cfg, scan)
     counts = (scan.profile.label.by_split or {}).get("train", {})
     classes = pre.label.classes or []
     present = [counts.get(c, 0) for c in classes]
@@ -122,21 +124,38 @@ def training_policy(cfg: Config, scan: ScanResult) -> TrainingPolicy:
             + ", ".join(f"{c}: {w:.3g}" for c, w in zip(classes, weights, strict=True))
             + " (the rarest class is under a third of the commonest)"
         )
-    es = t.early_stopping
-    watch, min_epochs = None, 1
-    if es is not None:
-        watch = es.metric
-        if watch == "auto":
-            watch = "val_loss"
-            if rare:
-                watch = "val_pr_auc" if len(classes) == 2 else "val_balanced_accuracy"
-        val_rows = scan.profile.splits.get("val", 0)
-        if es.min_epochs == "auto":
-            min_epochs = max(1, t.epochs // (2 if val_rows < _SMALL_VAL else 4))
-        else:
-            min_epochs = min(es.min_epochs, t.epochs)
-        notes.append(f"early stopping on {watch}, not before epoch {min_epochs} ({val_rows} validation rows)")
-    return TrainingPolicy(watch, min_epochs, weights, tuple(notes))
+    auto = ("val_pr_auc" if len(classes) == 2 else "val_balanced_accuracy") if rare else "val_loss"
+    watch, min_epochs, stop_notes = _stopping(cfg, scan, auto)
+    return TrainingPolicy(watch, min_epochs, weights, (*notes, *stop_notes))
+
+
+def _stopping(cfg: Config, scan: ScanResult, auto: str) -> tuple[str | None, int, tuple[str, ...]]:
+    """The early-stopping metric (`auto` where the config says auto) and the epochs always trained."""
+    t, es = cfg.trainer, cfg.trainer.early_stopping
+    if es is None:
+        return None, 1, ()
+    watch = auto if es.metric == "auto" else es.metric
+    val_rows = scan.profile.splits.get("val", 0)
+    if es.min_epochs == "auto":
+        min_epochs = max(1, t.epochs // (2 if val_rows < _SMALL_VAL else 4))
+    else:
+        min_epochs = min(es.min_epochs, t.epochs)
+    return (
+        watch,
+        min_epochs,
+        (f"early stopping on {watch}, not before epoch {min_epochs} ({val_rows} validation rows)",),
+    )
+
+
+def _anomaly_policy(cfg: Config, scan: ScanResult) -> TrainingPolicy:
+    """An anomaly model stops on the precision of finding the validation split's known anomalies where it has
+    some, else on its reconstruction loss; no class weights."""
+    positive = scan.preprocessor.label.positive
+    val_counts = (scan.profile.label.by_split or {}).get("val", {})
+    # both kinds of known rows: the figure is about telling them apart
+    labelled = positive is not None and val_counts.get(positive, 0) > 0 and any(v != positive for v in val_counts)
+    watch, min_epochs, notes = _stopping(cfg, scan, "val_pr_auc" if labelled else "val_loss")
+    return TrainingPolicy(watch, min_epochs, None, notes)
 
 
 def _backbone(cfg: Config, resolve_ref: BackboneResolver | None) -> ResolvedBackbone | None:

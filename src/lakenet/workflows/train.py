@@ -378,13 +378,19 @@ def choose_threshold(
     bundle_dir: Path | None = None,
 ) -> dict[str, float]:
     """Two classes: the decision threshold on the rarer class's probability, chosen on the validation split to
-    maximise its F1 (or as configured), stored in the bundle so predict and serve use it. Its figures. `engine`
-    and `bundle_dir` (the bundle saved): score the validation split there."""
+    maximise its F1 (or as configured), stored in the bundle so predict and serve use it. Anomaly: the score's
+    calibration and threshold. Its figures. `engine` and `bundle_dir` (the bundle saved): score the validation
+    split there."""
     from lakenet.data.split import VAL
     from lakenet.evaluation.evaluate import evaluate_split
     from lakenet.inference.predictor import Predictor
 
     label = bundle.preprocessor.label
+    if label.task == "anomaly":
+        from lakenet.evaluation.anomaly import calibrate_anomaly
+
+        where = str(bundle_dir) if bundle_dir is not None else None
+        return calibrate_anomaly(cfg, snap, bundle, trust, engine=engine, bundle_dir=where)
     setting = cfg.trainer.threshold
     if label.task != "classification" or len(label.classes or []) != 2 or setting == "none":
         return {}
@@ -421,7 +427,7 @@ def global_view(cfg: Config, snap: Snapshot, predictor: Predictor, report: Evalu
     from lakenet.evaluation.importance import class_maps, permutation_importance, test_rows
 
     t = cfg.trainer
-    if t.importance_repeats == 0 or not report.rows:
+    if t.importance_repeats == 0 or not report.rows or predictor.anomaly:
         return report
     rows = test_rows(snap, predictor, cfg.data.split, t.importance_rows)
     if rows is None:
@@ -455,7 +461,8 @@ def run_evaluate(cfg: Config, wd: Path, *, model: str, trust: tuple[str, ...]) -
         resolved.bundle_dir, model_name=resolved.name, model_version=resolved.version, trust_modules=trust
     )
     snap = open_table(cfg.data.table, cfg.data.version)
-    snap.require_columns({predictor.pre.key: "data.key", predictor.pre.label.column: "features.label.column"})
+    label = predictor.pre.label.column
+    snap.require_columns({predictor.pre.key: "data.key", **({label: "features.label.column"} if label else {})})
     tested = evaluate_split(snap, predictor, cfg.data.split, engine=get_engine(cfg.engine),
                             bundle_dir=str(resolved.bundle_dir))  # fmt: skip
     report = global_view(cfg, snap, predictor, tested)

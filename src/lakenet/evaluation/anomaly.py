@@ -1,0 +1,150 @@
+"""task: anomaly — calibration after training, on the engine.
+
+A raw anomaly score (the autoencoder's reconstruction error, each part divided by its typical error) means
+nothing to a reader. After training, one pass over the validation split (the training split when there is none)
+measures each part's typical error on rows not known to be anomalies, then maps a raw score to the share of
+those rows that score lower: a calibrated score in (0, 1), strictly increasing in the raw one (0.99 = more
+unusual than 99 % of validation rows). The threshold is on that scale: 1 − contamination, or where labelled
+anomalies exist in validation, the one that finds them with the best F1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from lakenet.config.schema import Config
+from lakenet.data.sources import Fragment, Snapshot
+from lakenet.data.split import TRAIN, VAL, assign_splits
+from lakenet.evaluation.evaluate import _saved_at as saved_at
+from lakenet.evaluation.metrics import BinaryScores
+from lakenet.inference.calibration import Calibration
+
+if TYPE_CHECKING:
+    from lakenet.models.bundle import Bundle
+
+__all__ = ["DEFAULT_CONTAMINATION", "calibrate_anomaly"]
+
+DEFAULT_CONTAMINATION = 0.05
+_SAMPLE = 50_000  # validation rows kept (bottom-k by key hash) for the calibration
+_PREDICTORS: dict[tuple[str, tuple[str, ...], int], Any] = {}
+
+
+class _PartsTask:
+    """`(fragment index, fragment, table) -> sample`: each calibration row's per-part errors, its key hash and
+    its label (1 known anomaly, 0 known normal, -1 unknown), at most `_SAMPLE` rows of smallest hash."""
+
+    def __init__(self, bundle: Bundle, bundle_dir: str | None, trust: tuple[str, ...], cfg: Config, split: int) -> None:
+        self.bundle: Bundle | None = bundle
+        self.local: Any = None  # the predictor built from `bundle`, in this process
+        self.bundle_dir, self.trust, self.saved = bundle_dir, trust, saved_at(bundle_dir)
+        self.split_cfg, self.split = cfg.data.split, split
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "bundle": None, "local": None}  # shipped to a worker: it loads the saved bundle itself
+
+    def __call__(self, fi: int, frag: Fragment, table: pa.Table) -> _Sample:
+        import pandas as pd
+        import torch
+
+        from lakenet.inference.predictor import Predictor
+
+        if self.bundle is not None:
+            if self.local is None:
+                self.local = Predictor(self.bundle, trust_modules=self.trust)
+            predictor = self.local
+        else:
+            assert self.bundle_dir is not None
+            key = (self.bundle_dir, self.trust, self.saved)
+            if key not in _PREDICTORS:
+                _PREDICTORS[key] = Predictor(self.bundle_dir, trust_modules=self.trust)
+            predictor = _PREDICTORS[key]
+        pre = predictor.pre
+        table = table.filter(pa.array(assign_splits(table.column(pre.key), self.split_cfg) == self.split))
+        enc = pre.encode(table, with_label=True)
+        if not enc.num_valid:
+            return _Sample(np.zeros(0, np.uint64), np.zeros((0, 0)), np.zeros(0, np.int64))
+        keys = np.asarray(table.column(pre.key).cast(pa.string()).to_pylist(), dtype=object)[enc.valid]
+        hashes = pd.util.hash_array(keys, categorize=False)
+        with torch.inference_mode():
+            inputs = {k: torch.from_numpy(v) for k, v in enc.inputs.items()}
+            model: Any = predictor.model
+            parts = model.errors(inputs).double().numpy()
+        assert enc.target is not None
+        return _Sample(hashes, parts, enc.target)
+
+
+class _Sample:
+    """Calibration rows, bounded and mergeable: the `_SAMPLE` rows of smallest key hash, with their per-part
+    errors and labels (the same rows whatever the engine and the fragments)."""
+
+    def __init__(self, hashes: np.ndarray, parts: np.ndarray, labels: np.ndarray) -> None:
+        keep = np.argsort(hashes, kind="stable")[:_SAMPLE]
+        self.hashes, self.parts, self.labels = hashes[keep], parts[keep], labels[keep]
+
+    def merge(self, other: _Sample) -> _Sample:
+        if not len(other.hashes):
+            return self
+        if not len(self.hashes):
+            return other
+        return _Sample(
+            np.concatenate([self.hashes, other.hashes]),
+            np.concatenate([self.parts, other.parts]),
+            np.concatenate([self.labels, other.labels]),
+        )
+
+
+def calibrate_anomaly(
+    cfg: Config,
+    snap: Snapshot,
+    bundle: Bundle,
+    trust: tuple[str, ...],
+    *,
+    engine: Any = None,
+    bundle_dir: str | None = None,
+) -> dict[str, float]:
+    """Set the bundle's part scales, calibration and threshold from the validation split (scored on `engine`
+    from the saved `bundle_dir`, else in this process); the figures it chose by."""
+    import torch
+
+    split = VAL if cfg.data.split.val > 0 else TRAIN
+    task = _PartsTask(bundle, bundle_dir, trust, cfg, split)
+    columns = bundle.preprocessor.columns(with_label=True)
+    if engine is not None and bundle_dir is not None:
+        samples = list(engine.map_fragments(task, snap, columns))
+    else:
+        samples = [task(fi, piece, table) for fi, piece, table in snap.iter_pieces(columns)]
+    merged = _Sample(np.zeros(0, np.uint64), np.zeros((0, 0)), np.zeros(0, np.int64))
+    for sample in samples:
+        merged = merged.merge(sample)
+    parts, labels = merged.parts, merged.labels
+    normal = labels != 1
+    if not normal.any():
+        return {}
+    scale = np.maximum(parts[normal].mean(axis=0), 1e-8)
+    raw = (parts / scale).mean(axis=1)
+    calibration = Calibration.fit(raw[normal])
+    calibrated = calibration(raw)
+    threshold, figures = _threshold(cfg, calibrated, labels)
+    bundle.weights["scale"] = torch.tensor(scale, dtype=torch.float32)
+    label = bundle.preprocessor.label
+    bundle.preprocessor.label = replace(label, calibration=calibration.to_list(), threshold=float(threshold))
+    return {"threshold": float(threshold), "calibration_rows": float(normal.sum()), **figures}
+
+
+def _threshold(cfg: Config, calibrated: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, float]]:
+    """On the calibrated scale: 1 − contamination, or the F1-best one where validation has both kinds of known
+    rows and contamination is auto."""
+    setting = cfg.anomaly.contamination
+    known = labels >= 0
+    if setting == "auto" and (labels == 1).any() and (labels == 0).any():
+        scores = BinaryScores()
+        scores.update(labels[known] == 1, calibrated[known])
+        found = scores.best_f1_threshold()
+        if found is not None:
+            return found[0], {"val_f1_at_threshold": found[1]}
+    c = DEFAULT_CONTAMINATION if setting == "auto" else float(setting)
+    return 1.0 - c, {"contamination": c}

@@ -1,0 +1,70 @@
+"""The use cases beyond classification and regression on a real Spark local[2] session, against the local engine:
+an anomaly model trained and scored on Spark gives the local results."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+
+import lakenet
+
+pytestmark = [
+    pytest.mark.spark,
+    pytest.mark.skipif(shutil.which("java") is None and not os.environ.get("JAVA_HOME"), reason="no Java"),
+]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def spark() -> Any:
+    pytest.importorskip("pyspark")
+    import lakenet.spark
+
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    session = lakenet.spark.session("local[2]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    d = tmp_path_factory.mktemp("use_cases_spark")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(d)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield d
+    mp.undo()
+
+
+def test_anomaly_on_spark_equals_local(spark: Any, wd: Path) -> None:
+    from lakenet.examples.sensors import write_sensors_csv
+
+    table = lakenet.ingest(write_sensors_csv(wd / "sensors.csv", rows=3000, seed=2), wd / "sensors", key="reading_id")
+    cfg = {
+        "data": {"table": table.table, "key": "reading_id"},
+        "features": {"label": {"column": "fault", "task": "anomaly"}, "include": "auto"},
+        "trainer": {"epochs": 4, "batch_size": 128, "early_stopping": None},
+    }
+    on_spark = lakenet.fit({**cfg, "engine": {"type": "spark"}, "registry": {"name": "sensors_spark"}}, progress=False)
+    local = lakenet.fit({**cfg, "registry": {"name": "sensors_local"}}, progress=False)
+    for k in ("threshold", "test_flagged_rate", "test_roc_auc"):
+        assert on_spark.metrics[k] == pytest.approx(local.metrics[k], abs=1e-4), k
+    lakenet.predict(local.model_uri, table.table, str(wd / "by_spark"), engine="spark")
+    lakenet.predict(local.model_uri, table.table, str(wd / "by_local"))
+    a = DeltaTable(str(wd / "by_spark")).to_pandas().set_index("reading_id").sort_index()
+    b = DeltaTable(str(wd / "by_local")).to_pandas().set_index("reading_id").sort_index()
+    assert len(a) == len(b) == 3000
+    assert np.allclose(a.score, b.score, atol=1e-9) and (a.is_anomaly == b.is_anomaly).all()
+    lakenet.spark.register_udf(spark, "sensor_score", local.model_uri)
+    spark.read.parquet(*DeltaTable(table.table).file_uris()).createOrReplaceTempView("readings")
+    cols = ", ".join(f"`{c}`" for c in ("machine", "timestamp", "mode", "rpm", "power_kw", "temperature_c",
+                                         "vibration_mm_s", "pressure_bar"))  # fmt: skip
+    rows = spark.sql(f"SELECT reading_id, sensor_score({cols}) AS s FROM readings LIMIT 50").collect()
+    for r in rows:
+        assert r["s"] == pytest.approx(b.loc[r["reading_id"], "score"], abs=1e-9)
