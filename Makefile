@@ -13,11 +13,15 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned to the local CPU wheel; then the package, constrained to that torch.
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,spark,serve,tune,jobs,onnx,transfer]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,spark,serve,tune,jobs,onnx,transfer,audio]"
 	@# Spark needs a JRE: install a headless one when we can, else say what is missing (spark tests skip).
 	@command -v java >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
 		&& (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null); } \
 		|| echo "note: no Java found and none could be installed; Spark features need Java 17+ (JAVA_HOME)"
+	@# Spoken-digit examples synthesise speech offline with espeak-ng: install it when we can (its tests skip if not).
+	@command -v espeak-ng >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+		&& (apt-get install -y -qq espeak-ng >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)); } \
+		|| echo "note: espeak-ng could not be installed; the spoken-digit examples and their tests are skipped"
 	@touch $(STAMP)
 
 install: $(STAMP)

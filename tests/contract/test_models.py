@@ -1,6 +1,6 @@
 """Every registered architecture honours the same contract: builds from a ModelSpec, maps the input dict to
 (B, num_outputs), trains (gradients reach every trainable parameter), and survives a bundle round trip exactly.
-The cases cover every input kind: numerics, categories, images, vectors, text (bag and pretrained transformer)
+The cases cover every input kind: numerics, categories, images, audio, vectors, text (bag and pretrained transformer)
 and external image backbones (Hugging Face and ONNX Runtime)."""
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ SPECS = {
         image_size=12,
         backbone=BackboneSpec(kind="onnx", nbytes=len(ONNX), input="x", output="y", batch=None, out_dim=4),
     ),
+    "audiocnn": ModelSpec("audiocnn", 3, **TAB, audio_bins=16, audio_frames=21, width=4, depth=2),
     "autoencoder": ModelSpec("autoencoder", 1, **TAB, width=8, depth=2, options={"code_dim": 3, "noise": 0.1}),
     "autoencoder-image-vector-text": ModelSpec(
         "autoencoder",
@@ -115,6 +116,8 @@ def inputs(spec: ModelSpec, batch: int = 5) -> dict[str, torch.Tensor]:
     }
     if spec.image_channels:
         x["image"] = torch.randn(batch, spec.image_channels, spec.image_size, spec.image_size, generator=g)
+    if spec.audio_bins:
+        x["audio"] = torch.randn(batch, 1, spec.audio_bins, spec.audio_frames, generator=g)
     if spec.vector_dim:
         x["vector"] = torch.randn(batch, spec.vector_dim, generator=g)
     for t in spec.texts:

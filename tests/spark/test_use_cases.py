@@ -1,5 +1,5 @@
 """The use cases beyond classification and regression on a real Spark local[2] session, against the local engine:
-an anomaly model trained and scored on Spark gives the local results."""
+an anomaly model and a spoken-digit model trained and scored on Spark give the local results."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 import lakenet
+from lakenet.examples.spoken_digits import VOICE_PATTERN, espeak, write_spoken_digits
 
 pytestmark = [
     pytest.mark.spark,
@@ -68,3 +69,28 @@ def test_anomaly_on_spark_equals_local(spark: Any, wd: Path) -> None:
     rows = spark.sql(f"SELECT reading_id, sensor_score({cols}) AS s FROM readings LIMIT 50").collect()
     for r in rows:
         assert r["s"] == pytest.approx(b.loc[r["reading_id"], "score"], abs=1e-9)
+
+
+@pytest.mark.skipif(espeak() is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_voice_on_spark_equals_local(spark: Any, wd: Path) -> None:
+    """Spoken digits trained on Spark (the audio decoded in the executors) and locally: the same run; scored by
+    Spark, the local predictions."""
+    folder = write_spoken_digits(wd / "wav", voice_count=8, speeds=(150,), pitches=(50,))
+    table = lakenet.ingest(folder, wd / "spoken").table
+    cfg = {
+        "data": {"table": table, "split": {"train": 0.6, "val": 0.2, "test": 0.2, "group": "path",
+                                           "group_pattern": VOICE_PATTERN}},
+        "features": {"label": "label", "audio": {"type": "audio", "n_mels": 32}},
+        "model": {"width": 8, "depth": 2},
+        "trainer": {"epochs": 3, "batch_size": 16, "early_stopping": None},
+    }  # fmt: skip
+    on_spark = lakenet.fit({**cfg, "engine": {"type": "spark"}, "registry": {"name": "voice_spark"}}, progress=False)
+    local = lakenet.fit({**cfg, "registry": {"name": "voice_local"}}, progress=False)
+    assert on_spark.history[-1]["train_loss"] == pytest.approx(local.history[-1]["train_loss"], rel=1e-4)
+    assert on_spark.metrics["test_accuracy"] == pytest.approx(local.metrics["test_accuracy"], abs=1e-9)
+    lakenet.predict(local.model_uri, table, str(wd / "voice_by_spark"), engine="spark")
+    lakenet.predict(local.model_uri, table, str(wd / "voice_by_local"))
+    a = DeltaTable(str(wd / "voice_by_spark")).to_pandas().set_index("key").sort_index()
+    b = DeltaTable(str(wd / "voice_by_local")).to_pandas().set_index("key").sort_index()
+    assert len(a) == len(b) == 80
+    assert (a.prediction == b.prediction).all() and np.allclose(a.confidence, b.confidence, atol=1e-6)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 __all__ = [
     "CURRENT_VERSION",
     "AnomalyConfig",
+    "AudioFeature",
     "BackboneConfig",
     "BooleanFeature",
     "CategoryFeature",
@@ -56,6 +57,32 @@ class SplitConfig(_Strict):
     val: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction for validation (early stopping, tuning).")
     test: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction held out for the final evaluation only.")
     seed: int = Field(0, ge=0, description="Salt of the key hash: change it to draw a different split.")
+    group: str | None = Field(
+        None,
+        min_length=1,
+        description="A column whose value keeps rows together: rows of one speaker, customer or patient land in the "
+        "same split (the hash is of this value instead of the key), so the test split holds groups training never "
+        "saw. A row without a group value falls back to its key.",
+    )
+    group_pattern: str | None = Field(
+        None,
+        min_length=1,
+        description="A regular expression with one capture group, applied to the group column's text: the group is "
+        "the captured part (e.g. the speaker in a file path, '/([^/_]+)_[^/]*$'). Needs split.group.",
+    )
+
+    @model_validator(mode="after")
+    def _group(self) -> SplitConfig:
+        if self.group_pattern is not None:
+            if self.group is None:
+                raise ValueError("data.split.group_pattern needs data.split.group (the column it reads)")
+            try:
+                compiled = re.compile(self.group_pattern)
+            except re.error as err:
+                raise ValueError(f"data.split.group_pattern is not a regular expression: {err}") from None
+            if compiled.groups != 1:
+                raise ValueError(f"data.split.group_pattern needs exactly one capture group, it has {compiled.groups}")
+        return self
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
@@ -186,6 +213,23 @@ class ImageFeature(_Strict):
     )
 
 
+class AudioFeature(_Strict):
+    """Encoded audio (WAV, FLAC, OGG) stored as bytes: decoded, mixed to mono, resampled, padded or cropped to a
+    fixed length and turned into a log-mel spectrogram that a small CNN reads."""
+
+    type: Literal["audio"] = Field("audio", description="Feature type.")
+    column: str | None = Field(None, description="Source column holding the audio bytes; default: the name.")
+    seconds: float = Field(
+        1.0, gt=0.0, le=60.0, description="Clips are padded with silence or cropped (the middle) to this length."
+    )
+    sample_rate: int = Field(16_000, ge=4_000, le=96_000, description="Clips are resampled to this rate (Hz).")
+    n_mels: int = Field(64, ge=8, le=256, description="Mel bands of the spectrogram.")
+    missing: RawMissing = Field(
+        "quarantine",
+        description="A row without audio: quarantine (default), or zeros (silence plus an indicator input).",
+    )
+
+
 class VectorFeature(_Strict):
     """A fixed-length list of numbers per row (an embedding written by `lakenet featurize`, or your own),
     fed to the model as is. Rows with a wrong-length or non-finite vector are quarantined."""
@@ -225,11 +269,25 @@ class TextFeature(_Strict):
 
 
 FeatureSpec = Annotated[
-    NumericFeature | CategoryFeature | BooleanFeature | DatetimeFeature | ImageFeature | VectorFeature | TextFeature,
+    NumericFeature
+    | CategoryFeature
+    | BooleanFeature
+    | DatetimeFeature
+    | ImageFeature
+    | AudioFeature
+    | VectorFeature
+    | TextFeature,
     Field(discriminator="type"),
 ]
 InputFeature = (
-    NumericFeature | CategoryFeature | BooleanFeature | DatetimeFeature | ImageFeature | VectorFeature | TextFeature
+    NumericFeature
+    | CategoryFeature
+    | BooleanFeature
+    | DatetimeFeature
+    | ImageFeature
+    | AudioFeature
+    | VectorFeature
+    | TextFeature
 )
 
 
@@ -370,10 +428,10 @@ class BackboneConfig(_Strict):
 class ModelConfig(_Strict):
     """The network: a built-in architecture or your own torch.nn.Module, optionally from a pretrained backbone."""
 
-    architecture: Literal["auto", "mlp", "resnet", "autoencoder"] = Field(
+    architecture: Literal["auto", "mlp", "resnet", "audiocnn", "autoencoder"] = Field(
         "auto",
         description="Built-in architecture; auto = autoencoder for task anomaly, else resnet when there is an image "
-        "feature, else mlp.",
+        "feature, audiocnn when there is an audio feature, else mlp.",
     )
     backbone: Annotated[BackboneConfig | None, BeforeValidator(_backbone_shorthand)] = Field(
         None,
@@ -816,6 +874,18 @@ class Config(_Strict):
             raise ValueError("model.architecture 'resnet' needs an image feature; use mlp or auto")
         if len(images) > 1:
             raise ValueError(f"at most one image feature is supported, found {images}")
+        audio = [n for n, f in self.features.inputs.items() if isinstance(f, AudioFeature)]
+        if len(audio) > 1 or (audio and images):
+            raise ValueError(
+                f"at most one audio feature, and not next to an image, is supported; found {audio + images}"
+            )
+        if audio and anomaly:
+            raise ValueError("task anomaly does not read audio features yet; remove them or use classification")
+        if self.model.architecture == "audiocnn" and not audio and self.model.module is None:
+            raise ValueError("model.architecture 'audiocnn' needs an audio feature; use mlp or auto")
+        if audio and self.model.architecture in ("mlp", "resnet") and self.model.module is None:
+            raise ValueError(f"model.architecture {self.model.architecture!r} cannot take audio feature {audio[0]!r}; "
+                             "use audiocnn or auto")  # fmt: skip
         label_col = self.features.label.column
         for name in self.features.inputs:
             if self.features.column_of(name) == label_col:

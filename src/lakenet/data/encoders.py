@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from lakenet.config.schema import Config
 from lakenet.data.codecs import CODECS, Codec, Moments, Stats, codec_for, strings, to_float
+from lakenet.data.codecs.audio import AudioCodec, AudioState
 from lakenet.data.codecs.category import CategoryCodec, CategoryState
 from lakenet.data.codecs.image import MAX_IMAGE_PIXELS, ImageCodec, ImageState, decode_image, image_pixels
 from lakenet.data.codecs.numeric import NumericCodec, NumericState
@@ -152,6 +153,11 @@ class Preprocessor:
         return images[0] if images else None
 
     @property
+    def audio(self) -> AudioState | None:
+        clips = self._states(AudioCodec)
+        return clips[0] if clips else None
+
+    @property
     def vectors(self) -> list[VectorState]:
         return self._states(VectorCodec)
 
@@ -222,6 +228,8 @@ class Preprocessor:
             keys.append("category")
         if self.image is not None:
             keys.append("image")
+        if self.audio is not None:
+            keys.append("audio")
         if self.vectors:
             keys.append("vector")
         for c in self.features:

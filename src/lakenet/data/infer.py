@@ -9,6 +9,7 @@ deterministic for a Delta version), except where a whole column must be known (a
 from __future__ import annotations
 
 import io
+import math
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ SAMPLE_ROWS = 20_000
 _BLOB_SAMPLE = 64
 _ID_NAME = re.compile(r"(^|[_\-. ])(id|uuid|guid|key|identifier|no|number|nr|num)$|^id[_\-. ]", re.I)
 _ID_CAMEL = re.compile(r"[a-z0-9](Id|ID|Key|Uuid|UUID|No|Number)$")  # customerId, orderNo: case matters here
-_FILE_FACTS = {"path", "size_bytes", "width", "height"}  # written by `lakenet ingest` next to images
+# written by `lakenet ingest` next to images and audio files
+_FILE_FACTS = {"path", "size_bytes", "width", "height", "duration_s", "sample_rate", "channels"}
 _HASHED_OVER = 1000  # distinct values above which a category column is hashed
 _HASH_BUCKETS = 4096
 
@@ -146,6 +148,28 @@ def blank_if_text(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array
     return blank_to_null(col) if _is_text_type(col.type) else col
 
 
+_AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")
+
+
+def _is_audio(blobs: list[bytes | None]) -> bool:
+    """Most present values start like a WAV, FLAC, OGG or MP3 file."""
+    present = [b for b in blobs if b]
+    hits = sum(b.startswith(_AUDIO_MAGIC) for b in present)
+    return bool(present) and hits * 2 > len(present)
+
+
+def _audio_seconds(blobs: list[bytes | None]) -> float:
+    """A clip length that holds most files whole: the 90th percentile of their durations, rounded up to 0.5 s
+    (at least 0.5 s, at most 10 s; longer recordings are cropped to their middle)."""
+    from lakenet.data.codecs.audio import audio_info
+
+    durations = [info[0] for b in blobs if b and (info := audio_info(b)) is not None]
+    if not durations:
+        return 1.0
+    p90 = float(np.percentile(durations, 90))
+    return float(min(10.0, max(0.5, math.ceil(p90 * 2) / 2)))
+
+
 def _image_spec(blobs: list[bytes | None]) -> dict[str, Any]:
     """Input size and channels from the images' headers: small images stay small (no upsampling 8×8 digits to
     32×32, which costs 16× the compute for nothing), large ones are capped at 64."""
@@ -177,7 +201,11 @@ def _decide(name: str, col: pa.ChunkedArray, rows: int) -> Decision:
     if n_present == 0:
         return Decision(name, None, "left out: every value is missing")
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        spec = _image_spec(col.to_pylist())
+        blobs = col.to_pylist()
+        if _is_audio(blobs):
+            seconds = _audio_seconds(blobs)
+            return Decision(name, {"type": "audio", "seconds": seconds}, f"audio files, read as {seconds:g} s clips")
+        spec = _image_spec(blobs)
         return Decision(name, spec, f"image bytes, typically read as {spec['size']}×{spec['size']}")
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         if _is_number_type(t.value_type) or pa.types.is_floating(t.value_type):

@@ -20,9 +20,10 @@ from lakenet.errors import DataError
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["IMAGE_EXTENSIONS", "IMAGE_SCHEMA", "IngestResult", "ingest"]
+__all__ = ["AUDIO_EXTENSIONS", "AUDIO_SCHEMA", "IMAGE_EXTENSIONS", "IMAGE_SCHEMA", "IngestResult", "ingest"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
 IMAGE_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -32,6 +33,18 @@ IMAGE_SCHEMA = pa.schema(
         ("size_bytes", pa.int64()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+    ]
+)
+AUDIO_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("path", pa.string()),
+        ("label", pa.string()),
+        ("audio", pa.binary()),
+        ("size_bytes", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("sample_rate", pa.int32()),
+        ("channels", pa.int32()),
     ]
 )
 _BATCH_ROWS = 512
@@ -79,14 +92,26 @@ def _image_size(blob: bytes) -> tuple[int | None, int | None]:
         return None, None  # kept as-is: profiling and training quarantine it with a reason
 
 
-def _image_files(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
-    """(relative path, file) of the images under `root`, and the entries left out with the reason. A symlink
+def _audio_facts(blob: bytes) -> tuple[float | None, int | None, int | None]:
+    from lakenet.data.codecs.audio import audio_info
+
+    info = audio_info(blob)  # reads the header only
+    return info if info is not None else (None, None, None)  # kept as-is: training quarantines it with a reason
+
+
+def _media_files(root: Path, extensions: frozenset[str]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(relative path, file) of the media files under `root`, and the entries left out with the reason. A symlink
     is followed only when it stays inside the folder: one pointing elsewhere would pull in files the folder's
     owner never put there."""
     real_root = root.resolve()
     files, skipped = [], []
+    other = (IMAGE_EXTENSIONS | AUDIO_EXTENSIONS) - extensions
     for p in sorted(root.rglob("*")):
-        if p.suffix.lower() not in IMAGE_EXTENSIONS or p.parent == root or not p.is_file():
+        if p.suffix.lower() in other and p.parent != root and p.is_file():
+            kind = "an image" if p.suffix.lower() in IMAGE_EXTENSIONS else "an audio file"
+            skipped.append(f"{p.relative_to(root).as_posix()}: {kind} in a folder of the other kind")
+            continue
+        if p.suffix.lower() not in extensions or p.parent == root or not p.is_file():
             continue
         rel = p.relative_to(root).as_posix()
         if p.is_symlink() or any(parent.is_symlink() for parent in p.relative_to(root).parents if str(parent) != "."):
@@ -98,8 +123,8 @@ def _image_files(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
     return files, skipped
 
 
-def _image_rows(files: list[tuple[str, Path]], present: set[str], legacy: dict[str, int]) -> tuple[list, int]:
-    """The images not in the table yet, keyed `<relative path>#<content hash>`, and how many were."""
+def _media_rows(files: list[tuple[str, Path]], present: set[str], legacy: dict[str, int]) -> tuple[list, int]:
+    """The files not in the table yet, keyed `<relative path>#<content hash>`, and how many were."""
     todo, skipped = [], 0
     for rel, f in files:
         blob = f.read_bytes()
@@ -113,19 +138,21 @@ def _image_rows(files: list[tuple[str, Path]], present: set[str], legacy: dict[s
     return todo, skipped
 
 
-def _image_batches(todo: list) -> Iterator[pa.RecordBatch]:
-    rows: dict[str, list[object]] = {n: [] for n in IMAGE_SCHEMA.names}
+def _media_batches(todo: list, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The rows of `schema` (IMAGE_SCHEMA or AUDIO_SCHEMA) for the files to add, in batches."""
+    audio = schema is AUDIO_SCHEMA
+    rows: dict[str, list[object]] = {n: [] for n in schema.names}
     for key, rel, f, _ in todo:
         blob = f.read_bytes()
-        w, h = _image_size(blob)
+        facts = _audio_facts(blob) if audio else _image_size(blob)
         label = rel.split("/", 1)[0]
-        for name, value in zip(IMAGE_SCHEMA.names, (key, str(f.resolve()), label, blob, len(blob), w, h), strict=True):
+        for name, value in zip(schema.names, (key, str(f.resolve()), label, blob, len(blob), *facts), strict=True):
             rows[name].append(value)
         if len(rows["key"]) >= _BATCH_ROWS:
-            yield pa.RecordBatch.from_pydict(rows, schema=IMAGE_SCHEMA)
-            rows = {n: [] for n in IMAGE_SCHEMA.names}
+            yield pa.RecordBatch.from_pydict(rows, schema=schema)
+            rows = {n: [] for n in schema.names}
     if rows["key"]:
-        yield pa.RecordBatch.from_pydict(rows, schema=IMAGE_SCHEMA)
+        yield pa.RecordBatch.from_pydict(rows, schema=schema)
 
 
 def _tabular_table(src: Path, key: str, delimiter: str | None) -> pa.Table:
@@ -186,8 +213,7 @@ def ingest(
     counts = {"written": 0, "skipped": 0}
     skipped_files: list[str] = []
     if src.is_dir() and not any(src.rglob("*.parquet")):
-        kind = "images"
-        prepare, txn, skipped_files = _image_source(src, dest, mode, counts)
+        kind, prepare, txn, skipped_files = _folder_source(src, dest, mode, counts)
     else:
         kind = "parquet" if src.is_dir() or src.suffix.lower() in {".parquet", ".pq"} else "csv"
         prepare, txn = _table_source(src, dest, mode, key, delimiter, counts)
@@ -199,31 +225,47 @@ def ingest(
 _Prepare = Callable[[Any], "pa.RecordBatchReader | None"]  # the table as it is at commit time -> the rows to add
 
 
-def _image_source(src: Path, dest: str, mode: str, counts: dict[str, int]) -> tuple[_Prepare, str, list[str]]:
-    """An image folder: (the rows to add, given the table at commit time; the ingest's txn id; skipped files)."""
+def _folder_kind(src: Path) -> str:
+    """images or audio: the kind of file the class sub-folders hold most of."""
+    images = audio = 0
+    for p in src.rglob("*"):
+        suffix = p.suffix.lower()
+        images += suffix in IMAGE_EXTENSIONS
+        audio += suffix in AUDIO_EXTENSIONS
+    return "audio" if audio > images else "images"
+
+
+def _folder_source(src: Path, dest: str, mode: str, counts: dict[str, int]) -> tuple[str, _Prepare, str, list[str]]:
+    """A folder of images or audio files, one sub-folder per class: (its kind; the rows to add, given the table at
+    commit time; the ingest's txn id; skipped files)."""
+    kind = _folder_kind(src)
+    extensions, schema = (AUDIO_EXTENSIONS, AUDIO_SCHEMA) if kind == "audio" else (IMAGE_EXTENSIONS, IMAGE_SCHEMA)
+    noun, example = ("audio files", "yes/1.wav") if kind == "audio" else ("images", "cat/1.png")
     if not any(d.is_dir() for d in src.iterdir()):
         raise DataError(
-            f"Image folder {src} has no sub-folders; put each class's images in a sub-folder "
-            f"named after the class (e.g. {src}/cat/1.png)."
+            f"Folder {src} has no sub-folders; put each class's {noun} in a sub-folder named after the class "
+            f"(e.g. {src}/{example})."
         )
-    listed, skipped_files = _image_files(src)
+    listed, skipped_files = _media_files(src, extensions)
     if not listed:
-        raise DataError(f"Image folder {src} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+        raise DataError(
+            f"Folder {src} has no image or audio files ({', '.join(sorted(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS))})."
+        )
 
     def prepare(dt: Any) -> pa.RecordBatchReader | None:
         existing = _existing(dt, "key", dest, ["size_bytes"]) if mode == "append" else pa.table({"key": []})
         keys = existing.column("key").cast(pa.string()).to_pylist()
         sizes = existing.column("size_bytes").to_pylist() if "size_bytes" in existing.column_names else []
         legacy = {k: s for k, s in zip(keys, sizes, strict=False) if "#" not in k}
-        todo, counts["skipped"] = _image_rows(listed, set(keys), legacy)
+        todo, counts["skipped"] = _media_rows(listed, set(keys), legacy)
         counts["written"] = len(todo)
         if not todo and mode == "append":
             return None
         # Batches stream straight into the Delta writer: the folder is never held in memory.
-        return pa.RecordBatchReader.from_batches(IMAGE_SCHEMA, _image_batches(todo))
+        return pa.RecordBatchReader.from_batches(schema, _media_batches(todo, schema))
 
     stats = [(rel, f.stat().st_size, f.stat().st_mtime_ns) for rel, f in listed]
-    return prepare, app_id("ingest", src.resolve(), dest, mode, stats), skipped_files
+    return kind, prepare, app_id("ingest", src.resolve(), dest, mode, stats), skipped_files
 
 
 def _table_source(

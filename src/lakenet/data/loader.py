@@ -18,7 +18,7 @@ import torch
 from lakenet.config.schema import SplitConfig
 from lakenet.data.encoders import Preprocessor
 from lakenet.data.sources import PIECE_ROWS, Fragment, Snapshot
-from lakenet.data.split import assign_splits
+from lakenet.data.split import split_columns, table_splits
 
 __all__ = ["Batch", "SplitLoader", "plan_shards"]
 
@@ -87,7 +87,7 @@ class SplitLoader:
         self._cache_budget = cache_mb * 2**20
         self._cache_bytes = 0
         self._lock = threading.Lock()
-        self._columns = pre.columns(with_label=True)
+        self._columns = list(dict.fromkeys([*pre.columns(with_label=True), *split_columns(pre.key, split_cfg)]))
         self._cursor = threading.local()  # per decode thread: the row group being read piece after piece
 
     def _units(self, fi: int) -> list[_Unit]:
@@ -123,7 +123,7 @@ class SplitLoader:
         if hit is not None:
             return hit
         table = self._read(unit)
-        mask = np.isin(assign_splits(table.column(self.pre.key), self.split_cfg), self.split)
+        mask = np.isin(table_splits(table, self.pre.key, self.split_cfg), self.split)
         if not mask.all():
             table = table.filter(pa.array(mask))
         enc = self.pre.encode(table, with_label=True)

@@ -39,7 +39,7 @@ from lakenet.data.profile import (
     Unlabelled,
 )
 from lakenet.data.sources import Fragment, Snapshot
-from lakenet.data.split import SPLIT_NAMES, TRAIN, assign_splits
+from lakenet.data.split import SPLIT_NAMES, TRAIN, split_columns, table_splits
 from lakenet.errors import DataError
 
 __all__ = [
@@ -102,6 +102,8 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
     """Refuse to start on a missing column or a wrong type, naming the column and the fix."""
     feats = cfg.features
     wanted = {cfg.data.key: "data.key"}
+    if cfg.data.split.group is not None:
+        wanted[cfg.data.split.group] = "data.split.group"
     if feats.label.column is not None:
         wanted[feats.label.column] = "features.label.column"
     for name in feats.inputs:
@@ -368,11 +370,14 @@ class _Plan:
         self.key_col, self.label_col = cfg.data.key, feats.label.column
         image = next((n for n, f in feats.inputs.items() if isinstance(f, ImageFeature)), None)
         self.image_col = feats.column_of(image) if image else None
+        audio = next((n for n, f in feats.inputs.items() if f.type == "audio"), None)
+        self.blob_col = self.image_col or (feats.column_of(audio) if audio else None)  # contents hashed whole
         self.source_col = "path" if "path" in snap.schema.names else None
         self.feature_cols = [feats.column_of(n) for n in feats.inputs]
         extra = [self.source_col] if self.source_col else []
         label = [self.label_col] if self.label_col is not None else []
-        self.read_cols: list[str] = list(dict.fromkeys([self.key_col, *self.feature_cols, *label, *extra]))
+        group = split_columns(self.key_col, cfg.data.split)
+        self.read_cols: list[str] = list(dict.fromkeys([*group, *self.feature_cols, *label, *extra]))
         self.schema = snap.schema
 
 
@@ -447,7 +452,7 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
         cs.update(table.column(name))
     key_arr = table.column(plan.key_col)
     keys = key_arr.cast(pa.string()).to_pylist()
-    splits = assign_splits(key_arr, cfg.data.split)
+    splits = table_splits(table, plan.key_col, cfg.data.split)
     hashes = pd.util.hash_array(np.asarray(keys, dtype=object), categorize=False)
     sources = (
         table.column(plan.source_col).to_pylist() if plan.source_col else [f"{frag.path}#{frag.index}"] * len(keys)
@@ -470,8 +475,8 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
     for s in range(3):
         part.unlabelled[SPLIT_NAMES[s]] += int((unlabelled & (splits == s)).sum())
     # content hashes: duplicates and the same content across splits (leakage)
-    if plan.image_col:
-        blobs = table.column(plan.image_col).to_pylist()
+    if plan.blob_col:
+        blobs = table.column(plan.blob_col).to_pylist()
         content = np.frombuffer(b"".join(hashlib.blake2b(b or b"", digest_size=8).digest() for b in blobs),
                                 dtype=np.uint64)  # fmt: skip
     else:

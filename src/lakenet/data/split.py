@@ -1,6 +1,9 @@
-"""Deterministic train/val/test split from a hash of the row key: appending rows never moves existing ones."""
+"""Deterministic train/val/test split from a hash of the row key (or of a group the row belongs to: a speaker, a
+customer): appending rows never moves existing ones."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,7 +11,7 @@ import pyarrow as pa
 
 from lakenet.config.schema import SplitConfig
 
-__all__ = ["SPLIT_NAMES", "TEST", "TRAIN", "VAL", "assign_splits"]
+__all__ = ["SPLIT_NAMES", "TEST", "TRAIN", "VAL", "assign_splits", "split_columns", "table_splits"]
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
@@ -26,3 +29,32 @@ def assign_splits(keys: pa.Array | pa.ChunkedArray, split: SplitConfig) -> np.nd
     codes[u < split.train + split.val] = VAL
     codes[u < split.train] = TRAIN
     return codes
+
+
+def split_columns(key: str, split: SplitConfig) -> list[str]:
+    """The columns `table_splits` reads: the key, and the group column if the split has one."""
+    return [key] if split.group is None else list(dict.fromkeys([key, split.group]))
+
+
+def table_splits(table: pa.Table | pa.RecordBatch, key: str, split: SplitConfig) -> np.ndarray:
+    """Split code per row of `table`: a hash of the row's group (`split.group`, through `split.group_pattern`) or,
+    where it has none, of its key."""
+    keys = table.column(key)
+    if split.group is None:
+        return assign_splits(keys, split)
+    if split.group not in table.column_names:
+        from lakenet.errors import DataError
+
+        raise DataError(
+            f"data.split.group {split.group!r} is not a column of the table ({', '.join(table.column_names)})"
+        )
+    pattern = re.compile(split.group_pattern) if split.group_pattern is not None else None
+    out = []
+    # "g:" and "k:" keep a group value from hashing like an unrelated row's key
+    for k, g in zip(keys.cast(pa.string()).to_pylist(), table.column(split.group).cast(pa.string()).to_pylist(),
+                    strict=True):  # fmt: skip
+        if g is not None and pattern is not None:
+            m = pattern.search(g)
+            g = m.group(1) if m else None
+        out.append(f"g:{g}" if g is not None else f"k:{k}")
+    return assign_splits(pa.array(out, pa.string()), split)

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from lakenet.config.schema import Config
 from lakenet.data.sources import Fragment, Snapshot
-from lakenet.data.split import TRAIN, VAL, assign_splits
+from lakenet.data.split import TRAIN, VAL, split_columns, table_splits
 from lakenet.evaluation.evaluate import _saved_at as saved_at
 from lakenet.evaluation.metrics import BinaryScores
 from lakenet.inference.calibration import Calibration
@@ -63,7 +63,7 @@ class _PartsTask:
                 _PREDICTORS[key] = Predictor(self.bundle_dir, trust_modules=self.trust)
             predictor = _PREDICTORS[key]
         pre = predictor.pre
-        table = table.filter(pa.array(assign_splits(table.column(pre.key), self.split_cfg) == self.split))
+        table = table.filter(pa.array(table_splits(table, pre.key, self.split_cfg) == self.split))
         enc = pre.encode(table, with_label=True)
         if not enc.num_valid:
             return _Sample(np.zeros(0, np.uint64), np.zeros((0, 0)), np.zeros(0, np.int64))
@@ -112,7 +112,8 @@ def calibrate_anomaly(
 
     split = VAL if cfg.data.split.val > 0 else TRAIN
     task = _PartsTask(bundle, bundle_dir, trust, cfg, split)
-    columns = bundle.preprocessor.columns(with_label=True)
+    pre = bundle.preprocessor
+    columns = list(dict.fromkeys([*pre.columns(with_label=True), *split_columns(pre.key, cfg.data.split)]))
     if engine is not None and bundle_dir is not None:
         samples = list(engine.map_fragments(task, snap, columns))
     else:

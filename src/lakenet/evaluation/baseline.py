@@ -11,7 +11,7 @@ import numpy as np
 from lakenet.config.schema import Config
 from lakenet.data.encoders import Preprocessor
 from lakenet.data.sources import Snapshot
-from lakenet.data.split import TEST, TRAIN, VAL, assign_splits
+from lakenet.data.split import TEST, TRAIN, VAL, split_columns, table_splits
 from lakenet.evaluation.metrics import (
     average_precision,
     best_f1_threshold,
@@ -42,13 +42,13 @@ def _matrices(snap: Snapshot, pre: Preprocessor, cfg: Config) -> dict[int, tuple
     """(X, y) per split from the model's own encoding: numbers, booleans and dates as they reach the network
     (filled, with missing indicators), categories as their indices."""
     parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {TRAIN: [], VAL: [], TEST: []}
-    cols = pre.columns(with_label=True)
+    cols = list(dict.fromkeys([*pre.columns(with_label=True), *split_columns(pre.key, cfg.data.split)]))
     for frag in snap.fragments:
         table = snap.read(frag, cols)
         enc = pre.encode(table, with_label=True)
         if not enc.num_valid:
             continue
-        splits = assign_splits(table.column(pre.key), cfg.data.split)[enc.valid]
+        splits = table_splits(table, pre.key, cfg.data.split)[enc.valid]
         blocks = [enc.inputs[k].astype(np.float64) for k in ("numeric", "category") if k in enc.inputs]
         x = np.hstack(blocks) if blocks else np.zeros((enc.num_valid, 0))
         assert enc.target is not None

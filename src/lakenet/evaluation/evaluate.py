@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from lakenet.config.schema import SplitConfig
 from lakenet.data.sources import Fragment, Snapshot
-from lakenet.data.split import TEST, assign_splits
+from lakenet.data.split import TEST, split_columns, table_splits
 from lakenet.evaluation.metrics import (
     BinaryScores,
     RegressionAccumulator,
@@ -75,7 +75,9 @@ def evaluate_split(
     evaluate each part of the table (named per fragment) in `.parts`, from the same pass. `engine` (with the
     saved `bundle_dir`, which its workers load): where the fragments are scored; default: in this process."""
     task = _EvalTask(predictor, bundle_dir, split_cfg, split, parts)
-    columns = list(dict.fromkeys(predictor.pre.columns(with_label=True)))
+    columns = list(
+        dict.fromkeys([*predictor.pre.columns(with_label=True), *split_columns(predictor.pre.key, split_cfg)])
+    )
     if engine is not None and bundle_dir is not None:
         tallies = list(engine.map_fragments(task, snap, columns))
     else:
@@ -123,7 +125,7 @@ class _EvalTask:
     def __call__(self, fi: int, frag: Fragment, table: pa.Table) -> _Tally:
         predictor = self._predictor()
         tally = _Tally(predictor)
-        mask = assign_splits(table.column(predictor.pre.key), self.split_cfg) == self.split
+        mask = table_splits(table, predictor.pre.key, self.split_cfg) == self.split
         if not mask.any():
             return tally
         rows = np.flatnonzero(mask)

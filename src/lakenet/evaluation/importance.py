@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from lakenet.config.schema import SplitConfig
 from lakenet.data.sources import Snapshot
-from lakenet.data.split import TEST, assign_splits
+from lakenet.data.split import TEST, split_columns, table_splits
 from lakenet.evaluation.report import ColumnImportance
 from lakenet.inference.predictor import Predictor
 
@@ -22,12 +22,12 @@ __all__ = ["class_maps", "permutation_importance", "test_rows"]
 def test_rows(snap: Snapshot, predictor: Predictor, split: SplitConfig, limit: int) -> pa.Table | None:
     """Up to `limit` labelled test rows, in table order (deterministic)."""
     pre = predictor.pre
-    cols = list(dict.fromkeys([*pre.columns(with_label=True)]))
+    cols = list(dict.fromkeys([*pre.columns(with_label=True), *split_columns(pre.key, split)]))
     got: list[pa.Table] = []
     n = 0
     for frag in snap.fragments:
         table = snap.read(frag, cols)
-        table = table.filter(pa.array(assign_splits(table.column(pre.key), split) == TEST))
+        table = table.filter(pa.array(table_splits(table, pre.key, split) == TEST))
         table = table.filter(pa.compute.is_valid(table.column(pre.label.column)))
         got.append(table.slice(0, limit - n))
         n += got[-1].num_rows

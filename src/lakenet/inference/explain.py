@@ -32,6 +32,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from lakenet.data.codecs.audio import AudioCodec
 from lakenet.data.codecs.category import CategoryCodec
 from lakenet.data.codecs.image import ImageCodec
 from lakenet.data.codecs.text import TextCodec, bag_tokens, text_input_keys
@@ -144,8 +145,8 @@ class Explainer:
         tab = getattr(self.model, "tabular", None)
         if tab is None:
             raise ModelError(
-                "explain works on lakenet's built-in architectures (mlp, resnet, transfer); this model "
-                f"({type(self.model).__name__}) has no TabularEncoder to take attributions at"
+                "explain works on lakenet's built-in architectures (mlp, resnet, audiocnn, autoencoder, transfer); "
+                f"this model ({type(self.model).__name__}) has no TabularEncoder to take attributions at"
             )
         layers: list[nn.Module] = []
         slots: list[_Slot] = []
@@ -170,10 +171,10 @@ class Explainer:
                 emb = enc.embedding if hasattr(enc, "embedding") else enc.model.get_input_embeddings()
                 slots.append(_Slot(col, layer(emb), text=text_i))
                 text_i += 1
-            elif isinstance(c, ImageCodec):
-                image_input = self.model.image_input
-                assert isinstance(image_input, nn.Module)
-                slots.append(_Slot(col, layer(image_input), image=True))
+            elif isinstance(c, ImageCodec | AudioCodec):  # an audio clip's map is over mel bands × time
+                where = self.model.image_input if isinstance(c, ImageCodec) else self.model.audio_input
+                assert isinstance(where, nn.Module)
+                slots.append(_Slot(col, layer(where), image=True))
             if c.numeric_width():
                 w = c.numeric_width()
                 slots.append(_Slot(col, numeric, cols=slice(n_at, n_at + w)))

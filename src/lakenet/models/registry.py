@@ -14,6 +14,7 @@ from torch import nn
 from lakenet.config.schema import Config
 from lakenet.data.encoders import Preprocessor
 from lakenet.errors import ModelError
+from lakenet.models.audio import AudioNet
 from lakenet.models.autoencoder import AutoEncoder
 from lakenet.models.mlp import MLP
 from lakenet.models.resnet import ResNet
@@ -35,6 +36,7 @@ ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "resnet": ResNet,
     "transfer": TransferNet,
     "autoencoder": AutoEncoder,
+    "audiocnn": AudioNet,
 }
 
 
@@ -62,7 +64,7 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
     arch = m.module or m.architecture
     options: dict[str, Any] = dict(m.options)
     if arch == "auto":
-        arch = "resnet" if pre.image is not None else "mlp"
+        arch = "resnet" if pre.image is not None else "audiocnn" if pre.audio is not None else "mlp"
         if pre.label.task == "anomaly":
             arch = "autoencoder"
     if arch == "autoencoder":
@@ -80,6 +82,8 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
         image_size=pre.image.size if pre.image else 0,
         dropout=m.dropout,
         vector_dim=sum(v.dim for v in pre.vectors),
+        audio_bins=pre.audio.n_mels if pre.audio else 0,
+        audio_frames=pre.audio.frames if pre.audio else 0,
         texts=_text_specs(cfg, pre),
         **{"width": m.width, "depth": m.depth, "options": options, **fixed},
     )
@@ -92,6 +96,7 @@ OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
     "resnet": {"blocks": (int, 1, 8)},
     "transfer": {},
     "autoencoder": {"code_dim": (int, 1, 1024), "noise": (float, 0.0, 2.0)},
+    "audiocnn": {"blocks": (int, 1, 8)},
 }
 
 TRUST_ENV = "LAKENET_TRUSTED_MODULES"

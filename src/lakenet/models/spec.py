@@ -97,6 +97,8 @@ class ModelSpec:
     vector_dim: int = 0  # width of the concatenated vector features
     texts: tuple[TextSpec, ...] = ()  # one per text feature
     backbone: BackboneSpec | None = None  # an external image backbone (architecture "transfer")
+    audio_bins: int = 0  # mel bands of an audio feature's spectrogram (0: no audio)
+    audio_frames: int = 0  # its frames
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -149,6 +151,8 @@ class ModelSpec:
         check("image_channels", self.image_channels, 0, 4)
         check("image_size", self.image_size, 0, 4096)
         check("vector_dim", self.vector_dim, 0, 1_000_000)
+        check("audio_bins", self.audio_bins, 0, 256)
+        check("audio_frames", self.audio_frames, 0, 100_000)
         if len(self.category_sizes) != len(self.category_dims):
             raise ModelError(f"{where}: model spec has {len(self.category_sizes)} category sizes but "
                              f"{len(self.category_dims)} embedding widths")  # fmt: skip

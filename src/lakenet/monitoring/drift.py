@@ -30,7 +30,7 @@ from lakenet.data.codecs import strings, to_float
 from lakenet.data.codecs.boolean import to_bool
 from lakenet.data.codecs.datetime import parse_datetimes
 from lakenet.data.sources import Snapshot
-from lakenet.data.split import TRAIN, assign_splits
+from lakenet.data.split import TRAIN, split_columns, table_splits
 from lakenet.inference.predictor import Predictor
 
 __all__ = ["Check", "DriftReport", "compare", "psi", "sample_rows"]
@@ -91,7 +91,7 @@ def sample_rows(
     """Up to `k` rows (training split only when `split` is given), the same ones whatever the file layout: the
     rows whose key hashes are smallest. `map_fragments` (an engine's): where the fragments are read; each returns
     at most `k` rows and the samples merge, so the driver holds O(k) rows, never the table."""
-    read = list(dict.fromkeys([key, *columns]))
+    read = list(dict.fromkeys([*(split_columns(key, split) if split is not None else [key]), *columns]))
     sample = _Sample(k, key, split)
     if map_fragments is None:
         parts: Any = (sample(fi, piece, table) for fi, piece, table in snap.iter_pieces(read))
@@ -115,7 +115,7 @@ class _Sample:
 
     def __call__(self, _fi: int, _frag: Any, table: pa.Table) -> _Sample:
         if self.split is not None:
-            table = table.filter(pa.array(assign_splits(table.column(self.key), self.split) == TRAIN))
+            table = table.filter(pa.array(table_splits(table, self.key, self.split) == TRAIN))
         if not table.num_rows:
             return _Sample(self.k, self.key, self.split)
         keys = np.asarray(table.column(self.key).cast(pa.string()).to_pylist(), dtype=object)

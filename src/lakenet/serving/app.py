@@ -82,6 +82,8 @@ class Scorer:
         pre = self.predictor.pre
         if reason.endswith("_image"):
             return pre.image.column if pre.image is not None else None
+        if "audio" in reason:
+            return pre.audio.column if pre.audio is not None else None
 
         def value(column: str) -> Any:
             return table.column(column)[row].as_py()

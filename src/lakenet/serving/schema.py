@@ -44,6 +44,7 @@ _ARROW = {
     "boolean": pa.bool_(),
     "datetime": pa.string(),
     "image": pa.binary(),
+    "audio": pa.binary(),
     "text": pa.string(),
     "vector": pa.list_(pa.float64()),
 }
@@ -97,7 +98,7 @@ def decode_base64(value: str) -> bytes:
 @dataclass(frozen=True)
 class Column:
     name: str  # the input column: JSON key and form field name
-    feature: str  # numeric, category, image, text or vector
+    feature: str  # numeric, category, boolean, datetime, image, audio, text or vector
     attr: str  # the attribute on the generated pydantic row model
 
     @property
@@ -139,14 +140,15 @@ def _field(col: Column) -> tuple[Any, Any]:
             ],
             None,
         )
-    schema: dict[str, Any] = {"contentEncoding": "base64", "contentMediaType": "image/*", "pattern": B64_PATTERN}
+    media = col.feature  # image or audio: a file's bytes
+    schema: dict[str, Any] = {"contentEncoding": "base64", "contentMediaType": f"{media}/*", "pattern": B64_PATTERN}
     return (
         Annotated[
             str | None,
             Field(
                 alias=col.name,
                 strict=True,
-                description=desc + ": the image file, base64." + _MISSING,
+                description=desc + f": the {media} file, base64." + _MISSING,
                 json_schema_extra=schema,
             ),
             AfterValidator(lambda v: None if v is None else decode_base64(v)),
@@ -235,7 +237,7 @@ class RequestSchema:
     @staticmethod
     def _form_value(c: Column, v: str | bytes, i: int, errors: list[dict[str, Any]]) -> Any:
         loc: list[str | int] = [c.name, i]
-        if c.feature == "image":
+        if c.feature in ("image", "audio"):
             if isinstance(v, bytes):
                 return v
             try:
@@ -332,14 +334,14 @@ class RequestSchema:
                 props[c.name] = {
                     "type": "string",
                     "format": "binary",
-                    "contentMediaType": "image/*",
-                    "description": f"Input column {c.name!r}: the image file",
+                    "contentMediaType": f"{c.feature}/*",
+                    "description": f"Input column {c.name!r}: the {c.feature} file",
                 }
         return {
             "title": "PredictForm",
             "type": "object",
-            "description": "One part per input column (image files as file parts); repeat every field, in the "
-            "same order, to send several rows. An absent field or an empty value is a missing value.",
+            "description": "One part per input column (image and audio files as file parts); repeat every field, in "
+            "the same order, to send several rows. An absent field or an empty value is a missing value.",
             "properties": props,
         }
 
@@ -383,6 +385,10 @@ ROW_ERRORS = {
     "undecodable_image": "This is not an image the server can read; send a PNG, JPEG, GIF, BMP, TIFF or WebP file",
     "truncated_image": "The image file is cut short; send the whole file",
     "image_too_large": "The image has more pixels than the model decodes; resize it and send it again",
+    "empty_audio": "The audio file is empty (no samples); send the recording's bytes",
+    "undecodable_audio": "This is not an audio file the server can read; send a WAV, FLAC or OGG file",
+    "audio_too_long": "The recording is longer than the model decodes (10 minutes); send a shorter clip",
+    "missing_audio": "The audio is missing and this model sets rows without one aside; send the recording",
     "missing_text": "The text is missing and this model sets such rows aside; send a string",
     "missing_vector": "The vector is missing and this model sets such rows aside; send a list of numbers",
     "wrong_vector_length": "The vector does not have the length the model was trained on; send that many numbers",

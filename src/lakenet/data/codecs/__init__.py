@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lakenet.data.codecs.audio import AudioCodec, AudioState
 from lakenet.data.codecs.base import Codec, Mark, Moments, Sample, Stats, blank_to_null, strings, to_float
 from lakenet.data.codecs.boolean import BooleanCodec, BooleanState
 from lakenet.data.codecs.category import CategoryCodec, CategoryState
@@ -16,6 +17,7 @@ from lakenet.data.codecs.vector import VectorCodec, VectorState
 
 __all__ = [
     "CODECS",
+    "AudioState",
     "BooleanState",
     "CategoryState",
     "Codec",
@@ -35,7 +37,8 @@ __all__ = [
 ]
 
 CODECS: dict[str, type[Codec[Any]]] = {
-    c.type: c for c in (NumericCodec, CategoryCodec, BooleanCodec, DatetimeCodec, ImageCodec, VectorCodec, TextCodec)
+    c.type: c
+    for c in (NumericCodec, CategoryCodec, BooleanCodec, DatetimeCodec, ImageCodec, AudioCodec, VectorCodec, TextCodec)
 }
 
 
