@@ -623,6 +623,31 @@ def examples_sensors(
     out.print(f"wrote {rows} readings to {write_sensors_csv(path, rows=rows, seed=seed)}")
 
 
+@examples_app.command("spoken-digits")
+def examples_spoken_digits(
+    directory: Annotated[Path, typer.Option("--dir", help="Folder to write (one sub-folder per digit).")],
+    voices: Annotated[int, typer.Option(help="Voices (accent × variant), up to 84.")] = 24,
+    speeds: Annotated[str, typer.Option(help="Speaking rates in words per minute, comma-separated.")] = "130,175",
+    pitches: Annotated[str, typer.Option(help="Pitches (0-99), comma-separated.")] = "35,65",
+    seed: Annotated[int, typer.Option(help="Seed of the voice order.")] = 0,
+) -> None:
+    """Synthesise the words zero to nine offline with espeak-ng (many voices, speeds and pitches) as WAV files,
+    ready for `lakenet ingest`; group the split by voice with data.split.group_pattern (see the README)."""
+    from lakenet.errors import DataError
+    from lakenet.examples.spoken_digits import write_spoken_digits
+
+    try:
+        rates, tones = tuple(int(s) for s in speeds.split(",")), tuple(int(p) for p in pitches.split(","))
+    except ValueError:
+        raise typer.BadParameter("--speeds and --pitches take whole numbers separated by commas") from None
+    try:
+        root = write_spoken_digits(directory, voice_count=voices, speeds=rates, pitches=tones, seed=seed)
+    except RuntimeError as err:
+        raise DataError(str(err)) from None
+    files = sum(1 for _ in root.rglob("*.wav"))
+    out.print(f"wrote {files} WAV files to {root}")
+
+
 @examples_app.command("shapes")
 def examples_shapes(
     directory: Annotated[Path, typer.Option("--dir", help="Folder to write (one sub-folder per shape).")],
