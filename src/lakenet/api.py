@@ -99,13 +99,16 @@ def init_config(
     key: str | None = None,
     config_dir: str | Path | None = None,
     task: str | None = None,
+    user: str | None = None,
+    item: str | None = None,
 ) -> str:
     """A short starting YAML config for `table`: the label's task, the row key, and every column's type or why it
     is left out (as comments), with `features: {include: auto}`. `data.table` is relative to `config_dir`.
-    `task`: anomaly (the label, optional, marks known anomalies); default: inferred from the label."""
+    `task`: anomaly (the label, optional, marks known anomalies), recommendation (`user` and `item` columns,
+    found by name when not given; the label, optional, is a rating); default: inferred from the label."""
     from lakenet.starter import init_config as starter
 
-    return starter(table, label=label, name=name, key=key, config_dir=config_dir, task=task)
+    return starter(table, label=label, name=name, key=key, config_dir=config_dir, task=task, user=user, item=item)
 
 
 def profile(config: ConfigLike, *, spark: Any = None, workdir: str | Path | None = None) -> ProfileResult:

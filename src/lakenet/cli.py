@@ -102,8 +102,12 @@ def init(
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", help="classification, regression or anomaly; default: inferred from the label."),
+        typer.Option(
+            "--task", help="classification, regression, anomaly or recommendation; default: inferred from the label."
+        ),
     ] = None,
+    user: Annotated[str | None, typer.Option(help="task recommendation: the user column (default: by name).")] = None,
+    item: Annotated[str | None, typer.Option(help="task recommendation: the item column (default: by name).")] = None,
     name: Annotated[str | None, typer.Option(help="Registered model name (default: table name).")] = None,
     key: Annotated[
         str | None, typer.Option(help="Key column (default: a unique identifier column, else the 'key' column).")
@@ -115,11 +119,12 @@ def init(
     """Print (or write) a short starting config inferred from the table: every decision is a comment."""
     from lakenet import api
 
-    if task not in (None, "anomaly", "classification", "regression"):
-        raise typer.BadParameter(f"--task must be anomaly, classification or regression, not {task!r}")
+    if task not in (None, "anomaly", "classification", "regression", "recommendation"):
+        raise typer.BadParameter(f"--task must be classification, regression, anomaly or recommendation, not {task!r}")
     text = api.init_config(
-        table, label=label, name=name, key=key, config_dir=out_file.parent if out_file else None, task=task
-    )
+        table, label=label, name=name, key=key, config_dir=out_file.parent if out_file else None, task=task,
+        user=user, item=item,
+    )  # fmt: skip
     if out_file is None:
         sys.stdout.write(text)
         return
@@ -254,6 +259,9 @@ def predict(
     if not res.committed:
         out.print(f"[yellow]already scored[/]: {res.table} has this model version's predictions for this input "
                   "version; nothing written")  # fmt: skip
+        return
+    if res.scored == "users":
+        out.print(f"[green]recommended[/] items to {res.rows} users into {res.table} ({res.bad_rows} with an error)")
         return
     out.print(f"[green]scored[/] {res.rows} rows into {res.table} ({res.bad_rows} with an error)")
 

@@ -8,6 +8,7 @@ at train time (and the resolved list is recorded with the model); a user overrid
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +118,17 @@ def init_config(
     key: str | None = None,
     config_dir: str | Path | None = None,
     task: str | None = None,
+    user: str | None = None,
+    item: str | None = None,
 ) -> str:
     """A starting YAML config for `table`, inferred from its rows; `data.table` is written relative to
     `config_dir` (where the file will be saved; default: the current directory). `task`: anomaly (label
-    optional), else the label's task is inferred."""
+    optional), recommendation (`user` and `item`, found by name if not given; the label, optional, a rating), else
+    the label's task is inferred."""
     snap = open_table(table)
+    if task == "recommendation":
+        return _recommendation_config(snap, table, label=label, name=name, key=key, config_dir=config_dir,
+                                      user=user, item=item)  # fmt: skip
     inf = infer_features(snap, label=label, key=key, task=task)
     if not inf.features:
         reasons = "; ".join(f"{d.column}: {d.reason}" for d in inf.left_out)
@@ -180,3 +187,92 @@ def _annotate(body: str, inf: Inference) -> list[str]:
                 why = d.reason.removeprefix("left out: ")
                 out.append(f"  # {d.column:<{width}}  {what}: {why}")
     return out
+
+
+_RATING = re.compile(r"(^|_)(rating|stars|score|grade|review_score)$", re.I)
+_USER = re.compile(r"(^|_)(user|customer|client|member|visitor|account|buyer|reader|listener)(_?id|_?key)?$", re.I)
+_ITEM = re.compile(r"(^|_)(item|product|movie|song|track|article|sku|book|video|show|offer)(_?id|_?key)?$", re.I)
+
+
+def _pick(names: list[str], given: str | None, pattern: re.Pattern[str], role: str, table: str) -> str:
+    if given is not None:
+        if given not in names:
+            raise DataError(f"--{role} {given!r} is not a column of {table} (columns: {', '.join(names)})")
+        return given
+    found = [n for n in names if pattern.search(n)]
+    if not found:
+        raise DataError(f"No column of {table} looks like the {role} ({', '.join(names)}); pass --{role} COLUMN.")
+    return found[0]
+
+
+def _recommendation_config(
+    snap: Any,
+    table: str,
+    *,
+    label: str | None,
+    name: str | None,
+    key: str | None,
+    config_dir: str | Path | None,
+    user: str | None,
+    item: str | None,
+) -> str:
+    """task recommendation: the user and item columns, the interaction time (the first date column), the other
+    columns as features, and the item features (columns whose value is the same in every row of an item)."""
+    from lakenet.data.infer import SAMPLE_ROWS
+
+    names = snap.schema.names
+    user = _pick(names, user, _USER, "user", table)
+    item = _pick(names, item, _ITEM, "item", table)
+    inf = infer_features(snap, label=label, key=key, task="anomaly")  # types only: no label is inferred here
+    time = next((d.column for d in inf.decisions if d.type == "datetime"), None)
+    sample = snap.read(snap.fragments[0], names).slice(0, SAMPLE_ROWS).to_pandas() if snap.fragments else None
+    features: dict[str, Any] = {"label": {"task": "recommendation", **({"column": label} if label else {})}}
+    item_features, notes = [], []
+    for d in inf.decisions:
+        if label is None and _RATING.search(d.column) and d.type == "numeric":
+            notes.append(f"# {d.column}: left out (it looks like a rating of the interaction; pass --label {d.column} "
+                         "to learn from it as one)")  # fmt: skip
+            continue
+        if d.column in (user, item, time, label) or d.spec is None or d.type not in ("numeric", "category", "boolean"):
+            if d.column not in (user, item, time, label, inf.key):
+                notes.append(f"# {d.column}: left out ({d.reason if d.spec is None else d.type})")
+            continue
+        fname = feature_name(d.column)
+        features[fname] = dict(d.spec) | ({"column": d.column} if fname != d.column else {})
+        if sample is not None and _per_item(sample, item, d.column):
+            item_features.append(fname)
+    base = Path(config_dir).resolve() if config_dir is not None else Path.cwd()
+    where = table if "://" in table else os.path.relpath(Path(table).resolve(), base)
+    model_name = name or "".join(c if c.isalnum() or c in "_-." else "_" for c in Path(table).name) or "model"
+    recommend: dict[str, Any] = {"user": user, "item": item, "timestamp": time, "item_features": item_features, "k": 10}
+    if label:
+        recommend["min_rating"] = None  # set it (e.g. 4) for only well-rated interactions to count as positives
+    raw: dict[str, Any] = {
+        "version": 1,
+        "data": {"table": where, "key": inf.key},
+        "features": features,
+        "recommend": recommend,
+        "trainer": {"epochs": _EPOCHS, "batch_size": 256},
+        "registry": {"name": model_name, "alias": "champion"},
+    }
+    absolute = table if "://" in table else str(Path(table).resolve())
+    load_config({**raw, "data": {**raw["data"], "table": absolute}})  # what we print must validate
+    lines = [
+        f"# lakenet config for {table}: a recommender, inferred by `lakenet init` from {inf.sampled:,} of "
+        f"{inf.rows:,} interactions.",
+        f"# users: {user}, items: {item}; each user's last interaction"
+        + (f" by {time}" if time else " (by key; no date column found)")
+        + " is held out for the test split.",
+        f"# item features (the same value in every row of an item): {', '.join(item_features) or 'none'}; every "
+        "other feature describes the user or the moment.",
+        *notes,
+    ]
+    return "\n".join([*lines, yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=200)])
+
+
+def _per_item(sample: Any, item: str, column: str) -> bool:
+    """The column has one value per item (and more than one across items): it describes the item."""
+    values = sample[[item, column]].dropna()
+    if values.empty or values[column].nunique() < 2:
+        return False
+    return bool((values.groupby(item)[column].nunique() <= 1).all())

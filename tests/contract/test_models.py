@@ -24,7 +24,7 @@ from lakenet.data.encoders import (
 )
 from lakenet.models.bundle import Bundle
 from lakenet.models.registry import ARCHITECTURES, build_model
-from lakenet.models.spec import BackboneSpec, ModelSpec, TextSpec
+from lakenet.models.spec import BackboneSpec, ModelSpec, RecSpec, TextSpec
 
 TINY_BERT = {
     "model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -84,6 +84,16 @@ SPECS = {
         image_size=12,
         backbone=BackboneSpec(kind="onnx", nbytes=len(ONNX), input="x", output="y", batch=None, out_dim=4),
     ),
+    "twotower": ModelSpec(
+        "twotower",
+        4,
+        numeric_dim=2,
+        category_sizes=(6, 4, 3),
+        category_dims=(3, 3, 2),
+        width=8,
+        depth=1,
+        recommend=RecSpec(user=0, item=1, item_categories=(2,), item_numeric=(1,), dim=4),
+    ),
     "audiocnn": ModelSpec("audiocnn", 3, **TAB, audio_bins=16, audio_frames=21, width=4, depth=2),
     "autoencoder": ModelSpec("autoencoder", 1, **TAB, width=8, depth=2, options={"code_dim": 3, "noise": 0.1}),
     "autoencoder-image-vector-text": ModelSpec(
@@ -112,7 +122,7 @@ def inputs(spec: ModelSpec, batch: int = 5) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     x: dict[str, torch.Tensor] = {
         "numeric": torch.randn(batch, spec.numeric_dim, generator=g),
-        "category": torch.randint(0, spec.category_sizes[0], (batch, 1), generator=g),
+        "category": torch.stack([torch.randint(0, n, (batch,), generator=g) for n in spec.category_sizes], dim=1),
     }
     if spec.image_channels:
         x["image"] = torch.randn(batch, spec.image_channels, spec.image_size, spec.image_size, generator=g)

@@ -260,11 +260,11 @@ def test_with_overrides_can_drop_the_tune_section_and_configs_pickle() -> None:
         assert pickle.loads(pickle.dumps(c)) == c
 
 
-def test_anomaly_label_is_optional_only_for_anomaly() -> None:
+def test_the_label_is_optional_only_for_anomaly_and_recommendation() -> None:
     cfg = parse_config(with_(features={"label": {"task": "anomaly"}, "x": "numeric"}))
     assert cfg.features.label.column is None and cfg.features.label.task == "anomaly"
     assert cfg.anomaly.contamination == "auto" and cfg.anomaly.labelled == "push"
-    with pytest.raises(ConfigError, match="only anomaly works without"):
+    with pytest.raises(ConfigError, match="only anomaly and recommendation work without"):
         parse_config(with_(features={"label": {"column": None}, "x": "numeric"}))
     with pytest.raises(ConfigError, match="does not fit task anomaly"):
         parse_config(with_(features={"label": {"task": "anomaly"}, "x": "numeric"}, model={"architecture": "mlp"}))
@@ -272,3 +272,22 @@ def test_anomaly_label_is_optional_only_for_anomaly() -> None:
         parse_config(with_(model={"architecture": "autoencoder"}))
     with pytest.raises(ConfigError, match="contamination"):
         parse_config(with_(features={"label": {"task": "anomaly"}, "x": "numeric"}, anomaly={"contamination": 0.7}))
+
+
+def test_recommendation_adds_its_ids_and_checks_its_features() -> None:
+    cfg = parse_config(
+        with_(
+            features={"label": {"task": "recommendation"}, "genre": "category", "age": "numeric"},
+            recommend={"user": "u", "item": "i", "item_features": ["genre"]},
+        )
+    )
+    u, i = cfg.features.inputs["u"], cfg.features.inputs["i"]
+    assert u.type == i.type == "category" and u.missing == "quarantine"
+    assert i.max_categories == cfg.recommend.max_items  # the catalogue's size
+    with pytest.raises(ConfigError, match="are not features"):
+        parse_config(with_(features={"label": {"task": "recommendation"}, "x": "numeric"},
+                           recommend={"item_features": ["genre"]}))  # fmt: skip
+    with pytest.raises(ConfigError, match="must be a category with a vocabulary"):
+        parse_config(with_(features={"label": {"task": "recommendation"}, "user": {"type": "category", "buckets": 64}}))
+    with pytest.raises(ConfigError, match="features listed"):
+        parse_config(with_(features={"label": {"task": "recommendation"}, "include": "auto"}))

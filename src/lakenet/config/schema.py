@@ -28,6 +28,7 @@ __all__ = [
     "ModelConfig",
     "MonitorConfig",
     "NumericFeature",
+    "RecommendConfig",
     "RegistryConfig",
     "SearchParam",
     "SparkEngineConfig",
@@ -300,24 +301,30 @@ class LabelSpec(_Strict):
         description="Column holding the target. task anomaly: optional (null, the default there: no labels); where "
         "some rows carry one, it says which rows are known anomalies.",
     )
-    task: Literal["classification", "regression", "anomaly"] = Field(
+    task: Literal["classification", "regression", "anomaly", "recommendation"] = Field(
         "classification",
-        description="classification (a class per row), regression (a number per row) or anomaly (a model of normal "
-        "rows scores how unusual each row is; labels optional, see the anomaly: section).",
+        description="classification (a class per row), regression (a number per row), anomaly (a model of normal "
+        "rows scores how unusual each row is; labels optional, see the anomaly: section) or recommendation (rows "
+        "are interactions of users with items; see the recommend: section; the label, optional, is a rating).",
     )
 
     @model_validator(mode="before")
     @classmethod
-    def _anomaly_label_optional(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("task") == "anomaly" and "column" not in data:
+    def _label_optional(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("task") in _OPTIONAL_LABEL and "column" not in data:
             return {**data, "column": None}
         return data
 
     @model_validator(mode="after")
     def _column_needed(self) -> LabelSpec:
-        if self.column is None and self.task != "anomaly":
-            raise ValueError(f"features.label.column is required for task {self.task} (only anomaly works without)")
+        if self.column is None and self.task not in _OPTIONAL_LABEL:
+            raise ValueError(
+                f"features.label.column is required for task {self.task} (only anomaly and recommendation work without)"
+            )
         return self
+
+
+_OPTIONAL_LABEL = ("anomaly", "recommendation")
 
 
 _RESERVED = {"label", "include", "exclude"}
@@ -780,6 +787,58 @@ class AnomalyConfig(_Strict):
         return self
 
 
+class RecommendConfig(_Strict):
+    """task: recommendation — rows are interactions (a user, an item, a time, maybe a rating). A two-tower model
+    (a user tower and an item tower whose dot product scores a pair) is trained with a softmax over the item
+    catalogue; each user's last interactions are held out for the evaluation (recall@k and NDCG@k beside a
+    popularity ranking)."""
+
+    user: str = Field("user", min_length=1, description="Column naming the user.")
+    item: str = Field("item", min_length=1, description="Column naming the item.")
+    timestamp: str | None = Field(
+        None,
+        min_length=1,
+        description="Column with the interaction's time (a date, a timestamp or an ISO string): each user's last "
+        "`holdout` interactions are the test split and the ones before them validation. Without it, the rows' "
+        "keys order a user's interactions.",
+    )
+    holdout: int = Field(
+        1, ge=1, le=100, description="Interactions per user held out for test (and as many for validation)."
+    )
+    min_rating: float | None = Field(
+        None,
+        description="With a rating label: interactions rated below this are not positives (they are left out of "
+        "training and evaluation); default: every interaction is a positive.",
+    )
+    item_features: list[str] = Field(
+        default_factory=list,
+        description="Features that describe the item (genre, price): read per item from its latest training "
+        "interaction, into the item tower. Every other feature describes the user or the moment (user tower).",
+    )
+    k: int = Field(10, ge=1, le=1000, description="Items recommended per user (predict, serve) and the k of recall@k.")
+    dim: int = Field(
+        32, ge=2, le=512, description="Width of the user and item vectors whose dot product scores a pair."
+    )
+    max_items: int = Field(
+        20_000,
+        ge=2,
+        le=200_000,
+        description="The catalogue: at most this many most frequent items (the softmax runs over all of them); "
+        "rarer items are not recommended.",
+    )
+    max_users: int = Field(
+        1_000_000, ge=1, description="Users with a vector of their own (the most active); others are cold start."
+    )
+    exclude_seen: bool = Field(
+        True,
+        description="Leave out of a user's recommendations the items they already interacted with (predict: in the "
+        "table scored; evaluation: in training).",
+    )
+    eval_users: int = Field(
+        10_000, ge=10, description="Users sampled (by hash) for the test evaluation, and their interactions kept."
+    )
+
+
 class LocalEngineConfig(_Strict):
     """Run on this machine: in-process for one worker, torch.distributed processes for several."""
 
@@ -856,6 +915,29 @@ class Config(_Strict):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Drift thresholds.")
     update: UpdateConfig = Field(default_factory=UpdateConfig, description="Model updates on new rows.")
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig, description="task: anomaly — scores and threshold.")
+    recommend: RecommendConfig = Field(
+        default_factory=RecommendConfig, description="task: recommendation — users, items and the holdout."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recommendation_ids(cls, data: Any) -> Any:
+        """task: recommendation reads the user and item columns as category features (added when not listed)."""
+        if not isinstance(data, dict) or not isinstance(data.get("features"), dict):
+            return data
+        label = data["features"].get("label")
+        if not (isinstance(label, dict) and label.get("task") == "recommendation"):
+            return data
+        given = data.get("recommend")
+        rec: dict[str, Any] = given if isinstance(given, dict) else {}
+        features = dict(data["features"])
+        for role, size in (("user", "max_users"), ("item", "max_items")):
+            column = rec.get(role, role)
+            if not isinstance(column, str) or column in features:
+                continue
+            default = RecommendConfig.model_fields[size].default
+            features[column] = {"type": "category", "max_categories": rec.get(size, default), "missing": "quarantine"}
+        return {**data, "features": features}
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -868,6 +950,8 @@ class Config(_Strict):
             )
         if anomaly and self.model.backbone is not None:
             raise ValueError("model.backbone is not supported with task anomaly yet; remove it")
+        if self.features.label.task == "recommendation":
+            self._check_recommend()
         if self.model.architecture == "mlp" and images and self.model.module is None:
             raise ValueError(f"model.architecture 'mlp' cannot take image feature(s) {images}; use resnet or auto")
         if self.model.architecture == "resnet" and not images and self.model.module is None:
@@ -895,6 +979,29 @@ class Config(_Strict):
         if self.tune is not None:
             self._check_tune(self.tune)
         return self
+
+    def _check_recommend(self) -> None:
+        rec, inputs = self.recommend, self.features.inputs
+        for role in ("user", "item"):
+            column = getattr(rec, role)
+            spec = inputs.get(column)
+            if not isinstance(spec, CategoryFeature) or spec.buckets is not None:
+                raise ValueError(f"recommend.{role}: feature {column!r} must be a category with a vocabulary (it names "
+                                 "who or what; an index per value)")  # fmt: skip
+        unknown = [f for f in rec.item_features if f not in inputs]
+        if unknown:
+            raise ValueError(f"recommend.item_features {unknown} are not features (features: {', '.join(inputs)})")
+        bad = [f for f in rec.item_features if inputs[f].type not in ("numeric", "category", "boolean")]
+        if bad:
+            raise ValueError(f"recommend.item_features {bad}: item features may be numbers, categories or booleans")
+        odd = [n for n, f in inputs.items() if f.type in ("image", "audio", "text")]
+        if odd:
+            raise ValueError(f"task recommendation reads numbers, categories, booleans, dates and vectors; not {odd}")
+        if self.model.architecture not in ("auto",) or self.model.module or self.model.backbone:
+            raise ValueError("task recommendation trains its own two-tower model: leave model.architecture auto")
+        if self.features.include == "auto":
+            raise ValueError("task recommendation needs its features listed (user, item and their features), not "
+                             "include: auto")  # fmt: skip
 
     def _check_tune(self, tune: TuneConfig) -> None:
         """Every search path must exist and every value of its range must pass that field's own constraints,

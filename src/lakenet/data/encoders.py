@@ -96,6 +96,11 @@ class LabelState:
     # Anomaly: the validation rows' raw scores (log) at evenly spaced quantiles, which map a raw score to the
     # calibrated one (`lakenet.evaluation.anomaly.Calibration`); `threshold` is then on the calibrated score.
     calibration: list[float] | None = None
+    # Recommendation: the item feature (its index is the target) and, with a rating label, the lowest rating that
+    # counts as a positive interaction.
+    item: str | None = None
+    min_rating: float | None = None
+    k: int | None = None  # items recommended per user
 
 
 def _number_of(value: Any) -> float | None:
@@ -177,6 +182,8 @@ class Preprocessor:
     # ---- description -------------------------------------------------------------------------------------
     @property
     def num_outputs(self) -> int:
+        if self.label.task == "recommendation":
+            return self.item_codec().state.size  # a score per catalogue index
         return len(self.label.classes or []) if self.label.task == "classification" else 1
 
     @property
@@ -274,7 +281,9 @@ class Preprocessor:
 
         inputs = self._assemble([c.encode(table.column(c.column), mark) for c in self.features])
         target, unlabelled = None, None
-        if with_label and self.label.task == "anomaly":
+        if with_label and self.label.task == "recommendation":
+            target = self.encode_interactions(table)
+        elif with_label and self.label.task == "anomaly":
             # Rows without a label are the bulk of an anomaly model's training rows, not rows to leave out.
             target = self.encode_anomaly_label(table)
         elif with_label:
@@ -287,6 +296,27 @@ class Preprocessor:
             target = target[keep] if target is not None else None
         bad.sort(key=lambda b: b.index)
         return Encoded(inputs, target, usable, bad, unlabelled)
+
+    def item_codec(self) -> CategoryCodec:
+        """Recommendation: the item feature's codec (its vocabulary is the catalogue)."""
+        found = [c for c in self.features if isinstance(c, CategoryCodec) and c.name == self.label.item]
+        if not found:
+            raise DataError(f"This recommendation model has no item feature {self.label.item!r}")
+        return found[0]
+
+    def encode_interactions(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """(N,) int64: the item's index in the catalogue for a positive interaction, -100 (ignored by the loss)
+        for an item outside the catalogue or a rating below recommend.min_rating."""
+        codec = self.item_codec()
+        target = codec.index_of(strings(table.column(codec.column))).astype(np.int64)
+        target[target == 0] = -100  # unknown items
+        if codec.state.missing == "impute":
+            target[target == codec.state.size - 1] = -100  # the missing-value bucket is no item
+        lab = self.label
+        if lab.column is not None and lab.min_rating is not None:
+            rating, _ = to_float(table.column(lab.column), lab.column)
+            target[~(rating >= lab.min_rating)] = -100  # below the bar, or no rating
+        return target
 
     def encode_anomaly_label(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
         """(N,) int64: 1 a known anomaly (the label is the positive value), 0 a known normal row, -1 unknown."""
@@ -377,7 +407,7 @@ class StatsAccumulator:
         for name, st in self.stats.items():
             st.update(table.column(feats.column_of(name)), hashes)
         lab = feats.label
-        if lab.column is None:
+        if lab.column is None or lab.task == "recommendation":
             return
         col = table.column(lab.column)
         if lab.task in ("classification", "anomaly"):
@@ -399,7 +429,10 @@ class StatsAccumulator:
         cfg = self.cfg
         features = [CODECS[spec.type](self.stats[name].finish()) for name, spec in cfg.features.inputs.items()]
         lab = cfg.features.label
-        if lab.task == "anomaly":
+        if lab.task == "recommendation":
+            rec = cfg.recommend
+            label = LabelState(lab.column, lab.task, item=rec.item, min_rating=rec.min_rating, k=rec.k)
+        elif lab.task == "anomaly":
             label = _anomaly_label(lab.column, self.label_counts, cfg.anomaly.positive)
         elif lab.task == "classification":
             classes = sorted(self.label_counts, key=_natural_key)

@@ -15,10 +15,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from lakenet.config.schema import SplitConfig
 from lakenet.data.encoders import Preprocessor
 from lakenet.data.sources import PIECE_ROWS, Fragment, Snapshot
-from lakenet.data.split import split_columns, table_splits
+from lakenet.data.split import Split, split_columns, table_splits
 
 __all__ = ["Batch", "SplitLoader", "plan_shards"]
 
@@ -71,7 +70,7 @@ class SplitLoader:
         pre: Preprocessor,
         *,
         split: int | tuple[int, ...],
-        split_cfg: SplitConfig,
+        split_cfg: Split,
         fragments: list[int],
         batch_size: int,
         shuffle: bool,

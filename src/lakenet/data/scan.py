@@ -39,7 +39,7 @@ from lakenet.data.profile import (
     Unlabelled,
 )
 from lakenet.data.sources import Fragment, Snapshot
-from lakenet.data.split import SPLIT_NAMES, TRAIN, split_columns, table_splits
+from lakenet.data.split import SPLIT_NAMES, TRAIN, Split, split_columns, table_splits
 from lakenet.errors import DataError
 
 __all__ = [
@@ -104,6 +104,8 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
     wanted = {cfg.data.key: "data.key"}
     if cfg.data.split.group is not None:
         wanted[cfg.data.split.group] = "data.split.group"
+    if feats.label.task == "recommendation" and cfg.recommend.timestamp is not None:
+        wanted[cfg.recommend.timestamp] = "recommend.timestamp"
     if feats.label.column is not None:
         wanted[feats.label.column] = "features.label.column"
     for name in feats.inputs:
@@ -120,12 +122,13 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
         raise DataError(
             f"Label column {feats.label.column!r} has type {lt}; a label must be a scalar. Set features.label.column."
         )
-    if feats.label.task == "regression" and not (
+    if feats.label.task in ("regression", "recommendation") and not (
         pa.types.is_integer(lt) or pa.types.is_floating(lt) or pa.types.is_decimal(lt)
     ):
+        what = "a rating" if feats.label.task == "recommendation" else "task is regression"
         raise DataError(
-            f"Label column {feats.label.column!r} has type {lt}, but task is regression (needs numbers). "
-            "Set features.label.task: classification or pick a numeric column."
+            f"Label column {feats.label.column!r} has type {lt}, but {what} (needs numbers). "
+            "Pick a numeric column, or set features.label.task to fit the column."
         )
 
 
@@ -158,6 +161,8 @@ def probe_preprocessor(cfg: Config, dims: dict[str, int]) -> Preprocessor:
         codec_for(spec.type).probe(name, feats.column_of(name), spec, hints) for name, spec in feats.inputs.items()
     ]
     label = LabelState(feats.label.column, feats.label.task, classes=None)
+    if feats.label.task == "recommendation":
+        label = LabelState(feats.label.column, feats.label.task, item=cfg.recommend.item)
     return Preprocessor(key=cfg.data.key, label=label, features=features)
 
 
@@ -361,8 +366,9 @@ def _jsonable(v: Any) -> Scalar:
 class _Plan:
     """What every fragment's scan needs to know (built once on the driver, shipped to workers)."""
 
-    def __init__(self, cfg: Config, snap: Snapshot) -> None:
+    def __init__(self, cfg: Config, snap: Snapshot, split: Split | None = None) -> None:
         check_schema(cfg, snap)
+        self.split: Split = split if split is not None else cfg.data.split
         feats = cfg.features
         self.cfg = cfg
         self.uri, self.version = snap.uri, snap.version
@@ -376,7 +382,7 @@ class _Plan:
         self.feature_cols = [feats.column_of(n) for n in feats.inputs]
         extra = [self.source_col] if self.source_col else []
         label = [self.label_col] if self.label_col is not None else []
-        group = split_columns(self.key_col, cfg.data.split)
+        group = split_columns(self.key_col, self.split)
         self.read_cols: list[str] = list(dict.fromkeys([*group, *self.feature_cols, *label, *extra]))
         self.schema = snap.schema
 
@@ -452,7 +458,7 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
         cs.update(table.column(name))
     key_arr = table.column(plan.key_col)
     keys = key_arr.cast(pa.string()).to_pylist()
-    splits = table_splits(table, plan.key_col, cfg.data.split)
+    splits = table_splits(table, plan.key_col, plan.split)
     hashes = pd.util.hash_array(np.asarray(keys, dtype=object), categorize=False)
     sources = (
         table.column(plan.source_col).to_pylist() if plan.source_col else [f"{frag.path}#{frag.index}"] * len(keys)
@@ -528,12 +534,12 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
     return part
 
 
-def scan_table(cfg: Config, snap: Snapshot, *, map_fragments: Any = None) -> ScanResult:
+def scan_table(cfg: Config, snap: Snapshot, *, map_fragments: Any = None, split: Split | None = None) -> ScanResult:
     """Check the schema, profile every column, find bad rows and learn preprocessing state from training rows.
 
     `map_fragments(fn, snapshot, columns)`: how to run `fn(fi, fragment, table) -> ScanPartial` over the
     fragments and return the partials (an engine's; default: in this process, one fragment at a time)."""
-    plan = _Plan(cfg, snap)
+    plan = _Plan(cfg, snap, split)
     if map_fragments is None:
         partials: Any = (scan_fragment(plan, fi, piece, t) for fi, piece, t in snap.iter_pieces(plan.read_cols))
     else:

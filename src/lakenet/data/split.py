@@ -4,6 +4,7 @@ customer): appending rows never moves existing ones."""
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,17 @@ import pyarrow as pa
 
 from lakenet.config.schema import SplitConfig
 
-__all__ = ["SPLIT_NAMES", "TEST", "TRAIN", "VAL", "assign_splits", "split_columns", "table_splits"]
+__all__ = [
+    "SPLIT_NAMES",
+    "TEST",
+    "TRAIN",
+    "VAL",
+    "RowSplit",
+    "Split",
+    "assign_splits",
+    "split_columns",
+    "table_splits",
+]
 
 TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "val", "test")
@@ -31,14 +42,30 @@ def assign_splits(keys: pa.Array | pa.ChunkedArray, split: SplitConfig) -> np.nd
     return codes
 
 
-def split_columns(key: str, split: SplitConfig) -> list[str]:
+class RowSplit(Protocol):
+    """A split that is not a hash (a recommendation model's per-user holdout): the columns it reads and the split
+    code of each row."""
+
+    def columns(self, key: str) -> list[str]: ...
+
+    def codes(self, table: pa.Table | pa.RecordBatch) -> np.ndarray: ...
+
+
+Split = SplitConfig | RowSplit
+
+
+def split_columns(key: str, split: Split) -> list[str]:
     """The columns `table_splits` reads: the key, and the group column if the split has one."""
+    if not isinstance(split, SplitConfig):
+        return split.columns(key)
     return [key] if split.group is None else list(dict.fromkeys([key, split.group]))
 
 
-def table_splits(table: pa.Table | pa.RecordBatch, key: str, split: SplitConfig) -> np.ndarray:
+def table_splits(table: pa.Table | pa.RecordBatch, key: str, split: Split) -> np.ndarray:
     """Split code per row of `table`: a hash of the row's group (`split.group`, through `split.group_pattern`) or,
-    where it has none, of its key."""
+    where it has none, of its key; or the row split's own codes."""
+    if not isinstance(split, SplitConfig):
+        return split.codes(table)
     keys = table.column(key)
     if split.group is None:
         return assign_splits(keys, split)

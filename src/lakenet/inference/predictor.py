@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,9 @@ import torch
 from lakenet.data.encoders import Preprocessor
 from lakenet.errors import ModelError
 from lakenet.inference.calibration import Calibration
+
+if TYPE_CHECKING:
+    from lakenet.inference.recommender import Recommender
 from lakenet.models.bundle import Bundle
 from lakenet.models.export import OnnxModel, bundle_onnx
 
@@ -36,7 +40,11 @@ def output_schema(
     if with_key:
         fields.append(pa.field(pre.key, pa.string()))
     fields += list(keep)
-    if pre.label.task == "anomaly":
+    if pre.label.task == "recommendation":
+        from lakenet.inference.recommender import RECOMMEND_FIELDS
+
+        fields += RECOMMEND_FIELDS
+    elif pre.label.task == "anomaly":
         fields += [
             pa.field("score", pa.float64()),
             pa.field("is_anomaly", pa.bool_()),
@@ -104,6 +112,7 @@ class Predictor:
         self.anomaly = self.task == "anomaly"
         cal = self.pre.label.calibration
         self.calibration = Calibration.from_list(cal) if self.anomaly and cal else None
+        self._recommender: Recommender | None = None
 
     @property
     def input_columns(self) -> list[str]:
@@ -117,6 +126,24 @@ class Predictor:
             pos = self.classes.index(lab.positive)
             return np.where(probs[:, pos] >= lab.threshold, pos, 1 - pos)
         return probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
+
+    def _recommend(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+        """Recommendation: the top-k items of each row's user, with the key, kept columns and the model."""
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        out = self.recommender()(table)
+        n = table.num_rows
+        with_key = self.pre.key in table.column_names
+        cols = {name: out.column(name).combine_chunks() for name in out.column_names}
+        if with_key:
+            cols[self.pre.key] = pa.array(table.column(self.pre.key).to_pylist(), pa.string())
+        if self.model_name is not None:
+            cols["model_name"] = pa.array([self.model_name] * n, pa.string())
+            cols["model_version"] = pa.array([self.model_version] * n, pa.string())
+        kept = [table.schema.field(c) for c in self.keep]
+        for f in kept:
+            cols[f.name] = table.column(f.name).combine_chunks()
+        schema = output_schema(self.pre, with_key=with_key, with_model=self.model_name is not None, keep=kept)
+        return pa.RecordBatch.from_pydict({name: cols[name] for name in schema.names}, schema=schema)
 
     def calibrated(self, raw: np.ndarray) -> np.ndarray:
         """Anomaly: raw scores → calibrated scores in (0, 1) (an uncalibrated model: raw / (1 + raw))."""
@@ -157,7 +184,9 @@ class Predictor:
             if "image" in chunk and self.device.type == "cpu":
                 chunk["image"] = chunk["image"].contiguous(memory_format=torch.channels_last)
             out = self.model(chunk)
-            if self.anomaly:
+            if self.task == "recommendation":
+                outs.append(out.float().cpu().numpy())  # (B, n_items) scores
+            elif self.anomaly:
                 outs.append(out.float().view(-1).cpu().numpy().astype(np.float64))
             elif self.classification:
                 outs.append(torch.softmax(out.float(), dim=1).cpu().numpy())
@@ -167,8 +196,18 @@ class Predictor:
             return np.zeros((0, len(self.classes)) if self.classification else (0,), dtype=np.float32)
         return np.concatenate(outs)
 
+    def recommender(self, k: int | None = None) -> Recommender:
+        """Recommendation models: the top-k view of this predictor (built once)."""
+        if self._recommender is None:
+            from lakenet.inference.recommender import Recommender
+
+            self._recommender = Recommender(self, k=k or self.pre.label.k or 10)
+        return self._recommender
+
     def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
         names = set(batch.schema.names)
+        if self.task == "recommendation":
+            return self._recommend(batch)
         self.pre.require_inputs(
             names, what="the model", fix="rename the columns or score a table with the training schema."
         )

@@ -18,8 +18,9 @@ from lakenet.models.audio import AudioNet
 from lakenet.models.autoencoder import AutoEncoder
 from lakenet.models.mlp import MLP
 from lakenet.models.resnet import ResNet
-from lakenet.models.spec import BackboneSpec, ModelSpec, TextSpec
+from lakenet.models.spec import BackboneSpec, ModelSpec, RecSpec, TextSpec
 from lakenet.models.transfer import TransferNet
+from lakenet.models.twotower import TwoTower
 
 __all__ = [
     "ARCHITECTURES",
@@ -37,6 +38,7 @@ ARCHITECTURES: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "transfer": TransferNet,
     "autoencoder": AutoEncoder,
     "audiocnn": AudioNet,
+    "twotower": TwoTower,
 }
 
 
@@ -69,6 +71,9 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
             arch = "autoencoder"
     if arch == "autoencoder":
         options = {"code_dim": cfg.anomaly.code_dim, "noise": cfg.anomaly.noise}
+    recommend = None
+    if pre.label.task == "recommendation":
+        arch, recommend = "twotower", rec_layout(cfg, pre)
     fixed = dict(backbone or {})
     if isinstance(fixed.get("backbone"), dict):  # what a resolved backbone fixes, as JSON
         fixed["backbone"] = BackboneSpec.from_dict(fixed["backbone"], f"model.backbone {m.backbone}")
@@ -84,9 +89,32 @@ def model_spec(cfg: Config, pre: Preprocessor, backbone: dict[str, Any] | None =
         vector_dim=sum(v.dim for v in pre.vectors),
         audio_bins=pre.audio.n_mels if pre.audio else 0,
         audio_frames=pre.audio.frames if pre.audio else 0,
+        recommend=recommend,
         texts=_text_specs(cfg, pre),
         **{"width": m.width, "depth": m.depth, "options": options, **fixed},
     )
+
+
+def rec_layout(cfg: Config, pre: Preprocessor) -> RecSpec:
+    """Where a recommender's user, item and item features sit in the encoded blocks."""
+    from lakenet.data.codecs import CategoryCodec
+
+    rec = cfg.recommend
+    item_side = set(rec.item_features)
+    positions: dict[str, int] = {}
+    item_categories: list[int] = []
+    item_numeric: list[int] = []
+    at = 0
+    for c in pre.features:
+        if isinstance(c, CategoryCodec):
+            positions[c.name] = len(positions)
+            if c.name in item_side:
+                item_categories.append(positions[c.name])
+        w = c.numeric_width()
+        if w and c.name in item_side:
+            item_numeric.extend(range(at, at + w))
+        at += w
+    return RecSpec(positions[rec.user], positions[rec.item], tuple(item_categories), tuple(item_numeric), rec.dim)
 
 
 # Options each built-in architecture accepts: name -> (type, minimum, maximum). A bundle's options are checked
@@ -97,6 +125,7 @@ OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
     "transfer": {},
     "autoencoder": {"code_dim": (int, 1, 1024), "noise": (float, 0.0, 2.0)},
     "audiocnn": {"blocks": (int, 1, 8)},
+    "twotower": {},
 }
 
 TRUST_ENV = "LAKENET_TRUSTED_MODULES"

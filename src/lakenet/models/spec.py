@@ -7,7 +7,7 @@ from typing import Any
 
 from lakenet.errors import ModelError
 
-__all__ = ["BackboneSpec", "ModelSpec", "TextSpec"]
+__all__ = ["BackboneSpec", "ModelSpec", "RecSpec", "TextSpec"]
 
 
 def _fields_only(cls: type, d: Any, what: str, where: str) -> dict[str, Any]:
@@ -80,6 +80,35 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
+class RecSpec:
+    """A two-tower recommender's layout: where the user and the item sit in the category block, which category
+    positions and numeric columns describe the item (the item tower reads them from its catalogue), and the
+    width of the vectors whose dot product scores a (user, item) pair."""
+
+    user: int  # position in the category block
+    item: int
+    item_categories: tuple[int, ...] = ()
+    item_numeric: tuple[int, ...] = ()  # columns of the numeric block
+    dim: int = 32
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"user": self.user, "item": self.item, "item_categories": list(self.item_categories),
+                "item_numeric": list(self.item_numeric), "dim": self.dim}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "the model") -> RecSpec:
+        d = dict(_fields_only(cls, d, "recommend", where))
+        try:
+            r = cls(
+                int(d["user"]), int(d["item"]), tuple(int(i) for i in d.get("item_categories", ())),
+                tuple(int(i) for i in d.get("item_numeric", ())), int(d.get("dim", 32)),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"{where}: invalid model spec recommend entry ({err})") from None
+        return r
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Shapes and hyper-parameters: everything needed to rebuild the network from JSON."""
 
@@ -99,6 +128,7 @@ class ModelSpec:
     backbone: BackboneSpec | None = None  # an external image backbone (architecture "transfer")
     audio_bins: int = 0  # mel bands of an audio feature's spectrogram (0: no audio)
     audio_frames: int = 0  # its frames
+    recommend: RecSpec | None = None  # a two-tower recommender (architecture "twotower")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -107,6 +137,7 @@ class ModelSpec:
         d["options"] = dict(self.options)
         d["texts"] = [t.to_dict() for t in self.texts]
         d["backbone"] = self.backbone.to_dict() if self.backbone is not None else None
+        d["recommend"] = self.recommend.to_dict() if self.recommend is not None else None
         return d
 
     @classmethod
@@ -125,6 +156,8 @@ class ModelSpec:
             d["texts"] = tuple(TextSpec.from_dict(t, where) for t in d.get("texts", ()))
             if d.get("backbone") is not None:
                 d["backbone"] = BackboneSpec.from_dict(d["backbone"], where)
+            if d.get("recommend") is not None:
+                d["recommend"] = RecSpec.from_dict(d["recommend"], where)
             spec = cls(**d)
         except TypeError as err:
             raise ModelError(f"{where}: invalid model spec ({err})") from None
@@ -152,6 +185,13 @@ class ModelSpec:
         check("image_size", self.image_size, 0, 4096)
         check("vector_dim", self.vector_dim, 0, 1_000_000)
         check("audio_bins", self.audio_bins, 0, 256)
+        if self.recommend is not None:
+            r, k = self.recommend, len(self.category_sizes)
+            check("recommend.dim", r.dim, 2, 512)
+            for pos in (r.user, r.item, *r.item_categories):
+                check("recommend category position", pos, 0, max(k - 1, 0))
+            for col in r.item_numeric:
+                check("recommend numeric column", col, 0, max(self.numeric_dim - 1, 0))
         check("audio_frames", self.audio_frames, 0, 100_000)
         if len(self.category_sizes) != len(self.category_dims):
             raise ModelError(f"{where}: model spec has {len(self.category_sizes)} category sizes but "

@@ -35,6 +35,8 @@ from lakenet.serving.batcher import Draining, MicroBatcher, Overloaded
 from lakenet.serving.metrics import ServeMetrics
 from lakenet.serving.schema import (
     InvalidRequest,
+    RecommendRequest,
+    RecommendResponse,
     RequestSchema,
     TooLarge,
     response_model,
@@ -52,8 +54,11 @@ Refresh = Callable[[], Predictor | None]
 
 PREDICT = "/v1/predict"
 EXPLAIN = "/v1/explain"
+RECOMMEND = "/v1/recommend"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes answer without a token
-ROUTES = frozenset({PREDICT, EXPLAIN, "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+ROUTES = frozenset(
+    {PREDICT, EXPLAIN, RECOMMEND, "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+)
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -193,7 +198,7 @@ class _Gate:
             self.held -= held[0]
             m.inflight.inc(by=-1)
             m.requests.inc(route, str(status))
-            if route == PREDICT:
+            if route in (PREDICT, RECOMMEND):
                 m.latency.observe(time.perf_counter() - t0)
 
     def _authorised(self, headers: dict[bytes, bytes]) -> bool:
@@ -535,6 +540,38 @@ class _Service:
         self.metrics.shed.inc("draining")
         return _json_response(503, {"detail": "Shutting down"}, {"Retry-After": "1", "Connection": "close"})
 
+    async def recommend(self, body: RecommendRequest) -> Response:
+        """The top-k items for one user (a recommendation model); a user the model never learned gets the
+        popularity ranking, and `source` says so."""
+        current = self.batcher.model
+        predictor = current.predictor
+        if predictor.task != "recommendation":
+            return _json_response(404, {"detail": f"This model does a {predictor.task}, not recommendations; use "
+                                                  f"{PREDICT}"})  # fmt: skip
+        if self.draining:
+            return self._draining()
+        rec = predictor.recommender()
+        unknown = sorted(set(body.features) - set(rec.user_columns))
+        if unknown:
+            msg = f"not a user feature of this model (user features: {', '.join(rec.user_columns)})"
+            errors = [{"loc": ["body", "features", n], "type": "extra_forbidden", "msg": msg} for n in unknown]
+            return _json_response(422, {"detail": errors})
+        try:
+            row = {**body.features, rec.user_codec.column: body.user}
+            table = self.schema.from_json(json.dumps({"rows": [row]}).encode())
+        except InvalidRequest as err:
+            return _json_response(422, {"detail": err.errors})
+        exclude = {int(i) for i in rec.item_index(body.exclude)} - {0}
+        k = body.k or rec.k
+        out = await asyncio.to_thread(rec, table, exclude=[exclude], k=k)
+        row = out.to_pylist()[0]
+        if row["error"] is not None:
+            return _json_response(422, {"detail": [row_error(0, rec.user_codec.column, row["error"], form=False)]})
+        items = [{"item": i, "score": s} for i, s in zip(row["items"], row["scores"], strict=True)]
+        self.metrics.rows.inc("ok")
+        doc = {"model": current.describe(), "user": body.user, "source": row["source"], "items": items}
+        return Response(json.dumps(doc), media_type="application/json")
+
     async def explain(self, request: Request) -> Response:
         """Attributions per row (documented in _install_openapi): computed in their own processes, at most
         max_inflight_explain at once, so they cannot starve /v1/predict."""
@@ -741,6 +778,16 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
     app.state.metrics = svc.metrics
     app.add_route(PREDICT, svc.predict, methods=["POST"], include_in_schema=False)
     app.add_route(EXPLAIN, svc.explain, methods=["POST"], include_in_schema=False)
+    app.post(
+        RECOMMEND,
+        summary="Recommend items to a user",
+        description="A recommendation model's top-k items for `user`, scored by its two towers (the user-side "
+        "`features` as for /v1/predict; missing ones filled by the model's rules). A user the model never learned "
+        "(cold start) gets the most popular items, and `source` is `popularity` instead of `model`.",
+        response_model=RecommendResponse,
+        responses={404: {"description": "The model served is not a recommender."},
+                   422: {"description": "An invalid field, or a feature the model does not take."}},
+    )(svc.recommend)  # fmt: skip
     app.get("/v1/model", summary="The model being served and its inputs")(svc.model_info)
     app.get("/healthz", summary="Liveness: the process answers")(svc.healthz)
     app.get("/readyz", summary="Readiness: a model is loaded and requests are admitted",

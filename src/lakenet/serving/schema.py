@@ -29,6 +29,8 @@ __all__ = [
     "B64_PATTERN",
     "ROW_ERRORS",
     "InvalidRequest",
+    "RecommendRequest",
+    "RecommendResponse",
     "RequestSchema",
     "TooLarge",
     "decode_base64",
@@ -355,6 +357,10 @@ def response_rows(out: pa.RecordBatch, *, task: str) -> list[dict[str, Any]]:
     `non_finite_output` instead of NaNs, which JSON cannot carry.
     """
     err = out.column("error").to_pylist()
+    if task == "recommendation":
+        cols = [out.column(c).to_pylist() for c in ("user", "items", "scores", "source")]
+        return [{"user": u, "items": i, "scores": s, "source": src, "error": e}
+                for u, i, s, src, e in zip(*cols, err, strict=True)]  # fmt: skip
     if task == "anomaly":
         cols = [out.column(c).to_pylist() for c in ("score", "is_anomaly", "raw_score")]
         return [
@@ -445,8 +451,45 @@ class AnomalyPrediction(BaseModel):
     error: str | None = Field(description="Why the row could not be scored, else null.")
 
 
+class RecommendPrediction(BaseModel):
+    user: str | None = Field(description="The row's user.")
+    items: list[str] | None = Field(description="The top-k items, best first.")
+    scores: list[float] | None = Field(description="Their scores (dot products of the user and item vectors).")
+    source: str | None = Field(description="model, or popularity for a user the model never learned (cold start).")
+    error: str | None = Field(description="Why the row could not be scored, else null.")
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=1000, description="The user to recommend to.")
+    k: int | None = Field(None, ge=1, le=1000, description="Items to return; default: the model's recommend.k.")
+    features: dict[str, Any] = Field(
+        default_factory=dict, description="The user-side features (as in a /v1/predict row); absent ones are missing."
+    )
+    exclude: list[str] = Field(
+        default_factory=list, max_length=100_000, description="Items not to recommend (e.g. already bought)."
+    )
+
+
+class RecommendedItem(BaseModel):
+    item: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    model: ModelRef
+    user: str
+    source: str = Field(description="model, or popularity: the user is not one the model learned (cold start).")
+    items: list[RecommendedItem]
+
+
 def response_model(*, task: str) -> type[BaseModel]:
-    rows: dict[str, type[BaseModel]] = {"classification": ClassPrediction, "anomaly": AnomalyPrediction}
+    rows: dict[str, type[BaseModel]] = {
+        "classification": ClassPrediction,
+        "anomaly": AnomalyPrediction,
+        "recommendation": RecommendPrediction,
+    }
     row = rows.get(task, ValuePrediction)
     return create_model(
         "PredictResponse",

@@ -51,6 +51,8 @@ class TrainJob:
     watch: str | None = None
     min_epochs: int = 1
     class_weights: tuple[float, ...] | None = None
+    # A split that is not the config's key hash (a recommender's per-user holdout); None: cfg.data.split.
+    split: Any = None
 
 
 @dataclass(frozen=True)

@@ -121,9 +121,22 @@ class AnomalyLoss(nn.Module):
         return total.sum() / max(used, 1)
 
 
+class RecommendLoss(nn.Module):
+    """task: recommendation. A softmax over the catalogue: each positive interaction's item against every other
+    item; rows with target -100 (no catalogue item, or rated below the bar) count for nothing."""
+
+    def forward(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        known = target >= 0
+        if not bool(known.any()):
+            return scores.sum() * 0.0  # keeps the graph (every DDP rank must backward)
+        return nn.functional.cross_entropy(scores[known], target[known])
+
+
 def loss_for(pre: Preprocessor, cfg: Config, class_weights: torch.Tensor | None) -> nn.Module:
     """The training loss of the label's task."""
     task = pre.label.task
+    if task == "recommendation":
+        return RecommendLoss()
     if task == "anomaly":
         return AnomalyLoss(cfg.anomaly.labelled)
     return nn.CrossEntropyLoss(weight=class_weights) if task == "classification" else nn.MSELoss()
@@ -142,8 +155,8 @@ def anomaly_probability(raw: np.ndarray) -> np.ndarray:
 class _Evaluator:
     """Validation figures summed over workers (confusion matrix / regression sums), then turned into metrics."""
 
-    def __init__(self, pre: Preprocessor, device: torch.device) -> None:
-        self.pre, self.device = pre, device
+    def __init__(self, pre: Preprocessor, device: torch.device, k: int = 10) -> None:
+        self.pre, self.device, self.k = pre, device, k
         self.task = pre.label.task
         self.classification = self.task == "classification"
 
@@ -155,7 +168,7 @@ class _Evaluator:
                 if buf.is_floating_point():  # not counters, nor a frozen ONNX graph's bytes
                     dist.broadcast(buf, 0)
         model.eval()
-        k = self.pre.num_outputs
+        k = self.pre.num_outputs if self.classification else 1
         cm = np.zeros((k, k), dtype=np.int64)
         sums = np.zeros(5)
         loss_sum, n = 0.0, 0
@@ -167,7 +180,9 @@ class _Evaluator:
             out = model(b.inputs)
             loss_sum += float(loss_fn(out, loss_target(self.task, b.target))) * len(b)
             n += len(b)
-            if self.task == "anomaly":
+            if self.task == "recommendation":
+                sums += self._ranks(out.float(), b.target)
+            elif self.task == "anomaly":
                 truth = b.target.cpu().numpy()
                 known = truth >= 0
                 raw = out.view(-1).float().cpu().numpy()
@@ -191,7 +206,12 @@ class _Evaluator:
         if n == 0:
             return {}
         metrics = {"val_loss": loss_sum / n}
-        if self.task == "anomaly":
+        if self.task == "recommendation":
+            hits, gain, rows = flat[2 + k * k : 2 + k * k + 3]
+            if rows:
+                metrics[f"val_hit_rate_at_{self.k}"] = float(hits / rows)
+                metrics[f"val_ndcg_at_{self.k}"] = float(gain / rows)
+        elif self.task == "anomaly":
             merged = BinaryScores(flat[2 + k * k + 5 :])
             for name, value in (("val_roc_auc", merged.roc_auc()), ("val_pr_auc", merged.average_precision())):
                 if value is not None:
@@ -207,6 +227,19 @@ class _Evaluator:
         else:
             metrics.update(regression_metrics_from_sums(flat[2 + k * k : 2 + k * k + 5], prefix="val"))
         return metrics
+
+    def _ranks(self, scores: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+        """Recommendation: over the rows with a catalogue item, [hits in the top k, NDCG@k, rows, 0, 0] (the
+        item's place among every catalogue item's score; the user's other items are not left out here)."""
+        known = target >= 0
+        s, t = scores[known], target[known]
+        if not len(t):
+            return np.zeros(5)
+        mine = s.gather(1, t.view(-1, 1))  # (B, 1)
+        rank = (s > mine).sum(1).float()  # items scored above the right one
+        hit = rank < self.k
+        gain = torch.where(hit, 1.0 / torch.log2(rank + 2.0), torch.zeros_like(rank))
+        return np.array([float(hit.sum()), float(gain.sum()), float(len(t)), 0.0, 0.0])
 
 
 def _all_reduce_mean(value: float, count: int, device: torch.device) -> float:
@@ -254,7 +287,7 @@ class _WorkerRun:
         self.best_weights: dict[str, torch.Tensor] | None = None
         weight = torch.tensor(job.class_weights, dtype=torch.float32, device=self.device) if job.class_weights else None
         self.loss_fn: nn.Module = loss_for(self.pre, self.cfg, weight)
-        self.evaluator = _Evaluator(self.pre, self.device)
+        self.evaluator = _Evaluator(self.pre, self.device, self.cfg.recommend.k)
         es = t.early_stopping
         # job.watch: "auto" resolved by the driver from the training split; a hand-made job falls back to val_loss
         self.watch = (job.watch or (es.metric if es.metric != "auto" else "val_loss")) if es else None
@@ -274,7 +307,12 @@ class _WorkerRun:
         val_shards = plan_shards(counts[:, VAL], self.world)
         self.per_rank_batch = max(1, t.batch_size // self.world)
         loader = functools.partial(
-            SplitLoader, job.snapshot, self.pre, split_cfg=cfg.data.split, seed=t.seed, cache_mb=cfg.data.cache_mb
+            SplitLoader,
+            job.snapshot,
+            self.pre,
+            split_cfg=job.split if job.split is not None else cfg.data.split,
+            seed=t.seed,
+            cache_mb=cfg.data.cache_mb,
         )
         self.loader = loader(
             split=train_splits, fragments=train_shards[self.rank], batch_size=self.per_rank_batch, shuffle=True

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from lakenet.config.schema import Config, ImageFeature
+from lakenet.data.catalog import learn_catalog
+from lakenet.data.holdout import learn_holdout
 from lakenet.data.infer import Inference, resolve_features
 from lakenet.data.scan import ScanResult, scan_table
 from lakenet.data.sources import Snapshot, open_table
@@ -39,6 +41,8 @@ class TrainPlan:
     pretrained: PretrainedInit | None = None
     lineage: dict[str, Any] = field(default_factory=dict)  # lakenet.* tags: backbone, embedding provenance
     inference: Inference | None = None  # features: {include: auto}: what was inferred, and what was left out
+    split: Any = None  # a recommender's per-user holdout (None: the config's key hash)
+    catalog: Any = None  # a recommender's item catalogue (its features and popularity per item)
 
     def job(
         self,
@@ -56,13 +60,16 @@ class TrainPlan:
         spec = model_spec(cfg, pre, self.backbone.spec if self.backbone else None)
         pretrained = self.pretrained if config is None else plan_pretrained(cfg, spec, pre, self.backbone)
         init_path = None
-        if pretrained is not None:
+        initial = dict(pretrained.weights) if pretrained is not None else {}
+        if self.catalog is not None:
+            initial.update(self.catalog.tensors())
+        if initial:
             init_path = Path(checkpoint_dir) / _INIT_FILE
             if not resume:  # a resumed run starts from its checkpoint, which holds every weight
                 from safetensors.torch import save_file
 
                 init_path.parent.mkdir(parents=True, exist_ok=True)
-                save_file({k: v.detach().cpu().contiguous().clone() for k, v in pretrained.weights.items()}, init_path)
+                save_file({k: v.detach().cpu().contiguous().clone() for k, v in initial.items()}, init_path)
         policy = training_policy(cfg, self.scan)
         return TrainJob(
             config=cfg,
@@ -80,6 +87,7 @@ class TrainPlan:
             watch=policy.watch,
             min_epochs=policy.min_epochs,
             class_weights=policy.class_weights,
+            split=self.split,
         )
 
 
@@ -226,7 +234,13 @@ def plan_training(
     # Enough fragments for every worker to get a share, even of a table stored as one big row group.
     snap = snap.subdivided(min_fragments if min_fragments is not None else 4 * cfg.engine.workers)
     # The whole-table pass runs where the engine runs work (Spark: on the executors), partial results merged.
-    result = scan_table(cfg, snap, map_fragments=engine.map_fragments if engine is not None else None)
+    where = engine.map_fragments if engine is not None else None
+    split = None
+    if cfg.features.label.task == "recommendation":
+        rec = cfg.recommend
+        split = learn_holdout(snap, user=rec.user, time=rec.timestamp, key=cfg.data.key, holdout=rec.holdout,
+                              map_fragments=where)  # fmt: skip
+    result = scan_table(cfg, snap, map_fragments=where, split=split)
     if backbone is not None:
         # The normalisation the backbone was trained with (the config's, if given), not this table's.
         b, own = cfg.model.backbone, backbone.image or {}
@@ -235,9 +249,14 @@ def plan_training(
         if mean is not None and std is not None:
             result.preprocessor = result.preprocessor.with_image_normalisation(mean, std)
     spec = model_spec(cfg, result.preprocessor, backbone.spec if backbone else None)
+    catalog = None
+    if spec.recommend is not None and split is not None:
+        r = spec.recommend
+        catalog = learn_catalog(snap, result.preprocessor, split, time=cfg.recommend.timestamp,
+                                categories=r.item_categories, numeric=r.item_numeric, map_fragments=where)  # fmt: skip
     pretrained = plan_pretrained(cfg, spec, result.preprocessor, backbone)
     lineage = {f"lakenet.{k}": v for k, v in (backbone.lineage if backbone else {}).items()}
     lineage.update(_embedding_lineage(snap))
     if inference is not None:
         lineage["lakenet.features"] = ",".join(f"{n}:{f.type}" for n, f in cfg.features.inputs.items())
-    return TrainPlan(cfg, snap, result, spec, backbone, pretrained, lineage, inference)
+    return TrainPlan(cfg, snap, result, spec, backbone, pretrained, lineage, inference, split, catalog)

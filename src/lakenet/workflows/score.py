@@ -47,6 +47,7 @@ class PredictResult:
     input_version: int | None = None
     replaced: int = 0
     deleted: int = 0
+    scored: str = "rows"  # what `rows` counts: rows, or users (a recommendation model's top-k per user)
 
 
 @dataclass(frozen=True)
@@ -178,10 +179,12 @@ def run_predict(
     check_buildable(bundle.spec, trusted=trust, where=f"Model {model}")  # before any worker starts
     pre = bundle.preprocessor
     snap = open_table(table, version)
+    model_id = resolved.version if resolved.version else bundle_digest(resolved.bundle_dir)
+    if pre.label.task == "recommendation":
+        return _recommend(model, resolved, bundle, snap, out, model_id, engine_cfg, spark, trust, incremental)
     _require_model_columns(snap, pre)
     kept = _kept_columns(keep, snap, pre)
     out_uri = table_uri(out)
-    model_id = resolved.version if resolved.version else bundle_digest(resolved.bundle_dir)
     inc: _Incremental | None = None
     if incremental:
         found = _incremental(snap, out_uri, pre.key, str(resolved.version or model_id))
@@ -216,6 +219,42 @@ def run_predict(
     deleted = inc.deleted if inc and committed else 0
     replaced = max(inc.merge.replaced_rows - inc.deleted, 0) if inc and committed else 0
     return PredictResult(out_uri, rows, bad, committed, model, resolved.version, since, snap.version, replaced, deleted)
+
+
+def _recommend(
+    model: str,
+    resolved: Any,
+    bundle: Any,
+    snap: Snapshot,
+    out: str,
+    model_id: str,
+    engine_cfg: EngineConfig,
+    spark: Any,
+    trust: tuple[str, ...],
+    incremental: bool,
+) -> PredictResult:
+    """A recommendation model: the top-k items of every user of the table (see workflows.recommend)."""
+    from lakenet.inference.predictor import Predictor
+    from lakenet.workflows.recommend import write_recommendations
+
+    if incremental:
+        raise ConfigError(
+            "--incremental is for row-wise models; a recommendation model ranks for every user of the table, and a "
+            "new table version replaces the recommendations (run predict without --incremental)"
+        )
+    predictor = Predictor(bundle, model_name=resolved.name or "bundle", model_version=resolved.version or model_id,
+                          trust_modules=trust)  # fmt: skip
+    predictor.recommender().pre.require_inputs(
+        set(snap.schema.names) | predictor.recommender().item_columns,
+        what="the recommendation model",
+        fix="score a table with the user column and the user features it was trained with.",
+    )
+    engine = get_engine(engine_cfg, spark=spark)
+    out_uri, users, bad, committed = write_recommendations(
+        predictor, snap, out, bundle_dir=resolved.bundle_dir, model=model, model_id=model_id,
+        training=bundle.training, engine=engine,
+    )  # fmt: skip
+    return PredictResult(out_uri, users, bad, committed, model, resolved.version, None, snap.version, scored="users")
 
 
 # ---- featurize -------------------------------------------------------------------------------------------------
@@ -264,6 +303,8 @@ def run_featurize(
     kind, path, version_tag, model_id = _featurizer_source(model, wd, spec.column)
     spec = replace(spec, kind=kind, path=str(path), source=model)
     snap = open_table(table_uri(table), version)
+    if kind == "lakenet" and _task_of(path) == "recommendation":
+        return _item_vectors(model, path, snap, out, model_id, version_tag, trust)
     probe = Featurizer(spec, trust_modules=trust)  # fails here, on the driver, if the model cannot be loaded
     reads, dim = probe.input_columns, probe.dim
     del probe
@@ -291,6 +332,46 @@ def run_featurize(
     }
     rows, bad, committed = _score(job, _Commit(out_uri, txn, metadata), engine_cfg, workers=workers, spark=spark)
     return FeaturizeResult(out_uri, rows, bad, committed, model, dim)
+
+
+def _task_of(bundle_dir: Path) -> str:
+    from lakenet.models.bundle import Bundle
+
+    return str(Bundle.load(bundle_dir).preprocessor.label.task)
+
+
+def _item_vectors(
+    model: str, path: Path, snap: Snapshot, out: str, model_id: str, version_tag: str | None, trust: tuple[str, ...]
+) -> FeaturizeResult:
+    """A recommendation model's embeddings are its items': one row per catalogue item (the item tower's vector
+    and the item's training interactions), one commit, exactly once per model and output."""
+    from lakenet.data.delta_io import commit_once
+    from lakenet.inference.predictor import Predictor
+    from lakenet.workflows.recommend import recommendation_vectors
+
+    predictor = Predictor(path, trust_modules=trust)
+    items, vectors = recommendation_vectors(predictor)
+    rec = predictor.recommender()
+    popularity = rec.popularity[rec.item_index(items)]
+    table = pa.table(
+        {
+            "item": pa.array(items, pa.string()),
+            "embedding": pa.array(list(vectors.astype("float32")), pa.list_(pa.float32())),
+            "interactions": pa.array(popularity.astype("int64"), pa.int64()),
+        }
+    )
+    out_uri = table_uri(out)
+    txn = app_id("featurize-items", model_id, out_uri)
+    metadata = {
+        "lakenet.featurizer": model + (f" (version {version_tag})" if version_tag else ""),
+        "lakenet.featurizer_id": str(model_id),
+        "lakenet.embedding_dim": str(vectors.shape[1]),
+        "lakenet.input": snap.uri,
+        "lakenet.input_version": str(snap.version),
+        "lakenet.embeds": "items",
+    }
+    committed = commit_once(out_uri, table, txn=txn, metadata=metadata)
+    return FeaturizeResult(out_uri, len(items) if committed else 0, 0, committed, model, int(vectors.shape[1]))
 
 
 # ---- explain ---------------------------------------------------------------------------------------------------

@@ -307,6 +307,7 @@ def _bundle(fit: _Fit, weights: dict[str, torch.Tensor], outcome: TrainOutcome) 
 def _evaluate_and_register(fit: _Fit, run: TrackedRun, bundle: Bundle, outcome: TrainOutcome) -> FitResult:
     """Threshold on validation, test-split evaluation beside the baseline, reports, then the registration."""
     from lakenet.evaluation.evaluate import evaluate_split
+    from lakenet.evaluation.recommend import evaluate_recommendations
     from lakenet.inference.predictor import Predictor
     from lakenet.models.registry import config_trust
 
@@ -318,10 +319,17 @@ def _evaluate_and_register(fit: _Fit, run: TrackedRun, bundle: Bundle, outcome: 
     if threshold:
         bundle.save(bundle_dir)
     predictor = Predictor(bundle, trust_modules=trust)
-    tested = evaluate_split(snap, predictor, cfg.data.split, engine=engine, bundle_dir=str(bundle_dir))
-    report = global_view(cfg, snap, predictor, tested)
+    if fit.plan.split is not None:  # a recommender: its own holdout, metrics and baseline
+        report = evaluate_recommendations(snap, predictor, fit.plan.split, k=cfg.recommend.k,
+                                          eval_users=cfg.recommend.eval_users, exclude_seen=cfg.recommend.exclude_seen,
+                                          engine=engine, bundle_dir=str(bundle_dir))  # fmt: skip
+        baseline = report.baseline or Baseline()
+    else:
+        tested = evaluate_split(snap, predictor, cfg.data.split, engine=engine, bundle_dir=str(bundle_dir))
+        report = global_view(cfg, snap, predictor, tested)
     metrics = {**kept_val, **report.metrics, **threshold}
-    baseline = _baseline(cfg, fit.plan, report) if fit.trained is None or fit.refit else Baseline()
+    if fit.plan.split is None:
+        baseline = _baseline(cfg, fit.plan, report) if fit.trained is None or fit.refit else Baseline()
     report = replace(report, baseline=baseline)
     metrics.update({f"baseline_{k}": v for k, v in (baseline.metrics or {}).items()})
     bundle.metrics = metrics

@@ -16,7 +16,7 @@ import pyarrow as pa
 from lakenet.data.codecs.base import Codec, Mark, Moments, Sample, Stats, indicator, missing_rule, strings
 from lakenet.errors import DataError
 
-__all__ = ["DatetimeCodec", "DatetimeState", "parse_datetimes"]
+__all__ = ["DatetimeCodec", "DatetimeState", "epoch_seconds", "parse_datetimes"]
 
 _OFFSET = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$", re.IGNORECASE)
 _DAY = 86400.0
@@ -73,6 +73,16 @@ def parse_datetimes(col: pa.ChunkedArray | pa.Array, tz: str) -> tuple[pd.Series
     out = pd.Series(utc_ns.view("datetime64[ns]")).dt.tz_localize("UTC").dt.tz_convert(tz)
     bad = out.isna().to_numpy() & ~missing
     return out, missing, bad
+
+
+def epoch_seconds(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(N,) seconds since the epoch, NaN where missing or not a date: numbers as they are, Arrow dates and
+    timestamps, or ISO strings (without an offset: UTC)."""
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    times, _, _ = parse_datetimes(col, "UTC")
+    return _epoch_seconds(times)
 
 
 def _as_utc_ns(times: pd.Series) -> np.ndarray:
