@@ -99,6 +99,9 @@ def connect_server(root: Path, *, master: str = "local[2]") -> Iterator[str]:
            "SPARK_LOG_DIR": str(root), "SPARK_PID_DIR": str(root)}  # fmt: skip
     env.pop("SPARK_REMOTE", None)
     env.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    # A local Connect session in the calling process exports its token: inherited, it would make this separate
+    # server demand it from clients that were never given it.
+    env.pop("SPARK_CONNECT_AUTHENTICATE_TOKEN", None)
     conf = {
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),

@@ -146,14 +146,21 @@ def test_the_cli_scores_through_a_separate_connect_server(
 
     from tests.spark.standalone import connect_server
 
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED",
-                                                            "SPARK_LOCAL_REMOTE")}  # fmt: skip
+    # This module's own local Connect server exported its session's settings; its token would make the CLI speak
+    # TLS to the plaintext server below (the session's reachability probe now says so instead of hanging).
+    own = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE", "SPARK_CONNECT_AUTHENTICATE_TOKEN")
+    env = {k: v for k, v in os.environ.items() if k not in own}
     out = tmp_path / "scored via cli"
     with connect_server(tmp_path / "server") as url:
         cmd = [sys.executable, "-m", "lakenet", "predict", "--model", trained["connect"].bundle_dir,
                "--table", str(digits_table), "--out", str(out), "--master", url]  # fmt: skip
         first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        tls = {**env, "SPARK_CONNECT_AUTHENTICATE_TOKEN": "not-this-servers", "LAKENET_CONNECT_TIMEOUT_S": "5"}
+        elsewhere = [*cmd[: cmd.index("--out") + 1], str(tmp_path / "never written"), *cmd[cmd.index("--out") + 2 :]]
+        refused = subprocess.run(elsewhere, env=tls, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 5 and "SPARK_CONNECT_AUTHENTICATE_TOKEN" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr and not (tmp_path / "never written").exists()
     assert first.returncode == 0, first.stderr[-2000:]
     assert second.returncode == 0 and "already" in (second.stdout + second.stderr).lower(), second.stderr[-2000:]
     table = DeltaTable(str(out)).to_pyarrow_table()

@@ -11,6 +11,7 @@ concurrent runs commit every row exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
@@ -31,7 +32,7 @@ from lakenet.data.changes import OutputMerge
 from lakenet.data.sources import Fragment
 from lakenet.engines.base import Engine, ScoreJob, merge_commit, plan_tasks
 from lakenet.engines.spark_tasks import Cluster, is_connect, task_error
-from lakenet.errors import ConfigError, LakenetError, TrainingError
+from lakenet.errors import ConfigError, InfrastructureError, LakenetError, TrainingError
 
 if TYPE_CHECKING:
     from lakenet.training.callbacks import Callback
@@ -121,15 +122,95 @@ def _connect_session(remote: str, cfg: SparkEngineConfig | None) -> Any:
     builder = SparkSession.builder.remote(remote).appName("lakenet")
     for k, v in (cfg.conf if cfg else {}).items():
         builder = builder.config(k, str(v).lower() if isinstance(v, bool) else str(v))
-    try:
+
+    def create() -> Any:
         with warnings.catch_warnings():  # static confs a server already has are reported, not failed
             warnings.simplefilter("ignore", UserWarning)
-            return builder.getOrCreate()
+            session = builder.getOrCreate()
+        if remote.startswith("sc://"):
+            _ = session.version  # one round trip: the server answers
+        return session
+
+    try:
+        return _within_deadline(create, remote) if remote.startswith("sc://") else create()
     except ImportError as err:
         raise LakenetError(f"Spark Connect needs its client packages ({err}): pip install 'lakenet[spark]'") from None
+    except InfrastructureError:
+        raise
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"Cannot open a Spark Connect session to {remote!r}: {first}. Check engine.remote.") from None
+        raise ConfigError(
+            f"Cannot open a Spark Connect session to {remote!r}: {_rpc_message(err)}. Check engine.remote."
+        ) from None
+
+
+_CONNECT_TIMEOUT_ENV = "LAKENET_CONNECT_TIMEOUT_S"
+
+
+def _within_deadline(create: Callable[[], Any], remote: str) -> Any:
+    """The Connect client retries a server it cannot talk to for as long as the job runs (a TLS client against a
+    plaintext server, a wrong port behind a proxy): the session and one round trip, with a deadline, turn that into
+    a clear error."""
+    import threading
+
+    timeout = float(os.environ.get(_CONNECT_TIMEOUT_ENV, "60"))
+    answer: list[Any] = []
+
+    def ask() -> None:
+        try:
+            answer.append(create())
+        except BaseException as err:  # raised below, in the caller's thread
+            answer.append(err)
+
+    probe = threading.Thread(target=ask, name="lakenet-connect-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if answer and not isinstance(answer[0], BaseException):
+        return answer[0]
+    if answer and not _unreachable(answer[0]):
+        raise answer[0]
+    _close_clients()
+    why = f"no answer within {timeout:g} s" if not answer else _rpc_message(answer[0])
+    hint = (
+        " SPARK_CONNECT_AUTHENTICATE_TOKEN is set in this environment, which makes the client use TLS: unset it "
+        "for a server without TLS, or give the server that token."
+        if os.environ.get("SPARK_CONNECT_AUTHENTICATE_TOKEN")
+        else ""
+    )
+    raise InfrastructureError(
+        f"The Spark Connect server at {remote} does not answer ({why}).{hint} Check that it runs and that "
+        f"engine.remote names it ({_CONNECT_TIMEOUT_ENV} sets the wait)."
+    )
+
+
+def _close_clients() -> None:
+    """Close the Connect clients the failed attempt made: each registered an exit handler that would otherwise
+    retry its clean-up calls against the unreachable server for ever, and the process would never end."""
+    try:
+        from pyspark.sql.connect.client.core import SparkConnectClient
+    except ImportError:
+        return
+    for obj in gc.get_objects():
+        if issubclass(type(obj), SparkConnectClient) and not obj.is_closed:  # type(): no proxy's __class__
+            with contextlib.suppress(Exception):
+                obj.close()
+
+
+def _rpc_message(err: BaseException) -> str:
+    """A gRPC error's status and details (its text starts with a line that says neither), else its first line."""
+    import re
+
+    text = str(err).strip()
+    status = re.search(r"status = StatusCode\.(\w+)", text)
+    details = re.search(r'details = "([^"]*)"', text)
+    if status:
+        return status.group(1) + (f": {details.group(1)}" if details else "")
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _unreachable(err: BaseException) -> bool:
+    """A failure to talk to the server at all (gRPC UNAVAILABLE, a refused connection), not a server's answer."""
+    text = f"{type(err).__name__} {err}".lower()
+    return any(s in text for s in ("unavailable", "connection refused", "failed to connect", "deadline"))
 
 
 def _free_port() -> int:
