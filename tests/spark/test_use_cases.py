@@ -1,5 +1,5 @@
 """The use cases beyond classification and regression on a real Spark local[2] session, against the local engine:
-an anomaly model and a spoken-digit model trained and scored on Spark give the local results."""
+an anomaly model, a spoken-digit model and a recommender trained and scored on Spark give the local results."""
 
 from __future__ import annotations
 
@@ -94,3 +94,29 @@ def test_voice_on_spark_equals_local(spark: Any, wd: Path) -> None:
     b = DeltaTable(str(wd / "voice_by_local")).to_pandas().set_index("key").sort_index()
     assert len(a) == len(b) == 80
     assert (a.prediction == b.prediction).all() and np.allclose(a.confidence, b.confidence, atol=1e-6)
+
+
+def test_recommendation_on_spark_equals_local(spark: Any, wd: Path) -> None:
+    """The holdout, the catalogue and the evaluation passes run on the executors; the top-k table written from
+    Spark equals the local one."""
+    from lakenet.examples.interactions import interactions_frame
+
+    interactions_frame(200, 100, seed=3).to_csv(wd / "log.csv", index=False)
+    table = lakenet.ingest(wd / "log.csv", wd / "log", key="event_id").table
+    cfg = {
+        "data": {"table": table, "key": "event_id"},
+        "features": {"label": {"task": "recommendation"}, "genre": "category", "price": "numeric",
+                     "country": "category"},
+        "recommend": {"user": "user_id", "item": "item_id", "timestamp": "timestamp",
+                      "item_features": ["genre", "price"]},
+        "trainer": {"epochs": 3, "batch_size": 128, "early_stopping": None},
+    }  # fmt: skip
+    on_spark = lakenet.fit({**cfg, "engine": {"type": "spark"}, "registry": {"name": "shop_spark"}}, progress=False)
+    local = lakenet.fit({**cfg, "registry": {"name": "shop_local"}}, progress=False)
+    for k in ("test_recall_at_10", "test_ndcg_at_10", "baseline_recall_at_10", "test_users"):
+        assert on_spark.metrics[k] == pytest.approx(local.metrics[k], abs=1e-9), k
+    lakenet.predict(local.model_uri, table, str(wd / "recs_spark"), engine="spark")
+    lakenet.predict(local.model_uri, table, str(wd / "recs_local"))
+    a = DeltaTable(str(wd / "recs_spark")).to_pandas().sort_values(["user", "rank"]).reset_index(drop=True)
+    b = DeltaTable(str(wd / "recs_local")).to_pandas().sort_values(["user", "rank"]).reset_index(drop=True)
+    assert len(a) == 2000 and a[["user", "rank", "item"]].equals(b[["user", "rank", "item"]])
