@@ -69,8 +69,11 @@ class Recommender:
 
     def _user_rows(self, batch: pa.Table) -> pa.Table:
         """The batch with the item-side columns the model reads from its catalogue instead: placeholders that
-        encode without an error (the first item, missing features)."""
+        encode without an error (the first item, missing features); user features it lacks are missing values."""
         n = batch.num_rows
+        for col in self.user_columns:
+            if col not in batch.column_names:
+                batch = batch.append_column(col, pa.nulls(n))
         first = self.item_codec.state.vocab[0] if self.item_codec.state.vocab else None
         for col in self.item_columns:
             value = first if col == self.item_codec.column else None
@@ -84,9 +87,8 @@ class Recommender:
     def scores(self, batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
         """(scores (N, n_items) over the valid rows, valid (N,), cold (valid rows,) , errors (N,)): the model's
         scores, a cold-start user's row replaced by the popularity ranking."""
-        self.pre.require_inputs(
-            set(batch.column_names) | self.item_columns, what="the model", fix="send the user and its features."
-        )
+        if self.user_codec.column not in batch.column_names:
+            raise DataError(f"The rows have no user column {self.user_codec.column!r}; it names whom to recommend to.")
         table = self._user_rows(batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch]))
         enc = self.pre.encode(table, with_label=False)
         users = self.user_codec.index_of(strings(table.column(self.user_codec.column)))[enc.valid]
