@@ -631,6 +631,20 @@ def examples_sensors(
     out.print(f"wrote {rows} readings to {write_sensors_csv(path, rows=rows, seed=seed)}")
 
 
+@examples_app.command("interactions")
+def examples_interactions(
+    path: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path("interactions.csv"),
+    users: Annotated[int, typer.Option(help="Users.")] = 1000,
+    items: Annotated[int, typer.Option(help="Items.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed (another seed: other users of the same items).")] = 0,
+) -> None:
+    """Write an interaction log (event, user, item, time, rating, genre, price, country, age) where users pick items
+    by latent tastes: a recommender beats the popularity ranking on it."""
+    from lakenet.examples.interactions import write_interactions_csv
+
+    out.print(f"wrote {write_interactions_csv(path, users, items, seed=seed)}")
+
+
 @examples_app.command("spoken-digits")
 def examples_spoken_digits(
     directory: Annotated[Path, typer.Option("--dir", help="Folder to write (one sub-folder per digit).")],
