@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lakenet.models.resnet import BasicBlock
+from lakenet.models.resnet import residual_stages
 from lakenet.models.spec import ModelSpec
 from lakenet.models.tabular import TabularEncoder
 
@@ -44,14 +44,7 @@ class AudioNet(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(1, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)
         )
-        stages: list[nn.Module] = []
-        c = w
-        for i in range(spec.depth):
-            c_out = w * 2**i
-            for k in range(blocks):
-                stages.append(BasicBlock(c, c_out, stride=2 if (i > 0 and k == 0) else 1))
-                c = c_out
-        self.stages = nn.Sequential(*stages)
+        self.stages, c = residual_stages(w, spec.depth, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.tabular = TabularEncoder(spec)
         self.dropout = nn.Dropout(spec.dropout)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lakenet.models.resnet import BasicBlock
+from lakenet.models.resnet import residual_stages
 from lakenet.models.spec import ModelSpec
 from lakenet.models.tabular import TabularEncoder
 
@@ -38,12 +38,7 @@ class _ImageEncoder(nn.Module):
     def __init__(self, channels: int, width: int, depth: int) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        stages, c = [], width
-        for i in range(depth):
-            stages.append(BasicBlock(c, width * 2**i, stride=2 if i > 0 else 1))
-            c = width * 2**i
-        self.stages = nn.Sequential(*stages)
-        self.out_dim = c
+        self.stages, self.out_dim = residual_stages(width, depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x)).mean(dim=(2, 3))  # (B, C, H, W) -> (B, C')

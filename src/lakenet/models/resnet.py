@@ -8,7 +8,7 @@ from torch import nn
 from lakenet.models.spec import ModelSpec
 from lakenet.models.tabular import TabularEncoder
 
-__all__ = ["BasicBlock", "ResNet"]
+__all__ = ["BasicBlock", "ResNet", "residual_stages"]
 
 
 class BasicBlock(nn.Module):
@@ -31,6 +31,19 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+def residual_stages(width: int, depth: int, blocks: int = 1) -> tuple[nn.Sequential, int]:
+    """`depth` stages of `blocks` basic blocks, width × 2^i channels, stride 2 at the start of every stage but the
+    first: the stages and their output channels."""
+    stages: list[nn.Module] = []
+    c = width
+    for i in range(depth):
+        c_out = width * 2**i
+        for b in range(blocks):
+            stages.append(BasicBlock(c, c_out, stride=2 if (i > 0 and b == 0) else 1))
+            c = c_out
+    return nn.Sequential(*stages), c
+
+
 class ResNet(nn.Module):
     """stem → `depth` stages (width × 2^i channels, stride 2 after the first) → global pool → head.
 
@@ -51,14 +64,7 @@ class ResNet(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, 2, 1),
             )
-        stages: list[nn.Module] = []
-        c = w
-        for i in range(spec.depth):
-            c_out = w * 2**i
-            for b in range(blocks):
-                stages.append(BasicBlock(c, c_out, stride=2 if (i > 0 and b == 0) else 1))
-                c = c_out
-        self.stages = nn.Sequential(*stages)
+        self.stages, c = residual_stages(w, spec.depth, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.tabular = TabularEncoder(spec)
         self.dropout = nn.Dropout(spec.dropout)
