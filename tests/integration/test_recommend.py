@@ -103,3 +103,16 @@ def test_featurize_writes_the_item_vectors(trained: dict[str, Any]) -> None:
     counts = pd.read_csv(wd / "log.csv").item_id.value_counts()
     top = items.sort_values("interactions", ascending=False).item.iloc[0]
     assert top in counts.index[:5].tolist()  # the most interacted-with item in training is among the top
+
+
+def test_evaluate_repeats_the_holdout_and_row_wise_commands_say_why_not(trained: dict[str, Any]) -> None:
+    from lakenet.errors import ConfigError, DataError
+
+    fit = trained["fit"]
+    again = lakenet.evaluate(trained["config"] | {"data": {**trained["config"]["data"], "version": 0}},
+                             model=fit.model_uri)  # fmt: skip
+    assert again["metrics"]["test_recall_at_10"] == pytest.approx(fit.metrics["test_recall_at_10"])
+    with pytest.raises(DataError, match="is a recommender"):
+        lakenet.drift(fit.model_uri)
+    with pytest.raises(ConfigError, match="does not update recommendation models"):
+        lakenet.update(trained["config"])

@@ -74,6 +74,11 @@ def run_drift(
     `since` (default: the version it learned from), or every row of `version` when `since` is None and a version
     or another table is given. `engine`: where the tables are read and sampled (default: this process)."""
     bundle = predictor.bundle
+    if predictor.task == "recommendation":
+        raise DataError(
+            f"{model} is a recommender: drift compares a row-wise model's inputs and predictions, which a top-k per "
+            "user is not; watch its test recall@k with `lakenet evaluate` instead"
+        )
     where = engine.map_fragments if engine is not None else None
     ref_uri, ref_version = bundle.lineage.get("table"), bundle.lineage.get("table_version")
     if not ref_uri:

@@ -401,6 +401,8 @@ def run_explain(
     check_buildable(bundle.spec, trusted=trust, where=f"Model {model}")
     if not bundle.weights:
         raise ConfigError(f"{model} is an ONNX export: explain needs the model's torch weights (the registered model)")
+    if bundle.preprocessor.label.task == "recommendation":
+        raise ConfigError(f"{model} is a recommender: explain attributes one prediction per row, not a top-k")
     pre = bundle.preprocessor
     snap = open_table(table_uri(table), version)
     snap.require_columns(

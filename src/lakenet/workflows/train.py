@@ -446,6 +446,20 @@ def global_view(cfg: Config, snap: Snapshot, predictor: Predictor, report: Evalu
     return replace(report, importance=importance, importance_metric=f"test_{metric}", class_maps=maps or None)
 
 
+def _evaluate_recommender(
+    cfg: Config, snap: Snapshot, predictor: Predictor, engine: Any, bundle_dir: str
+) -> Evaluation:
+    """A recommender on the config's table as it is now: each user's last interactions held out again."""
+    from lakenet.data.holdout import learn_holdout
+    from lakenet.evaluation.recommend import evaluate_recommendations
+
+    rec = cfg.recommend
+    holdout = learn_holdout(snap, user=rec.user, time=rec.timestamp, key=cfg.data.key, holdout=rec.holdout,
+                            map_fragments=engine.map_fragments)  # fmt: skip
+    return evaluate_recommendations(snap, predictor, holdout, k=rec.k, eval_users=rec.eval_users,
+                                    exclude_seen=rec.exclude_seen, engine=engine, bundle_dir=bundle_dir)  # fmt: skip
+
+
 def write_evaluation(
     report: Evaluation, history: list[dict[str, float]], out: Path, *, model: dict[str, Any]
 ) -> dict[str, Path]:
@@ -471,9 +485,12 @@ def run_evaluate(cfg: Config, wd: Path, *, model: str, trust: tuple[str, ...]) -
     snap = open_table(cfg.data.table, cfg.data.version)
     label = predictor.pre.label.column
     snap.require_columns({predictor.pre.key: "data.key", **({label: "features.label.column"} if label else {})})
-    tested = evaluate_split(snap, predictor, cfg.data.split, engine=get_engine(cfg.engine),
-                            bundle_dir=str(resolved.bundle_dir))  # fmt: skip
-    report = global_view(cfg, snap, predictor, tested)
+    engine = get_engine(cfg.engine)
+    if predictor.task == "recommendation":
+        report = _evaluate_recommender(cfg, snap, predictor, engine, str(resolved.bundle_dir))
+    else:
+        tested = evaluate_split(snap, predictor, cfg.data.split, engine=engine, bundle_dir=str(resolved.bundle_dir))
+        report = global_view(cfg, snap, predictor, tested)
     history = predictor.bundle.training.get("history", [])
     info = {"name": resolved.name, "version": resolved.version, "uri": model}
     paths = write_evaluation(report, history, reports_dir(cfg, wd), model=info)

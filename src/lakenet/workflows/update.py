@@ -27,7 +27,7 @@ from lakenet.data.changes import Changes, table_changes
 from lakenet.data.delta_io import app_id, commit_once
 from lakenet.data.sources import Snapshot, open_table
 from lakenet.data.split import TEST, VAL
-from lakenet.errors import ModelError
+from lakenet.errors import ConfigError, ModelError
 from lakenet.workflows.common import scratch_dir
 
 if TYPE_CHECKING:
@@ -268,6 +268,11 @@ def run_update(
     setup_tracking(cfg.tracking, workdir=wd)
     name, alias = cfg.registry.name, cfg.registry.alias
     resolved, champion = _champion(cfg, wd)
+    if champion.preprocessor.label.task == "recommendation":
+        raise ConfigError(
+            "lakenet update does not update recommendation models yet (their catalogue and users grow with the "
+            "table); train a new version with `lakenet train`: predict then replaces the recommendations"
+        )
     trust = config_trust(cfg)
     v0 = champion.lineage.get("table_version")
     v0 = v0 if isinstance(v0, int) else None
