@@ -62,7 +62,10 @@ def test_breast_cancer_beats_isolation_forest(trained: dict[str, Any]) -> None:
     m = trained["fit"].metrics
     assert m["test_roc_auc"] >= m["baseline_roc_auc"] - 1e-9, m
     assert m["test_roc_auc"] >= 0.9
-    assert 0.5 < m["threshold"] < 1.0 and "val_f1_at_threshold" in m  # chosen on the labelled validation rows
+    # ~37 validation rows hold 1-3 known anomalies: too few to choose an F1-best threshold on, so the threshold
+    # flags their share of the labelled validation rows
+    assert "val_f1_at_threshold" not in m and 0.0 < m["contamination"] < 0.2
+    assert m["threshold"] == pytest.approx(1 - m["contamination"])
     report = (trained["wd"] / "reports" / "bc" / "evaluation.json").read_text()
     assert '"score_histogram"' in report and '"IsolationForest"' in report
 
@@ -80,7 +83,9 @@ def test_predict_scores_and_flags_every_row(trained: dict[str, Any]) -> None:
     assert (out.is_anomaly == (out.score >= fit.metrics["threshold"])).all()
     truth = pd.read_csv(wd / "bc.csv").set_index("patient_id").malignant
     flagged = out.set_index("patient_id").is_anomaly
-    assert truth[flagged[flagged].index].mean() > 0.5  # most flagged rows are malignant (5 % of all rows are)
+    # 5 % of all rows are malignant; among the flagged ones, many times that (the threshold is a quantile of only
+    # ~40 validation rows here, so the flagged share of the whole table drifts from the 4 % it aims at)
+    assert truth[flagged[flagged].index].mean() > 0.3
 
 
 def test_served_scores_equal_batch(trained: dict[str, Any]) -> None:

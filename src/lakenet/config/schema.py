@@ -761,8 +761,9 @@ class AnomalyConfig(_Strict):
     contamination: float | Literal["auto"] = Field(
         "auto",
         description="Share of rows to flag as anomalies (is_anomaly): the threshold is the (1 - contamination) "
-        "quantile of the validation rows' scores. auto: where validation rows carry labels with anomalies among "
-        "them, the threshold that maximises the F1 of finding them; else 0.05.",
+        "quantile of the validation rows' scores. auto: where validation has at least 5 known anomalies and 5 known "
+        "normal rows, the threshold that maximises the F1 of finding them; with fewer, the known anomalies' share of "
+        "the labelled training and validation rows; without labels, 0.05.",
     )
     positive: str | None = Field(
         None,

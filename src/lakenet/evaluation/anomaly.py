@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_CONTAMINATION", "calibrate_anomaly"]
 
 DEFAULT_CONTAMINATION = 0.05
+_MIN_LABELLED = 5  # known anomalies (and known normal rows) in validation to choose the threshold on
 _SAMPLE = 50_000  # validation rows kept (bottom-k by key hash) for the calibration
 _PREDICTORS: dict[tuple[str, tuple[str, ...], int], Any] = {}
 
@@ -129,23 +130,36 @@ def calibrate_anomaly(
     raw = (parts / scale).mean(axis=1)
     calibration = Calibration.fit(raw[normal])
     calibrated = calibration(raw)
-    threshold, figures = _threshold(cfg, calibrated, labels)
-    bundle.weights["scale"] = torch.tensor(scale, dtype=torch.float32)
     label = bundle.preprocessor.label
+    train = (bundle.profile.get("label") or {}).get("by_split", {}).get("train", {})
+    prior = (int(train.get(label.positive, 0)), sum(v for k, v in train.items() if k != label.positive))
+    threshold, figures = _threshold(cfg, calibrated, labels, prior)
+    bundle.weights["scale"] = torch.tensor(scale, dtype=torch.float32)
     bundle.preprocessor.label = replace(label, calibration=calibration.to_list(), threshold=float(threshold))
     return {"threshold": float(threshold), "calibration_rows": float(normal.sum()), **figures}
 
 
-def _threshold(cfg: Config, calibrated: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, float]]:
-    """On the calibrated scale: 1 − contamination, or the F1-best one where validation has both kinds of known
-    rows and contamination is auto."""
+def _threshold(
+    cfg: Config, calibrated: np.ndarray, labels: np.ndarray, prior: tuple[int, int]
+) -> tuple[float, dict[str, float]]:
+    """On the calibrated scale: 1 − contamination. With contamination auto: the F1-best threshold where validation
+    has at least `_MIN_LABELLED` known anomalies and as many known normal rows (fewer make that choice a coin
+    toss: two labelled anomalies gave a threshold that flagged 71 % of the rows); with fewer, the known anomalies'
+    share of the labelled training and validation rows (`prior`: training's known anomalies and normal rows);
+    without any, 5 %."""
     setting = cfg.anomaly.contamination
     known = labels >= 0
-    if setting == "auto" and (labels == 1).any() and (labels == 0).any():
+    anomalies, normals = int((labels == 1).sum()), int((labels == 0).sum())
+    if setting == "auto" and anomalies >= _MIN_LABELLED and normals >= _MIN_LABELLED:
         scores = BinaryScores()
         scores.update(labels[known] == 1, calibrated[known])
         found = scores.best_f1_threshold()
         if found is not None:
             return found[0], {"val_f1_at_threshold": found[1]}
-    c = DEFAULT_CONTAMINATION if setting == "auto" else float(setting)
+    if setting != "auto":
+        c = float(setting)
+    elif anomalies + prior[0]:
+        c = float(np.clip((anomalies + prior[0]) / (anomalies + normals + sum(prior)), 0.001, 0.45))
+    else:
+        c = DEFAULT_CONTAMINATION
     return 1.0 - c, {"contamination": c}
