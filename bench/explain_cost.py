@@ -562,7 +562,7 @@ def parse_args(argv: list[str] | None) -> Any:
     p.add_argument("--rows", type=int, default=None, help="table rows; default 20,000, quick 2,000")
     p.add_argument("--pairs", type=int, default=None, help="pairs of parts 1 and 2; default 5, quick 3")
     p.add_argument("--pairs-serve", type=int, default=None, help="load-window pairs (part 3); default 7, quick 3")
-    p.add_argument("--requests", type=int, default=None, help="/v1/predict per window; default 300, quick 40")
+    p.add_argument("--requests", type=int, default=None, help="/v1/predict per window; default 300, quick 20")
     p.add_argument("--explain-requests", type=int, default=None, help="/v1/explain per block; default 60, quick 6")
     p.add_argument("--slots", type=int, default=None, help="the server's --max-inflight-explain (default: its own)")
     p.add_argument("--explain-clients", type=int, default=None, help="background explain clients (default: slots)")
@@ -574,10 +574,10 @@ def parse_args(argv: list[str] | None) -> Any:
     q = args.quick
     args.rows = args.rows or (2_000 if q else 20_000)
     args.model_rows, args.epochs = (1_000, 1) if q else (5_000, 3)
-    args.inprocess_rows = min(args.rows, 512 if q else 4_096)
+    args.inprocess_rows = min(args.rows, 128 if q else 4_096)  # quick: two explain batches
     args.pairs = args.pairs or (3 if q else 5)
     args.pairs_serve = args.pairs_serve or (3 if q else 7)
-    args.requests = args.requests or (40 if q else 300)
+    args.requests = args.requests or (20 if q else 300)
     args.explain_requests = args.explain_requests or (6 if q else 60)
     args.diagnose = (not q) if args.diagnose is None else args.diagnose
     if args.slots is None:

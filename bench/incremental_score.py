@@ -2,7 +2,7 @@
 Spark local[2].
 
 Set-up (fixed costs, reported apart): a Delta table of N card transactions (`lakenet.examples.transactions_frame`,
-CSV → `lakenet.ingest`; N = 1,000,000, --quick: 20,000) and a small model (an MLP width 64 depth 2 trained for
+CSV → `lakenet.ingest`; N = 1,000,000, --quick: 4,000) and a small model (an MLP width 64 depth 2 trained for
 2 epochs on another 5,000 transactions, registered as models:/fraud@champion). For each engine, an output table
 is prepared by `lakenet.predict(..., version=0, incremental=True)` (every row of version 0), and 5 % more rows are
 appended (`transactions_frame(N / 20, seed=2, start_id=N)` ingested: version 1). The local part runs first, then
@@ -204,7 +204,7 @@ def engine_figures(prefix: str, pairs: list[dict[str, Any]]) -> dict[str, dict[s
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(NAME, (__doc__ or NAME).splitlines()[0])
     p.add_argument(
-        "--rows", type=int, default=None, help="table rows before the append; default 1,000,000, quick 20,000"
+        "--rows", type=int, default=None, help="table rows before the append; default 1,000,000, quick 4,000"
     )
     p.add_argument("--pairs", type=int, default=None, help="A/B pairs per engine; default 5, quick 3")
     spark_default = os.environ.get("LAKENET_BENCH_SPARK")
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     quick = args.quick
     with_spark = args.spark if args.spark is not None else (spark_default == "1" if spark_default else not quick)
-    rows = args.rows or (20_000 if quick else 1_000_000)
+    rows = args.rows or (4_000 if quick else 1_000_000)
     pairs_n = args.pairs or (3 if quick else 5)
     model_epochs = 1 if quick else 2
     os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spark = lakenet.spark.session(f"local[{threads}]")
         fixed["spark_session_start_s"] = time.perf_counter() - t0
     for side, (eng, runtime) in sides.items():
-        scorers[side] = LakenetScorer(setup, eng, scratch, spark, runtime)
+        # the session only for the Spark sides: handed to a local side, lakenet runs it on Spark (get_engine)
+        scorers[side] = LakenetScorer(setup, eng, scratch, spark if eng == "spark" else None, runtime)
         first, _, _ = scorers[side].run(tiny)  # cold: pool / Python workers start, bundle loads (ONNX: export)
-        per_job = [scorers[side].run(tiny)[0] for _ in range(2)]  # warm per-job overhead (tiny table)
+        per_job = [scorers[side].run(tiny)[0] for _ in range(1 if quick else 2)]  # warm per-job overhead (tiny table)
         fixed[f"{side}_first_job_s"] = first
         fixed[f"{side}_per_job_overhead_s"] = min(per_job)
 

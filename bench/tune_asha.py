@@ -123,12 +123,13 @@ def epochs_to_reach(trials: list[dict[str, Any]], threshold: float) -> int | Non
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(NAME, __doc__ or NAME)
     p.add_argument("--pairs", type=int, default=None, help="sampler seeds (pairs of studies); default 5 (quick: 3)")
-    p.add_argument("--trials", type=int, default=None, help="configurations per study; default 27 (quick: 9)")
-    p.add_argument("--epochs", type=int, default=None, help="full budget per trial; default 27 (quick: 9)")
+    p.add_argument("--trials", type=int, default=None, help="configurations per study; default 27 (quick: 3)")
+    p.add_argument("--epochs", type=int, default=None, help="full budget per trial; default 27 (quick: 3)")
     args = p.parse_args(argv)
     pairs_n = args.pairs or (3 if args.quick else 5)
-    n = args.trials or (9 if args.quick else 27)
-    e = args.epochs or (9 if args.quick else 27)
+    # --quick: the smallest study that still has two ASHA rungs (1 and 3 epochs) and lets ASHA go past B's N
+    n = args.trials or (3 if args.quick else 27)
+    e = args.epochs or (3 if args.quick else 27)
     table = digits_pixels_table(args.cache_dir)
     runs = cache_root(args.cache_dir) / "tune_runs"
     # one untimed study: imports (torch.optim pulls in dynamo), MLflow and Optuna schema creation
