@@ -50,7 +50,10 @@ def setup_tracking(cfg: TrackingConfig | None = None, *, workdir: Path | None = 
     _quiet_mlflow()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or (cfg.uri if cfg else None)
     if not uri:
-        uri = f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
+        db = (workdir or Path.cwd()).resolve() / "mlflow.db"
+        if not db.exists():
+            _new_store(db)
+        uri = f"sqlite:///{db}"
     # mlflow.set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: a later call in this process (another
     # workdir) would take that for the user's choice, and so would every child process. Keep the environment as
     # the user set it; lakenet hands URIs to its own workers explicitly.
@@ -63,6 +66,42 @@ def setup_tracking(cfg: TrackingConfig | None = None, *, workdir: Path | None = 
         else:
             os.environ[k] = v
     return uri
+
+
+def _new_store(db: Path) -> None:
+    """A new project's store from an empty, already migrated copy cached per MLflow version: MLflow takes ~1.5 s
+    to create its tables (every migration since its first release) in each new directory. Best effort: on any
+    problem MLflow creates the store itself, as it always did."""
+    import shutil
+    import sqlite3
+    import tempfile
+
+    import mlflow
+    from filelock import FileLock
+    from platformdirs import user_cache_dir
+
+    try:
+        cache = Path(user_cache_dir("lakenet")) / "mlflow-stores"
+        cache.mkdir(parents=True, exist_ok=True)
+        template = cache / f"empty-{mlflow.__version__}.db"
+        with FileLock(str(template) + ".lock", timeout=120):
+            if not template.exists():
+                with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                    fresh = Path(tmp) / "mlflow.db"
+                    mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{fresh}").search_experiments()
+                    fresh.replace(template)
+        staged = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, staged)
+        with sqlite3.connect(staged) as conn:  # MLflow puts the default experiment's artifacts under ./mlruns
+            conn.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                         (str(Path.cwd().resolve() / "mlruns" / "0"),))  # fmt: skip
+        conn.close()
+        try:
+            os.link(staged, db)  # never over a store another process made meanwhile
+        finally:
+            staged.unlink(missing_ok=True)
+    except (OSError, sqlite3.Error, ImportError, RuntimeError):
+        return
 
 
 def _quiet_mlflow() -> None:
