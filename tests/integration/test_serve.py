@@ -494,7 +494,7 @@ def test_schemathesis_finds_no_server_errors(reg: dict[str, Any], model: str, tm
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis import GenerationMode
-    from schemathesis.specs.openapi.checks import positive_data_acceptance
+    from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
     token_file = tmp_path / "token.txt"
     token_file.write_text(TOKEN)
@@ -527,6 +527,10 @@ def test_schemathesis_finds_no_server_errors(reg: dict[str, Any], model: str, tm
                         e["type"] in ROW_ERRORS for e in response.json()["detail"]
                     )
                     excluded = [positive_data_acceptance] if unscorable else []
+                    if "multipart" in (case.media_type or ""):
+                        # Every multipart value is text: a JSON null the generator sends as a "wrong type" arrives
+                        # as the string "null", which a category or text column rightly takes as a value.
+                        excluded.append(negative_data_rejection)
                     case.validate_response(response, headers=auth, excluded_checks=excluded)
 
                 check()

@@ -346,6 +346,18 @@ def _explain_response_schema() -> dict[str, Any]:
     }
 
 
+def _recommend_responses() -> dict[int | str, dict[str, Any]]:
+    """/v1/recommend's error answers: the gate's (token, body size and time), not a recommender, invalid fields."""
+    shared = _error_responses("#/components/schemas/RecommendResponse")
+    out: dict[int | str, dict[str, Any]] = {code: shared[code] for code in (400, 401, 408, 413, 422, 503)}
+    out[404] = {
+        "description": "The model served is not a recommender.",
+        "content": {"application/json": {"schema": shared[400]["content"]["application/json"]["schema"]}},
+    }
+    out[422] = {**shared[422], "description": "An invalid field, or a feature the model does not take."}
+    return out
+
+
 def _error_responses(schema_ref: str) -> dict[int | str, dict[str, Any]]:
     detail = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
     retry = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
@@ -744,13 +756,18 @@ def _explain_in_worker(
 
 
 def explain_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
-    """The Explainer's rows as JSON: maps as objects, the heat map as base64 PNG."""
+    """The Explainer's rows as JSON: maps as objects, the heat map as base64 PNG. A row whose output or
+    attributions are not finite numbers (an input so large it overflowed the model) is the error row
+    `non_finite_output`, as /v1/predict answers it: JSON has no NaN, and a null attribution would say nothing."""
     out = []
     for r in batch.to_pylist():
         for k in ("attributions", "regions"):
             r[k] = dict(r[k]) if r[k] is not None else None
         if r.get("image_map") is not None:
             r["image_map"] = base64.b64encode(r["image_map"]).decode()
+        numbers = [r.get("output"), r.get("baseline_output"), *(r["attributions"] or {}).values()]
+        if r.get("error") is None and not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+            r = {**dict.fromkeys(r), "key": r.get("key"), "error": "non_finite_output"}
         out.append(r)
     return out
 
@@ -785,9 +802,8 @@ def create_app(predictor: Predictor, settings: ServeSettings, *, refresh: Refres
         "`features` as for /v1/predict; missing ones filled by the model's rules). A user the model never learned "
         "(cold start) gets the most popular items, and `source` is `popularity` instead of `model`.",
         response_model=RecommendResponse,
-        responses={404: {"description": "The model served is not a recommender."},
-                   422: {"description": "An invalid field, or a feature the model does not take."}},
-    )(svc.recommend)  # fmt: skip
+        responses=_recommend_responses(),
+    )(svc.recommend)
     app.get("/v1/model", summary="The model being served and its inputs")(svc.model_info)
     app.get("/healthz", summary="Liveness: the process answers")(svc.healthz)
     app.get("/readyz", summary="Readiness: a model is loaded and requests are admitted",
