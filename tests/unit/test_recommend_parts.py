@@ -71,3 +71,30 @@ def test_ranking_metrics() -> None:
     assert ndcg == pytest.approx((d[1] / d[0] + (d[1] + d[2]) / (d[0] + d[1])) / 2)
     recall1, _ = ranking_metrics(top, [{3, 1, 0, 11}, {8}, {6}], k=1)
     assert recall1 == pytest.approx(0.0)  # nothing in anyone's top 1
+
+
+def test_sampled_negatives_score_the_batch_and_uniform_items_with_the_logq_correction() -> None:
+    import torch
+
+    from lakenet.models.spec import ModelSpec, RecSpec
+    from lakenet.models.twotower import TwoTower
+    from lakenet.training.loop import RecommendLoss
+
+    layout = RecSpec(user=0, item=1, dim=4, negatives=6)
+    spec = ModelSpec("twotower", 50, numeric_dim=1, category_sizes=(9, 50), category_dims=(4, 4), width=8, depth=1,
+                     dropout=0.0, recommend=layout)  # fmt: skip
+    torch.manual_seed(0)
+    model = TwoTower(spec)
+    model.popularity.copy_(torch.arange(50, dtype=torch.float32))
+    items = torch.tensor([3, 7, 3, 20])  # rows 0 and 2 bought the same item
+    inputs = {"category": torch.stack([torch.tensor([1, 2, 3, 4]), items], dim=1), "numeric": torch.randn(4, 1)}
+    scores = model.train()(inputs)
+    assert scores.shape == (4, 4 + 6)
+    assert torch.isinf(scores[0, 2]) and torch.isinf(scores[2, 0])  # the other copy of one's own item is masked
+    assert torch.isfinite(scores.diagonal()).all()
+    raw = model.user_vectors(inputs) @ model.item_vectors(items).T
+    q = (4 * model.popularity[items] / model.popularity.sum()).clamp(max=1.0)
+    assert torch.allclose(scores[1, :4][[0, 1, 3]], (raw[1] - torch.log(q))[[0, 1, 3]], atol=1e-5)
+    loss = RecommendLoss(50)(scores, torch.tensor([3, 7, -100, 20]))
+    assert torch.isclose(loss, torch.nn.functional.cross_entropy(scores[[0, 1, 3]], torch.tensor([0, 1, 3])))
+    assert model.eval()(inputs).shape == (4, 50)  # evaluation and scoring: every catalogue item

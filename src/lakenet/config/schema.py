@@ -821,11 +821,16 @@ class RecommendConfig(_Strict):
         32, ge=2, le=512, description="Width of the user and item vectors whose dot product scores a pair."
     )
     max_items: int = Field(
-        20_000,
+        100_000,
         ge=2,
-        le=200_000,
-        description="The catalogue: at most this many most frequent items (the softmax runs over all of them); "
-        "rarer items are not recommended.",
+        le=10_000_000,
+        description="The catalogue: at most this many most frequent items; rarer items are not recommended.",
+    )
+    negatives: int | Literal["auto", "all"] = Field(
+        "auto",
+        description="Training: all (a softmax over the whole catalogue), or N items drawn uniformly per batch as "
+        "negatives beside the batch's own items (a sampled softmax with the logQ correction: the cost of a step no "
+        "longer grows with the catalogue). auto: all up to 4,096 items, else 1,024.",
     )
     max_users: int = Field(
         1_000_000, ge=1, description="Users with a vector of their own (the most active); others are cold start."

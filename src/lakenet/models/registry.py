@@ -114,7 +114,14 @@ def rec_layout(cfg: Config, pre: Preprocessor) -> RecSpec:
         if w and c.name in item_side:
             item_numeric.extend(range(at, at + w))
         at += w
-    return RecSpec(positions[rec.user], positions[rec.item], tuple(item_categories), tuple(item_numeric), rec.dim)
+    n_items = pre.item_codec().state.size
+    negatives = rec.negatives
+    if negatives == "auto":
+        negatives = 0 if n_items <= 4096 else 1024
+    elif negatives == "all" or negatives >= n_items:
+        negatives = 0
+    return RecSpec(positions[rec.user], positions[rec.item], tuple(item_categories), tuple(item_numeric), rec.dim,
+                   int(negatives))  # fmt: skip
 
 
 # Options each built-in architecture accepts: name -> (type, minimum, maximum). A bundle's options are checked

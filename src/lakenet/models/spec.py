@@ -90,10 +90,11 @@ class RecSpec:
     item_categories: tuple[int, ...] = ()
     item_numeric: tuple[int, ...] = ()  # columns of the numeric block
     dim: int = 32
+    negatives: int = 0  # training: items sampled per batch as negatives; 0: the whole catalogue
 
     def to_dict(self) -> dict[str, Any]:
         return {"user": self.user, "item": self.item, "item_categories": list(self.item_categories),
-                "item_numeric": list(self.item_numeric), "dim": self.dim}  # fmt: skip
+                "item_numeric": list(self.item_numeric), "dim": self.dim, "negatives": self.negatives}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "the model") -> RecSpec:
@@ -101,7 +102,7 @@ class RecSpec:
         try:
             r = cls(
                 int(d["user"]), int(d["item"]), tuple(int(i) for i in d.get("item_categories", ())),
-                tuple(int(i) for i in d.get("item_numeric", ())), int(d.get("dim", 32)),
+                tuple(int(i) for i in d.get("item_numeric", ())), int(d.get("dim", 32)), int(d.get("negatives", 0)),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as err:
             raise ModelError(f"{where}: invalid model spec recommend entry ({err})") from None
@@ -188,6 +189,7 @@ class ModelSpec:
         if self.recommend is not None:
             r, k = self.recommend, len(self.category_sizes)
             check("recommend.dim", r.dim, 2, 512)
+            check("recommend.negatives", r.negatives, 0, 10_000_000)
             for pos in (r.user, r.item, *r.item_categories):
                 check("recommend category position", pos, 0, max(k - 1, 0))
             for col in r.item_numeric:

@@ -1,7 +1,8 @@
 """A two-tower recommender (task recommendation): a user tower over the user-side inputs (the user's own
 embedding, user and context features) and an item tower over each catalogue item (its embedding and the item
 features of its latest training interaction, kept as buffers); a pair's score is the dot product of their vectors.
-`forward` scores every catalogue item for each row: (B, n_items), trained with a softmax over the catalogue."""
+`forward` scores every catalogue item for each row: (B, n_items), trained with a softmax over the catalogue, or
+over the batch's items and sampled ones for a big catalogue (`sampled_scores`: (B, B + S))."""
 
 from __future__ import annotations
 
@@ -65,19 +66,42 @@ class TwoTower(nn.Module):
             parts.append(inputs["vector"])
         return self.user_tower(self.dropout(torch.cat(parts, dim=1)))
 
-    def item_vectors(self) -> torch.Tensor:
-        """(n_items, dim): the item tower over the whole catalogue."""
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, dim): the item tower over `items` (catalogue indices), default the whole catalogue."""
         cat: torch.Tensor = self.catalog_category  # type: ignore[assignment]
         num: torch.Tensor = self.catalog_numeric  # type: ignore[assignment]
-        parts = [self.item_embedding.weight]
+        if items is not None:
+            cat, num = cat[items], num[items]
+        parts = [self.item_embedding.weight if items is None else self.item_embedding(items)]
         parts.extend(emb(cat[:, j]) for j, emb in enumerate(self.item_feature_embeddings))
         if num.shape[1]:
             parts.append(num)
         return self.item_tower(torch.cat(parts, dim=1))
+
+    def sampled_scores(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training with sampled negatives: (B, B + S) scores against the batch's own items (row i's at column i)
+        and S items drawn uniformly from the catalogue, each corrected by the log of its chance of being a
+        candidate (logQ: a popular item is often someone's positive in the batch), other rows' copies of a row's
+        own item masked out."""
+        items = inputs["category"][:, self.rec.item]  # (B,)
+        n, s, b = self.item_embedding.num_embeddings, self.rec.negatives, len(items)
+        s -= int(b + s == n)  # (B, n_items) scores are the full softmax's: a sampled output never has that width
+        sampled = torch.randint(1, n, (s,), device=items.device)  # never the unknown bucket
+        candidates = torch.cat([items, sampled])  # (B + S,)
+        scores = self.user_vectors(inputs) @ self.item_vectors(candidates).T  # (B, B + S)
+        pop: torch.Tensor = self.popularity  # type: ignore[assignment]
+        share = (pop / pop.sum().clamp(min=1.0)).clamp(min=1e-12)
+        q = torch.cat([(b * share[items]).clamp(max=1.0), torch.full((s,), s / (n - 1), device=items.device)])
+        scores = scores - torch.log(q.clamp(min=1e-12))
+        hit = candidates.view(1, -1) == items.view(-1, 1)  # (B, B + S): a row's own item elsewhere
+        hit[torch.arange(b), torch.arange(b)] = False
+        return scores.masked_fill(hit, float("-inf"))
 
     def features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The user vector of each row (what `lakenet featurize` writes for users)."""
         return self.user_vectors(inputs)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.training and self.rec.negatives:
+            return self.sampled_scores(inputs)
         return self.user_vectors(inputs) @ self.item_vectors().T  # (B, dim) × (dim, n_items) -> (B, n_items)

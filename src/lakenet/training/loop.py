@@ -122,13 +122,20 @@ class AnomalyLoss(nn.Module):
 
 
 class RecommendLoss(nn.Module):
-    """task: recommendation. A softmax over the catalogue: each positive interaction's item against every other
-    item; rows with target -100 (no catalogue item, or rated below the bar) count for nothing."""
+    """task: recommendation. A softmax over the catalogue (scores (B, n_items): the target is the item's index),
+    or over the batch's items and sampled ones (scores (B, B + S): row i's own item is column i); rows with target
+    -100 (no catalogue item, or rated below the bar) count for nothing."""
+
+    def __init__(self, n_items: int) -> None:
+        super().__init__()
+        self.n_items = n_items
 
     def forward(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         known = target >= 0
         if not bool(known.any()):
             return scores.sum() * 0.0  # keeps the graph (every DDP rank must backward)
+        if scores.shape[1] != self.n_items:  # sampled: each row's positive sits on the diagonal
+            target = torch.arange(len(target), device=target.device)
         return nn.functional.cross_entropy(scores[known], target[known])
 
 
@@ -136,7 +143,7 @@ def loss_for(pre: Preprocessor, cfg: Config, class_weights: torch.Tensor | None)
     """The training loss of the label's task."""
     task = pre.label.task
     if task == "recommendation":
-        return RecommendLoss()
+        return RecommendLoss(pre.num_outputs)
     if task == "anomaly":
         return AnomalyLoss(cfg.anomaly.labelled)
     return nn.CrossEntropyLoss(weight=class_weights) if task == "classification" else nn.MSELoss()
