@@ -135,7 +135,7 @@ def init_config(
         raise DataError(f"Table {table} has no usable feature column besides the label {label!r} ({reasons}).")
     base = Path(config_dir).resolve() if config_dir is not None else Path.cwd()
     where = table if "://" in table else os.path.relpath(Path(table).resolve(), base)
-    model_name = name or "".join(c if c.isalnum() or c in "_-." else "_" for c in Path(table).name) or "model"
+    model_name = name or _model_name(table)
     identifiers = [d.column for d in inf.left_out if "identifier" in d.reason and d.column != inf.key]
     features: dict[str, Any] = {"label": {"column": label, "task": inf.label.task}, "include": "auto"}
     if label is None:
@@ -168,6 +168,14 @@ def init_config(
     body = yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=200)
     out = lines + _annotate(body, inf)
     return "\n".join(out) + "\n"
+
+
+def _model_name(table: str) -> str:
+    """A registry name from the table's name: ASCII letters, digits, '_', '.' and '-' (an accented letter or a
+    space becomes '_'), starting with a letter or digit, as registry.name requires."""
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "_-." else "_" for c in Path(table).name)
+    name = name.lstrip("_.-")
+    return name or "model"
 
 
 def _annotate(body: str, inf: Inference) -> list[str]:
@@ -243,7 +251,7 @@ def _recommendation_config(
             item_features.append(fname)
     base = Path(config_dir).resolve() if config_dir is not None else Path.cwd()
     where = table if "://" in table else os.path.relpath(Path(table).resolve(), base)
-    model_name = name or "".join(c if c.isalnum() or c in "_-." else "_" for c in Path(table).name) or "model"
+    model_name = name or _model_name(table)
     recommend: dict[str, Any] = {"user": user, "item": item, "timestamp": time, "item_features": item_features, "k": 10}
     if label:
         recommend["min_rating"] = None  # set it (e.g. 4) for only well-rated interactions to count as positives

@@ -116,3 +116,12 @@ def test_evaluate_repeats_the_holdout_and_row_wise_commands_say_why_not(trained:
         lakenet.drift(fit.model_uri)
     with pytest.raises(ConfigError, match="does not update recommendation models"):
         lakenet.update(trained["config"])
+
+
+def test_a_misnamed_user_or_time_column_is_named_by_its_key(trained: dict[str, Any]) -> None:
+    from lakenet.errors import DataError
+
+    for key, wrong in (("user", "usr_id"), ("timestamp", "tstamp")):
+        cfg = {**trained["config"], "recommend": {**trained["config"]["recommend"], key: wrong}}
+        with pytest.raises(DataError, match=rf"Column '{wrong}' not in table .* Set recommend\.{key} "):
+            lakenet.fit(cfg, progress=False)

@@ -119,3 +119,12 @@ def test_a_numeric_label_with_many_values_is_regression(tmp_path: Path) -> None:
     assert infer_label(t, "y").task == "regression"
     assert infer_label(t, "k").task == "classification"
     assert infer_label(t, "s").task == "classification"
+
+
+def test_the_registry_name_init_writes_is_ascii_whatever_the_table_is_called() -> None:
+    from lakenet.config import parse_config
+    from lakenet.starter import _model_name
+
+    for table, name in (("data/tâble ü", "t_ble__"), ("ümlaut", "mlaut"), ("___", "model"), ("fraud.v2", "fraud.v2")):
+        assert _model_name(table) == name
+        parse_config({"data": {"table": "t"}, "features": {"label": "y", "x": "numeric"}, "registry": {"name": name}})

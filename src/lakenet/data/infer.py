@@ -369,6 +369,8 @@ def resolve_features(cfg: Config, snap: Snapshot) -> tuple[Config, Inference | N
     if feats.include != "auto":
         return cfg, None
     task = "anomaly" if feats.label.task == "anomaly" else None
+    if feats.label.column is not None:  # named by its config key here, not init's --label
+        snap.require_columns({feats.label.column: "features.label.column"})
     inference = infer_features(snap, label=feats.label.column, key=cfg.data.key, task=task)
     raw = cfg.to_yaml_dict()
     explicit = {k: v for k, v in raw["features"].items() if k not in ("label", "include", "exclude")}

@@ -104,8 +104,11 @@ def check_schema(cfg: Config, snap: Snapshot) -> None:
     wanted = {cfg.data.key: "data.key"}
     if cfg.data.split.group is not None:
         wanted[cfg.data.split.group] = "data.split.group"
-    if feats.label.task == "recommendation" and cfg.recommend.timestamp is not None:
-        wanted[cfg.recommend.timestamp] = "recommend.timestamp"
+    if feats.label.task == "recommendation":  # named by their own keys first: a typo there says recommend.user
+        rec = cfg.recommend
+        wanted.update({rec.user: "recommend.user", rec.item: "recommend.item"})
+        if rec.timestamp is not None:
+            wanted[rec.timestamp] = "recommend.timestamp"
     if feats.label.column is not None:
         wanted[feats.label.column] = "features.label.column"
     for name in feats.inputs:

@@ -12,7 +12,7 @@ from lakenet.config.schema import Config, ImageFeature
 from lakenet.data.catalog import learn_catalog
 from lakenet.data.holdout import learn_holdout
 from lakenet.data.infer import Inference, resolve_features
-from lakenet.data.scan import ScanResult, scan_table
+from lakenet.data.scan import ScanResult, check_schema, scan_table
 from lakenet.data.sources import Snapshot, open_table
 from lakenet.errors import ConfigError
 from lakenet.models.backbone import ResolvedBackbone, resolve_backbone
@@ -237,6 +237,7 @@ def plan_training(
     where = engine.map_fragments if engine is not None else None
     split = None
     if cfg.features.label.task == "recommendation":
+        check_schema(cfg, snap)  # before the holdout pass reads the user and time columns
         rec = cfg.recommend
         split = learn_holdout(snap, user=rec.user, time=rec.timestamp, key=cfg.data.key, holdout=rec.holdout,
                               map_fragments=where)  # fmt: skip
