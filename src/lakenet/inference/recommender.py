@@ -92,19 +92,31 @@ class Recommender:
         table = self._user_rows(batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch]))
         enc = self.pre.encode(table, with_label=False)
         users = self.user_codec.index_of(strings(table.column(self.user_codec.column)))[enc.valid]
-        out = self.predictor.forward(enc.inputs) if enc.num_valid else np.zeros((0, self.n_items))
+        out = self._user_matrix(enc.inputs) @ self.item_matrix.T  # (users, dim) × (dim, n_items): float32
         cold = users == 0
         if cold.any():
-            out = np.asarray(out, dtype=np.float64).copy()
             out[cold] = self.popularity
-        return np.asarray(out, dtype=np.float64), enc.valid, cold, enc.reasons()
+        return out, enc.valid, cold, enc.reasons()
+
+    def _user_matrix(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, dim) user vectors: the user tower only. The model's own forward would run the item tower over the
+        whole catalogue again for every request; its output is cached as `item_matrix`."""
+        import torch
+
+        n = len(next(iter(inputs.values()))) if inputs else 0
+        if not n:
+            return np.zeros((0, self.item_matrix.shape[1]), np.float32)
+        device = self.predictor.device
+        with torch.inference_mode():
+            batch = {k: torch.from_numpy(v).to(device) for k, v in inputs.items()}
+            return self.model.user_vectors(batch).float().cpu().numpy()
 
     def top(
         self, scores: np.ndarray, exclude: Sequence[set[int] | None] | None = None, k: int | None = None
     ) -> np.ndarray:
         """(N, k) catalogue indices, best first; never the unknown or missing bucket, nor a row's `exclude`."""
         k = min(k or self.k, int((~self.never).sum()))
-        s = np.array(scores, dtype=np.float64, copy=True)
+        s = np.array(scores, dtype=np.float32, copy=True)
         s[:, self.never] = -np.inf
         for i, seen in enumerate(exclude or []):
             if seen:

@@ -32,7 +32,7 @@ RECOMMENDATION_SCHEMA = pa.schema(
         ("model_version", pa.string()),
     ]
 )
-_CHUNK = 1024  # users scored at a time
+_CHUNK = 256  # users scored at a time: their (users × catalogue) float32 scores stay ≤ 100 MB at 100,000 items
 _PREDICTORS: dict[tuple[str, tuple[str, ...]], Predictor] = {}
 
 
