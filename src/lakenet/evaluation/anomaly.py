@@ -19,9 +19,9 @@ import pyarrow as pa
 from lakenet.config.schema import Config
 from lakenet.data.sources import Fragment, Snapshot
 from lakenet.data.split import TRAIN, VAL, split_columns, table_splits
-from lakenet.evaluation.evaluate import _saved_at as saved_at
 from lakenet.evaluation.metrics import BinaryScores
 from lakenet.inference.calibration import Calibration
+from lakenet.inference.predictor import BundleTask, Predictor
 
 if TYPE_CHECKING:
     from lakenet.models.bundle import Bundle
@@ -31,38 +31,21 @@ __all__ = ["DEFAULT_CONTAMINATION", "calibrate_anomaly"]
 DEFAULT_CONTAMINATION = 0.05
 _MIN_LABELLED = 5  # known anomalies (and known normal rows) in validation to choose the threshold on
 _SAMPLE = 50_000  # validation rows kept (bottom-k by key hash) for the calibration
-_PREDICTORS: dict[tuple[str, tuple[str, ...], int], Any] = {}
 
 
-class _PartsTask:
+class _PartsTask(BundleTask):
     """`(fragment index, fragment, table) -> sample`: each calibration row's per-part errors, its key hash and
     its label (1 known anomaly, 0 known normal, -1 unknown), at most `_SAMPLE` rows of smallest hash."""
 
-    def __init__(self, bundle: Bundle, bundle_dir: str | None, trust: tuple[str, ...], cfg: Config, split: int) -> None:
-        self.bundle: Bundle | None = bundle
-        self.local: Any = None  # the predictor built from `bundle`, in this process
-        self.bundle_dir, self.trust, self.saved = bundle_dir, trust, saved_at(bundle_dir)
+    def __init__(self, predictor: Predictor, bundle_dir: str | None, cfg: Config, split: int) -> None:
+        super().__init__(predictor, bundle_dir)
         self.split_cfg, self.split = cfg.data.split, split
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "bundle": None, "local": None}  # shipped to a worker: it loads the saved bundle itself
 
     def __call__(self, fi: int, frag: Fragment, table: pa.Table) -> _Sample:
         import pandas as pd
         import torch
 
-        from lakenet.inference.predictor import Predictor
-
-        if self.bundle is not None:
-            if self.local is None:
-                self.local = Predictor(self.bundle, trust_modules=self.trust)
-            predictor = self.local
-        else:
-            assert self.bundle_dir is not None
-            key = (self.bundle_dir, self.trust, self.saved)
-            if key not in _PREDICTORS:
-                _PREDICTORS[key] = Predictor(self.bundle_dir, trust_modules=self.trust)
-            predictor = _PREDICTORS[key]
+        predictor = self.scorer()
         pre = predictor.pre
         table = table.filter(pa.array(table_splits(table, pre.key, self.split_cfg) == self.split))
         enc = pre.encode(table, with_label=True)
@@ -112,7 +95,7 @@ def calibrate_anomaly(
     import torch
 
     split = VAL if cfg.data.split.val > 0 else TRAIN
-    task = _PartsTask(bundle, bundle_dir, trust, cfg, split)
+    task = _PartsTask(Predictor(bundle, trust_modules=trust), bundle_dir, cfg, split)
     pre = bundle.preprocessor
     columns = list(dict.fromkeys([*pre.columns(with_label=True), *split_columns(pre.key, cfg.data.split)]))
     if engine is not None and bundle_dir is not None:

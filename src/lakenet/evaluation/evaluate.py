@@ -14,7 +14,6 @@ import heapq
 import io
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,14 +29,13 @@ from lakenet.evaluation.metrics import (
     per_class_metrics,
 )
 from lakenet.evaluation.report import ClassMetrics, Evaluation, Scores, Threshold, WorstExample
-from lakenet.inference.predictor import Predictor
+from lakenet.inference.predictor import BundleTask, Predictor
 
 __all__ = ["evaluate_split"]
 
 _WORST = 12
 _SCATTER = 500
 _SCORE_BINS = 50  # anomaly: the calibrated score's distribution, in bins of 0.02
-_PREDICTORS: dict[tuple[str, tuple[str, ...], int], Predictor] = {}  # per engine worker process: loaded once
 
 
 def _thumb(blob: bytes | None) -> str | None:
@@ -92,9 +90,8 @@ def evaluate_split(
     return report
 
 
-class _EvalTask:
-    """`(fragment index, fragment, table) -> _Tally`: picklable for an engine's workers, which load the bundle
-    from `bundle_dir` once per process; in this process, the predictor given."""
+class _EvalTask(BundleTask):
+    """`(fragment index, fragment, table) -> _Tally`, on an engine's workers or here (see BundleTask)."""
 
     def __init__(
         self,
@@ -104,26 +101,11 @@ class _EvalTask:
         split: int,
         parts: Callable[[Fragment], str] | None,
     ) -> None:
-        self.predictor: Predictor | None = predictor
-        self.bundle_dir, self.trust = bundle_dir, tuple(predictor.trust_modules)
-        # which save of the bundle (a worker reloads a bundle saved again, e.g. with its threshold set)
-        self.saved = _saved_at(bundle_dir)
+        super().__init__(predictor, bundle_dir)
         self.split_cfg, self.split, self.parts = split_cfg, split, parts
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "predictor": None}  # shipped to a worker: it loads the bundle itself
-
-    def _predictor(self) -> Predictor:
-        if self.predictor is None:
-            assert self.bundle_dir is not None
-            key = (self.bundle_dir, self.trust, self.saved)
-            if key not in _PREDICTORS:
-                _PREDICTORS[key] = Predictor(self.bundle_dir, trust_modules=self.trust)
-            self.predictor = _PREDICTORS[key]
-        return self.predictor
-
     def __call__(self, fi: int, frag: Fragment, table: pa.Table) -> _Tally:
-        predictor = self._predictor()
+        predictor = self.scorer()
         tally = _Tally(predictor)
         mask = table_splits(table, predictor.pre.key, self.split_cfg) == self.split
         if not mask.any():
@@ -138,13 +120,6 @@ class _EvalTask:
             part.add(predictor, table, out, priority)
             tally.parts[self.parts(frag)] = part
         return tally
-
-
-def _saved_at(bundle_dir: str | None) -> int:
-    if bundle_dir is None:
-        return 0
-    meta = Path(bundle_dir) / "bundle.json"
-    return (meta if meta.exists() else Path(bundle_dir)).stat().st_mtime_ns
 
 
 def _priority(fi: int, rows: np.ndarray) -> np.ndarray:

@@ -22,11 +22,9 @@ from lakenet.data.holdout import UserHoldout, order_values
 from lakenet.data.sources import Snapshot
 from lakenet.data.split import TEST, split_columns
 from lakenet.evaluation.report import Baseline, Evaluation
-from lakenet.inference.predictor import Predictor
+from lakenet.inference.predictor import BundleTask, Predictor
 
 __all__ = ["evaluate_recommendations", "ranking_metrics"]
-
-_PREDICTORS: dict[tuple[str, tuple[str, ...]], Predictor] = {}
 
 
 def ranking_metrics(top: np.ndarray, relevant: list[set[int]], k: int) -> tuple[float, float]:
@@ -62,26 +60,13 @@ class _Users:
         return self
 
 
-class _UsersTask:
+class _UsersTask(BundleTask):
     def __init__(self, predictor: Predictor, bundle_dir: str | None, holdout: UserHoldout, bound: int | None) -> None:
-        self.predictor: Predictor | None = predictor
-        self.bundle_dir, self.trust = bundle_dir, tuple(predictor.trust_modules)
+        super().__init__(predictor, bundle_dir)
         self.holdout, self.bound = holdout, bound
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "predictor": None}
-
-    def _predictor(self) -> Predictor:
-        if self.predictor is None:
-            assert self.bundle_dir is not None
-            key = (self.bundle_dir, self.trust)
-            if key not in _PREDICTORS:
-                _PREDICTORS[key] = Predictor(self.bundle_dir, trust_modules=self.trust)
-            self.predictor = _PREDICTORS[key]
-        return self.predictor
-
     def __call__(self, _fi: int, _frag: Any, table: pa.Table) -> _Users:
-        pre = self._predictor().pre
+        pre = self.scorer().pre
         h = self.holdout
         users = strings(table.column(h.user))
         rows = (

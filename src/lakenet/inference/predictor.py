@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 from lakenet.models.bundle import Bundle
 from lakenet.models.export import OnnxModel, bundle_onnx
 
-__all__ = ["Predictor", "output_schema"]
+__all__ = ["BundleTask", "Predictor", "bundle_stamp", "output_schema"]
 
 # On a CPU, the forward pass runs in chunks of at most this many input values (8 MB of float32): activations of
 # big chunks overflow the caches (a ResNet-18 at 224² on one thread: 15-17 rows/s at 4-16 rows per chunk,
@@ -255,3 +255,38 @@ class Predictor:
             cols[f.name] = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         schema = output_schema(self.pre, with_key=with_key, with_model=self.model_name is not None, keep=kept)
         return pa.RecordBatch.from_pydict({name: cols[name] for name in schema.names}, schema=schema)
+
+
+_SHARED: dict[tuple[str, tuple[str, ...], int], Predictor] = {}  # per engine worker process: loaded once
+
+
+def bundle_stamp(bundle_dir: str | Path | None) -> int:
+    """Which save of a bundle directory this is (a bundle saved again, e.g. with its threshold set, is reloaded)."""
+    if bundle_dir is None:
+        return 0
+    meta = Path(bundle_dir) / "bundle.json"
+    return (meta if meta.exists() else Path(bundle_dir)).stat().st_mtime_ns
+
+
+class BundleTask:
+    """The base of an engine task that scores with a bundle: in this process it uses the Predictor it was given;
+    shipped to an engine's worker (pickled without it), it loads the bundle saved at `bundle_dir`, once per process
+    and save."""
+
+    def __init__(self, predictor: Predictor | None, bundle_dir: str | Path | None, trust: Iterable[str] = ()) -> None:
+        self.predictor = predictor
+        self.bundle_dir = str(bundle_dir) if bundle_dir is not None else None
+        self.trust = tuple(predictor.trust_modules) if predictor is not None else tuple(trust)
+        self.stamp = bundle_stamp(bundle_dir)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "predictor": None}
+
+    def scorer(self) -> Predictor:
+        if self.predictor is None:
+            assert self.bundle_dir is not None, "a task without a predictor needs the saved bundle's directory"
+            key = (self.bundle_dir, self.trust, self.stamp)
+            if key not in _SHARED:
+                _SHARED[key] = Predictor(self.bundle_dir, trust_modules=self.trust)
+            self.predictor = _SHARED[key]
+        return self.predictor

@@ -16,7 +16,7 @@ from lakenet.data.codecs import strings
 from lakenet.data.delta_io import already_committed, app_id, commit_once
 from lakenet.data.holdout import order_values
 from lakenet.data.sources import Snapshot
-from lakenet.inference.predictor import Predictor
+from lakenet.inference.predictor import BundleTask, Predictor
 from lakenet.workflows.common import table_uri
 
 __all__ = ["RECOMMENDATION_SCHEMA", "write_recommendations"]
@@ -33,7 +33,6 @@ RECOMMENDATION_SCHEMA = pa.schema(
     ]
 )
 _CHUNK = 256  # users scored at a time: their (users × catalogue) float32 scores stay ≤ 100 MB at 100,000 items
-_PREDICTORS: dict[tuple[str, tuple[str, ...]], Predictor] = {}
 
 
 @dataclass
@@ -52,15 +51,13 @@ class _Latest:
         return self
 
 
-class _LatestTask:
-    def __init__(self, bundle_dir: str, trust: tuple[str, ...], time: str | None, exclude_seen: bool) -> None:
-        self.bundle_dir, self.trust, self.time, self.exclude_seen = bundle_dir, trust, time, exclude_seen
+class _LatestTask(BundleTask):
+    def __init__(self, predictor: Predictor, bundle_dir: str, time: str | None, exclude_seen: bool) -> None:
+        super().__init__(predictor, bundle_dir)
+        self.time, self.exclude_seen = time, exclude_seen
 
     def __call__(self, _fi: int, _frag: Any, table: pa.Table) -> _Latest:
-        key = (self.bundle_dir, self.trust)
-        if key not in _PREDICTORS:
-            _PREDICTORS[key] = Predictor(self.bundle_dir, trust_modules=self.trust)
-        rec = _PREDICTORS[key].recommender()
+        rec = self.scorer().recommender()
         out = _Latest()
         users = strings(table.column(rec.user_codec.column))
         times, keys = order_values(table, self.time, rec.pre.key)
@@ -102,7 +99,7 @@ def write_recommendations(
         return out_uri, 0, 0, False
     item = [rec.item_codec.column] if rec.item_codec.column in snap.schema.names else []
     columns = list(dict.fromkeys([rec.pre.key, *rec.user_columns, *([time] if time else []), *item]))
-    task = _LatestTask(str(bundle_dir), tuple(predictor.trust_modules), time, exclude_seen)
+    task = _LatestTask(predictor, str(bundle_dir), time, exclude_seen)
     if engine is not None:
         parts: Any = engine.map_fragments(task, snap, columns)
     else:
