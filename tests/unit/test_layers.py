@@ -103,3 +103,23 @@ def test_pending_violations_are_reported_and_go_stale(tmp_path: Path) -> None:
     assert not report.violations
     assert [v.kind for v in report.pending] == ["upward"]
     assert report.stale == [("lakenet.x", "lakenet.y")]
+
+
+def test_no_function_in_src_is_over_80_lines_without_saying_why() -> None:
+    """The house rule (issue 13): a function longer than 80 lines needs a `# long: <why>` comment on the line
+    above its `def` (or its first decorator)."""
+    import ast
+
+    too_long = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            said = first >= 2 and lines[first - 2].strip().startswith("# long:")
+            if length > 80 and not said:
+                too_long.append(f"{path.relative_to(PACKAGE_DIR)}:{node.lineno} {node.name} ({length} lines)")
+    assert not too_long, "functions over 80 lines without a '# long:' reason:\n" + "\n".join(too_long)

@@ -468,15 +468,8 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
     )
     enc = probe.encode(table, with_label=True)
     for b in enc.bad:
-        row = (
-            keys[b.index],
-            b.reason,
-            b.column,
-            SPLIT_NAMES[splits[b.index]],
-            sources[b.index],
-            plan.uri,
-            plan.version,
-        )
+        row = (keys[b.index], b.reason, b.column, SPLIT_NAMES[splits[b.index]], sources[b.index], plan.uri,
+               plan.version)  # fmt: skip
         for field_name, value in zip(QUARANTINE_SCHEMA.names, row, strict=True):
             part.bad[field_name].append(value)
     good = enc.valid  # usable and labelled
@@ -520,21 +513,27 @@ def scan_fragment(plan: _Plan, fi: int, frag: Fragment, table: pa.Table) -> Scan
             if not trained.get(label_strs[i])
         )
     if plan.image_col:
-        blobs = table.column(plan.image_col).to_pylist()
-        for i in np.flatnonzero(good).tolist():
-            head = _header(blobs[i])
-            if head:
-                part.sizes[(head[0], head[1])] += 1
-                part.modes[head[2]] += 1
-            cls = label_strs[i] or ""
-            if splits[i] == TRAIN and (cls in part.samples or len(part.samples) < _MAX_SAMPLE_CLASSES):
-                bucket = part.samples.setdefault(cls, [])
-                if len(bucket) < _SAMPLES_PER_CLASS and (thumb := _thumbnail(blobs[i])):
-                    bucket.append(thumb)
+        _image_figures(part, table.column(plan.image_col).to_pylist(), good, splits, label_strs)
     train_rows = np.flatnonzero(good & (splits == TRAIN))
     if len(train_rows):
         part.stats.update(table.take(pa.array(train_rows)), hashes[train_rows])
     return part
+
+
+def _image_figures(
+    part: ScanPartial, blobs: list[Any], good: np.ndarray, splits: np.ndarray, label_strs: list[Any]
+) -> None:
+    """Image sizes and modes from the headers of the usable rows, and a few thumbnails per class (training rows)."""
+    for i in np.flatnonzero(good).tolist():
+        head = _header(blobs[i])
+        if head:
+            part.sizes[(head[0], head[1])] += 1
+            part.modes[head[2]] += 1
+        cls = label_strs[i] or ""
+        if splits[i] == TRAIN and (cls in part.samples or len(part.samples) < _MAX_SAMPLE_CLASSES):
+            bucket = part.samples.setdefault(cls, [])
+            if len(bucket) < _SAMPLES_PER_CLASS and (thumb := _thumbnail(blobs[i])):
+                bucket.append(thumb)
 
 
 def scan_table(cfg: Config, snap: Snapshot, *, map_fragments: Any = None, split: Split | None = None) -> ScanResult:

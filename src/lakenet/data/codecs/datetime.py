@@ -12,8 +12,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from lakenet.data.codecs.base import Codec, Mark, Moments, Sample, Stats, indicator, missing_rule, strings
+from lakenet.data.codecs.base import (
+    Codec,
+    Mark,
+    Moments,
+    Sample,
+    Stats,
+    blank_to_null,
+    indicator,
+    missing_rule,
+)
 from lakenet.errors import DataError
 
 __all__ = ["DatetimeCodec", "DatetimeState", "epoch_seconds", "parse_datetimes"]
@@ -59,16 +69,19 @@ def parse_datetimes(col: pa.ChunkedArray | pa.Array, tz: str) -> tuple[pd.Series
             series = series.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
         bad = series.isna().to_numpy() & ~missing  # a local time that does not exist there (DST)
         return series, missing, bad
-    values = strings(col)
-    missing = np.array([v is None for v in values], dtype=bool)
+    text = blank_to_null(col if pa.types.is_string(t) or pa.types.is_large_string(t) else pc.cast(col, pa.string()))
+    missing = np.asarray(pc.is_null(text).to_numpy(zero_copy_only=False), dtype=bool)
+    has_offset = pc.fill_null(pc.match_substring_regex(pc.utf8_trim_whitespace(text), _OFFSET.pattern,
+                                                       ignore_case=True), False)  # fmt: skip
+    aware = np.asarray(has_offset.to_numpy(zero_copy_only=False), dtype=bool)
+    values = np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
     utc_ns = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)  # the NaT sentinel
-    aware = [i for i, v in enumerate(values) if v is not None and _OFFSET.search(v.strip())]
-    naive = [i for i, v in enumerate(values) if v is not None and not _OFFSET.search(v.strip())]
-    if aware:
-        parsed = pd.to_datetime(pd.Series([values[i] for i in aware]), format="ISO8601", utc=True, errors="coerce")
+    naive = ~aware & ~missing
+    if aware.any():
+        parsed = pd.to_datetime(pd.Series(values[aware]), format="ISO8601", utc=True, errors="coerce")
         utc_ns[aware] = _as_utc_ns(parsed)
-    if naive:
-        parsed = pd.to_datetime(pd.Series([values[i] for i in naive]), format="ISO8601", errors="coerce")
+    if naive.any():
+        parsed = pd.to_datetime(pd.Series(values[naive]), format="ISO8601", errors="coerce")
         utc_ns[naive] = _as_utc_ns(parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward"))
     out = pd.Series(utc_ns.view("datetime64[ns]")).dt.tz_localize("UTC").dt.tz_convert(tz)
     bad = out.isna().to_numpy() & ~missing
@@ -98,10 +111,21 @@ def _epoch_seconds(times: pd.Series) -> np.ndarray:
 
 
 def _cyclical(times: pd.Series) -> np.ndarray:
-    """(N, 6): sin/cos of hour of day, day of week, month of year, at local time (0 where missing)."""
-    hour = (times.dt.hour + times.dt.minute / 60.0).to_numpy(dtype=np.float64, na_value=0.0)
-    dow = times.dt.dayofweek.to_numpy(dtype=np.float64, na_value=0.0)
-    month = (times.dt.month - 1 + (times.dt.day - 1) / times.dt.days_in_month).to_numpy(dtype=np.float64, na_value=0.0)
+    """(N, 6): sin/cos of hour of day, day of week, month of year, at local time (0 where missing). Computed on
+    the local wall-clock nanoseconds with numpy (pandas' .dt fields on tz-aware times cost ~10x more)."""
+    na = times.isna().to_numpy()
+    local = times.dt.tz_localize(None) if times.dt.tz is not None else times
+    ns = local.to_numpy(dtype="datetime64[ns]")
+    ns = np.where(na, np.datetime64(0, "ns"), ns)
+    days = ns.astype("datetime64[D]")
+    minutes = (ns - days).astype("timedelta64[m]").astype(np.int64)
+    hour = (minutes // 60) + (minutes % 60) / 60.0
+    dow = ((days.astype(np.int64) + 3) % 7).astype(np.float64)  # 1970-01-01 was a Thursday; Monday is 0
+    months = days.astype("datetime64[M]")
+    first = months.astype("datetime64[D]")
+    in_month = ((months + 1).astype("datetime64[D]") - first).astype(np.int64)
+    month = (months.astype(np.int64) % 12) + (days - first).astype(np.int64) / in_month
+    hour, dow, month = (np.where(na, 0.0, v) for v in (hour, dow, month))
     angles = np.stack([hour / 24.0, dow / 7.0, month / 12.0], 1) * 2 * np.pi
     return np.concatenate([np.sin(angles), np.cos(angles)], 1)
 
