@@ -21,6 +21,7 @@ import yaml
 from deltalake import DeltaTable, WriterProperties, write_deltalake
 
 import lakenet
+import lakenet.jobs
 from lakenet.data.delta_io import STAGING
 from lakenet.errors import BadRowsError, DataError, ScoringError, TrainingError
 
@@ -226,6 +227,76 @@ def test_every_command_works_on_a_path_with_spaces_and_accents(env: dict[str, An
         row = DeltaTable(table).to_pyarrow_table().slice(0, 1).drop_columns(["key", "cultivar"]).to_pylist()
         answer = httpx.post(f"{server.url}/v1/predict", json={"rows": row})
         assert answer.status_code == 200, answer.text
+
+
+def test_tune_update_drift_jobs_and_models_work_on_a_path_with_spaces_and_accents(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
+    """The growing-table commands, through the CLI, with the table, config, workdir and jobs file all under a
+    folder with spaces and accents: tune registers, drift reads the new rows and writes its monitoring table,
+    update trains a challenger on them, a one-job jobs file scores them, and models shows the chain."""
+    import pandas as pd
+
+    home = tmp_path / "dàta lake ü"
+    home.mkdir()
+    rows = pd.read_csv(env["csv"])
+    jan, feb = home / "jän.csv", home / "fëb 2.csv"
+    rows.iloc[:120].to_csv(jan, index=False)
+    rows.iloc[120:].to_csv(feb, index=False)
+    table = str(home / "wîne tâble")
+    assert lakenet.ingest(jan, table).rows_written == 120
+    raw = wine_config(table, name="odd")
+    raw["trainer"].update(epochs=1)
+    raw["update"] = {"epochs": 1}
+    raw["tune"] = {"trials": 5, "parallel": 1, "sampler": "random", "pruner": "none",
+                   "space": {"model.width": {"choice": [4, 8]}}}  # fmt: skip
+    cfg = home / "cönfig ü.yaml"
+    cfg.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    wd = home / "wörk dir"
+    wd.mkdir()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return _run([*CLI, *args], wd)
+
+    tuned = cli("tune", "--trials", "2", "--workdir", str(wd), str(cfg))
+    assert tuned.returncode == 0, tuned.stderr
+    assert (wd / "reports" / "odd" / "tune" / "best.yaml").is_file()
+    (first,) = _versions(wd, "odd")
+    assert first["aliases"] == ["champion"] and first["lineage"]["tune.study"]
+    assert len(first["lineage"]["bundle_sha256"]) == 64
+
+    assert lakenet.ingest(feb, table).rows_written == 58  # the table moves to version 1
+    drift = cli("drift", "--model", "models:/odd@champion", "--workdir", str(wd))
+    assert drift.returncode in (0, 3), drift.stderr  # 3: the verdict "drifted", not a failure
+    report = json.loads((wd / "reports" / "odd" / "drift" / "drift.json").read_text())
+    assert report["current"]["rows"] == 58 and report["reference"]["rows"] > 0 and report["checks"]
+    assert report["current"]["from_version"] == 0 and report["current"]["to_version"] == 1
+    assert DeltaTable(f"{table}_monitoring").to_pyarrow_table().num_rows >= 1
+
+    updated = cli("update", "--workdir", str(wd), str(cfg))
+    assert updated.returncode in (0, 4), updated.stderr  # 4: trained and registered, kept back by the gate
+    second = next(v for v in _versions(wd, "odd") if v["version"] != first["version"])
+    assert second["lineage"]["parent_version"] == first["version"] and second["lineage"]["table_version"] == "1"
+    assert second["aliases"] == (["champion"] if updated.returncode == 0 else ["challenger"])
+
+    jobs = home / "jöbs ü.yaml"  # paths relative to the jobs file, itself under the odd folder
+    jobs.write_text(yaml.safe_dump({
+        "workdir": wd.name,
+        "jobs": {"score": {"run": "predict", "args": {"model": "models:/odd@champion", "table": Path(table).name,
+                                                       "out": "jöb scöred", "incremental": True}}},
+    }, allow_unicode=True))  # fmt: skip
+    ran = cli("jobs", "run", str(jobs), "score")  # job names are ASCII by design
+    assert ran.returncode == 0, ran.stderr
+    assert DeltaTable(str(home / "jöb scöred")).to_pyarrow_table().num_rows == 178
+    (run,) = lakenet.jobs.history(path=jobs)
+    assert run.status == "ok" and run.rows == 178
+
+    listed = cli("models", "--json", "--workdir", str(wd))
+    assert listed.returncode == 0, listed.stderr
+    (odd,) = [m for m in json.loads(listed.stdout) if m["name"] == "odd"]
+    assert {v["version"] for v in odd["versions"]} == {first["version"], second["version"]}
+    shown = cli("models", "--workdir", str(wd))
+    assert shown.returncode == 0 and "odd" in shown.stdout and "tâble" in shown.stdout, shown.stderr
 
 
 # ---- ingest: generated keys, delimiters, symlinks -------------------------------------------------------------------

@@ -4,6 +4,7 @@ is one clean error line (exit 2) from the CLI, never a traceback."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -308,3 +309,56 @@ def test_the_onnx_export_cache_is_private(
     cache.chmod(0o777)  # now others could write there: it is not trusted any more
     cached.write_bytes(b"planted")
     assert bundle_onnx(bundle, trained["bundle"]) == graph
+
+
+def _unchecked(records: list[logging.LogRecord]) -> list[str]:
+    return [r.getMessage() for r in records if "cannot be integrity-checked" in r.getMessage()]
+
+
+def test_a_bundle_without_digests_loads_with_a_warning(
+    trained: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bundle saved before bundle.json recorded its weights' SHA-256 still loads (old bundles must), but says
+    that nothing vouches for its weights, naming the bundle and the fix."""
+    bundle = _copy(trained["bundle"], tmp_path / "öld bündle")
+    _edit_meta(bundle, lambda m: m.pop("files"))
+    with caplog.at_level(logging.WARNING, logger="lakenet.models"):
+        res = api.predict(str(bundle), trained["table"], str(tmp_path / "scored"), workdir=trained["wd"])
+    assert res.rows == 178
+    (message,) = _unchecked(caplog.records)
+    assert str(bundle.resolve() / "bundle.json") in message and "records no SHA-256" in message
+    assert "save it again" in message
+    cli = subprocess.run(
+        [*CLI, "predict", "--model", str(bundle), "--table", trained["table"], "--out", str(tmp_path / "cli")],
+        capture_output=True, text=True, timeout=120, cwd=trained["wd"],
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "cannot be integrity-checked" in cli.stderr and "öld bündle" in cli.stderr  # on the console
+    assert "Traceback" not in cli.stderr
+    assert DeltaTable(str(tmp_path / "cli")).to_pyarrow_table().num_rows == 178
+
+
+def test_a_registered_version_without_its_digest_loads_with_a_warning(
+    trained: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version registered before lakenet tagged it with its bundle's SHA-256 (or whose registration was killed
+    before the tags): it loads, with a warning naming the model and the fix."""
+    from mlflow.tracking import MlflowClient
+
+    from lakenet.tracking.store import DIGEST_TAG
+
+    wd = trained["wd"]
+    store = f"sqlite:///{wd / 'mlflow.db'}"
+    client = MlflowClient(store, registry_uri=store)  # not the registry another test's workdir left as mlflow's
+    version = trained["fit"].version
+    digest = client.get_model_version("wine", version).tags[DIGEST_TAG]
+    client.delete_model_version_tag("wine", version, DIGEST_TAG)
+    try:
+        with caplog.at_level(logging.WARNING, logger="lakenet.models"):
+            res = api.predict("models:/wine@champion", trained["table"], str(tmp_path / "scored"), workdir=wd)
+        assert res.rows == 178
+        (message,) = _unchecked(caplog.records)
+        assert "models:/wine@champion" in message and f"version {version} of 'wine'" in message
+        assert DIGEST_TAG in message and "--resume" in message and "re-register" in message
+    finally:
+        client.set_model_version_tag("wine", version, DIGEST_TAG, digest)

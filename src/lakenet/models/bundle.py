@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,11 +26,13 @@ from lakenet.errors import ModelError
 from lakenet.models.registry import build_model
 from lakenet.models.spec import ModelSpec
 
-__all__ = ["BUNDLE_FORMAT", "Bundle", "sha256_file"]
+__all__ = ["BUNDLE_FORMAT", "Bundle", "sha256_file", "warn_unchecked"]
 
 BUNDLE_FORMAT = 1
 _META = "bundle.json"
 _WEIGHTS = "weights.safetensors"
+log = logging.getLogger("lakenet.models")
+_warned: set[str] = set()
 
 
 @dataclass
@@ -147,7 +150,8 @@ class Bundle:
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
         """A bundle directory, or an ONNX file written by `lakenet export --format onnx`. The weights must match
-        the SHA-256 that bundle.json records (bundles written before lakenet recorded it load unchecked)."""
+        the SHA-256 that bundle.json records (bundles written before lakenet recorded it load unchecked, with a
+        warning)."""
         p = Path(path)
         if p.is_file() and p.suffix.lower() == ".onnx":
             return cls._load_onnx(p)
@@ -164,7 +168,14 @@ class Bundle:
                 "after the model was saved. Do not use it; download the model again (delete this copy) or "
                 "re-register it from a trusted copy."
             )
-        return cls._from_meta(meta, p, _load_weights(p / _WEIGHTS), None)
+        bundle = cls._from_meta(meta, p, _load_weights(p / _WEIGHTS), None)
+        if expected is None:  # it loads (old bundles must), but the user is told nothing vouches for its weights
+            warn_unchecked(
+                str(p.resolve()),
+                f"{p / _META} records no SHA-256 of {_WEIGHTS} (a bundle saved before lakenet recorded one)",
+                "save it again from a copy you trust (Python: Bundle.load(path).save(path)) or re-register the model",
+            )
+        return bundle
 
     @classmethod
     def _load_onnx(cls, p: Path) -> Bundle:
@@ -181,6 +192,20 @@ class Bundle:
                 f"train with model.backbone: {p}"
             )
         return cls._from_meta(json.loads(props["lakenet.bundle"]), p, {}, data)
+
+
+def warn_unchecked(key: str, why: str, fix: str) -> None:
+    """Say (once per process and model) that a model is loaded without an integrity check: old bundles and
+    registrations still load, but the user must know a changed or damaged file would go unnoticed."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    log.warning(
+        "%s: its weights cannot be integrity-checked, so a changed or damaged file would go unnoticed. "
+        "To record a digest, %s.",
+        why,
+        fix,
+    )
 
 
 def sha256_file(path: str | Path) -> str:

@@ -519,6 +519,16 @@ def resolve_model(ref: str, *, cache_dir: Path | None = None) -> ResolvedModel:
             raise ModelError(f"Model {ref!r} has no lakenet bundle; was it logged by lakenet?")
     if expected is not None:
         _verify_bundle(ref, bundle, expected, cache)
+    elif name is not None:
+        from lakenet.models.bundle import warn_unchecked
+
+        warn_unchecked(
+            f"models:/{name}/{version}",
+            f"{ref} (version {version} of {name!r}) has no {DIGEST_TAG} tag in the registry (registered before "
+            "lakenet recorded one, or its registration was interrupted)",
+            "complete an interrupted registration with `lakenet train --resume`, or re-register the model (train it "
+            "again)",
+        )
     return ResolvedModel(ref, bundle, name, version)
 
 
