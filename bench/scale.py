@@ -140,7 +140,7 @@ def run_step(which: str, cfg: dict[str, Any], root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=Path(__file__).resolve().parents[1])  # fmt: skip
-    peak = [0]
+    peak = [0, 0]  # the tree's summed RSS, and its summed PSS
     done = threading.Event()
 
     def sample() -> None:
@@ -149,11 +149,14 @@ def run_step(which: str, cfg: dict[str, Any], root: Path) -> dict[str, Any]:
             while not done.is_set():
                 try:
                     tree = [p, *p.children(recursive=True)]
-                    total = 0
+                    rss = pss = 0
                     for q in tree:
                         with contextlib.suppress(psutil.Error):
-                            total += q.memory_info().rss
-                    peak[0] = max(peak[0], total)
+                            mem = q.memory_full_info()  # smaps_rollup: ~0.2 ms a process
+                            rss += mem.rss
+                            pss += mem.pss
+                    peak[0] = max(peak[0], rss)
+                    peak[1] = max(peak[1], pss)
                 except psutil.Error:
                     return
                 done.wait(0.02)
@@ -170,7 +173,7 @@ def run_step(which: str, cfg: dict[str, Any], root: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"{which} failed ({proc.returncode}):\n{stderr[-3000:]}")
     inner = json.loads(stdout.strip().splitlines()[-1])
-    return {"wall_s": wall, "peak_rss_mb": peak[0] / 2**20, **inner}
+    return {"wall_s": wall, "peak_rss_mb": peak[0] / 2**20, "peak_pss_mb": peak[1] / 2**20, **inner}
 
 
 # ---- the study -----------------------------------------------------------------------------------------------------
