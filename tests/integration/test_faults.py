@@ -97,7 +97,7 @@ def _logged_files(table: Path) -> set[str]:
 
 
 # ---- exactly once under concurrency --------------------------------------------------------------------------
-@pytest.mark.parametrize("command", ["predict", "featurize"])
+@pytest.mark.parametrize("command", ["predict", "featurize", "explain"])
 @pytest.mark.parametrize("into", ["new", "existing"])
 def test_two_runs_at_once_commit_once(env: dict[str, Any], tmp_path: Path, command: str, into: str) -> None:
     wd, table = env["wd"], env["table"]
@@ -123,10 +123,11 @@ def test_two_runs_at_once_commit_once(env: dict[str, Any], tmp_path: Path, comma
     assert rerun.returncode == 0 and "already" in rerun.stdout
 
 
-def test_a_run_killed_before_its_commit_leaves_nothing(env: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_a_run_killed_before_its_commit_leaves_nothing(env: dict[str, Any], tmp_path: Path, command: str) -> None:
     wd, table = env["wd"], env["table"]
     out = tmp_path / "out"
-    args = ["predict", "--model", env["fit"].model_uri, "--table", table, "--out", str(out), "--workdir", str(wd)]
+    args = [command, "--model", env["fit"].model_uri, "--table", table, "--out", str(out), "--workdir", str(wd)]
     killed = subprocess.run([*HARNESS, str(tmp_path / "gate"), "1", "kill", "--", *args], cwd=wd, env=_env(),
                             capture_output=True, text=True, timeout=180)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL
