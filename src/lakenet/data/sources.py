@@ -39,6 +39,7 @@ _CSV_SLICE_ROWS = 8192
 # Whole-table passes read a fragment in consecutive pieces of at most this many rows, so a table written in big
 # row groups (a million rows is common) is never held whole: memory does not grow with the row group.
 PIECE_ROWS = 65_536
+_READ_BUFFER = 1 << 20  # bytes: how much of a column chunk is read at a time
 
 Format = Literal["delta", "parquet", "csv"]
 
@@ -196,7 +197,12 @@ def _parquet_file(path: str) -> pq.ParquetFile:
     group at a time, and parsing the footer (11 ms for 2,000 groups) would otherwise cost more than the read."""
     local = _local(path)
     st = os.stat(local)
-    return pq.ParquetFile(local, metadata=_parquet_footer(local, st.st_size, st.st_mtime_ns))
+    # Column chunks are streamed through a small buffer (buffer_size, no pre_buffer). Pre-buffered, as pyarrow
+    # opens a file by default, reading any batch of a row group loaded its whole column chunks: Arrow's peak for a
+    # 590,000-row group of 25 columns read in pieces was 179 MiB, now 103 (82 for a 100,000-row group).
+    return pq.ParquetFile(
+        local, metadata=_parquet_footer(local, st.st_size, st.st_mtime_ns), buffer_size=_READ_BUFFER, pre_buffer=False
+    )
 
 
 @functools.lru_cache(maxsize=64)
