@@ -25,7 +25,7 @@ from lakenet.config.loader import config_hash, load_config
 from lakenet.config.schema import Config
 from lakenet.data.changes import Changes, table_changes
 from lakenet.data.delta_io import app_id, commit_once
-from lakenet.data.sources import Snapshot, open_table
+from lakenet.data.sources import PIECE_ROWS, Snapshot, open_table
 from lakenet.data.split import TEST, VAL
 from lakenet.errors import ConfigError, ModelError
 from lakenet.workflows.common import scratch_dir
@@ -66,14 +66,28 @@ def _update_table(cfg: Config, snap: Snapshot, changes: Changes, wd: Path, name:
     fraction = cfg.update.replay_fraction
     uri = str(wd / ".lakenet" / "update" / name / f"v{snap.version}")
 
-    def batches() -> Any:
+    def tables() -> Any:
         for frag in snap.fragments:
             table = snap.read(frag)
             if frag.path not in added:
                 keys = np.asarray(table.column(key).cast(pa.string()).to_pylist(), dtype=object)
                 u = pd.util.hash_array(keys, hash_key="lakenet-replay-0", categorize=False) / float(2**64)
                 table = table.filter(pa.array(u < fraction))
-            yield from table.to_batches()
+            yield table
+
+    def batches() -> Any:
+        """The filtered fragments gathered into batches of PIECE_ROWS: a replay of many small row groups would
+        otherwise be written as as many tiny fragments, each a fixed cost to scan and to train from."""
+        held: list[pa.Table] = []
+        rows = 0
+        for table in tables():
+            held.append(table)
+            rows += table.num_rows
+            if rows >= PIECE_ROWS:
+                yield from pa.concat_tables(held).combine_chunks().to_batches()
+                held, rows = [], 0
+        if held:
+            yield from pa.concat_tables(held).combine_chunks().to_batches()
 
     reader = pa.RecordBatchReader.from_batches(snap.schema, batches())
     commit_once(uri, reader, txn=app_id("update-rows", snap.uri, snap.version, fraction), mode="overwrite")
