@@ -726,7 +726,9 @@ class _Explains:
         except Exception:
             log.exception("explaining a request failed")
             return _json_response(500, {"detail": "The explanation failed on this request; the server log says why"})
-        return Response(json.dumps({"model": scorer.describe(), "explanations": rows}), media_type="application/json")
+        # The rows arrive as JSON text from the worker: encoding them here would hold the GIL /v1/predict needs.
+        body = b'{"model": ' + json.dumps(scorer.describe()).encode() + b', "explanations": ' + rows + b"}"
+        return Response(body, media_type="application/json")
 
 
 _WORKER_EXPLAINERS: dict[tuple[Any, ...], Any] = {}  # in an explanation worker: one Explainer per served version
@@ -743,7 +745,8 @@ def _explain_worker_init() -> None:
 
 def _explain_in_worker(
     source: str, name: str | None, version: str | None, trust: tuple[str, ...], n_steps: int, payload: bytes
-) -> list[dict[str, Any]]:
+) -> bytes:
+    """The explanations of the rows in `payload` (an Arrow IPC stream), as a JSON array."""
     from lakenet.inference.explain import Explainer
 
     key = (source, name, version, trust, n_steps)
@@ -752,7 +755,7 @@ def _explain_in_worker(
         _WORKER_EXPLAINERS[key] = Explainer(source, n_steps=n_steps, model_name=name, model_version=version,
                                             trust_modules=trust)  # fmt: skip
     table = pa.ipc.open_stream(payload).read_all()
-    return explain_rows(_WORKER_EXPLAINERS[key](table))
+    return json.dumps(explain_rows(_WORKER_EXPLAINERS[key](table))).encode()
 
 
 def explain_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
