@@ -85,7 +85,7 @@ class ScoreJob:
 
             opts = json.loads(self.explain)
             return Explainer(self.bundle_dir, model_name=self.model_name, model_version=self.model_version,
-                             trust_modules=self.trust_modules, **opts)  # fmt: skip
+                             trust_modules=self.trust_modules, batch_size=self.batch_rows, **opts)  # fmt: skip
         if self.featurize is not None:
             from lakenet.inference.featurizer import Featurizer, FeaturizeSpec
 

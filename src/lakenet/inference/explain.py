@@ -41,7 +41,7 @@ from lakenet.errors import ModelError
 from lakenet.inference.predictor import Predictor
 from lakenet.models.bundle import Bundle
 
-__all__ = ["REGIONS", "Explainer", "Explanation", "explain_schema"]
+__all__ = ["REGIONS", "Explainer", "Explanation", "explain_batch_rows", "explain_schema"]
 
 _GAP_TOLERANCE = 0.05  # a row's |gap| may be 5 % of |output − baseline output| ...
 _GAP_FLOOR = 0.01  # ... or of this, when the output barely moved
@@ -109,6 +109,13 @@ def explain_schema(pre: Any, *, with_model: bool) -> pa.Schema:
     if with_model:
         fields += [pa.field("model_name", pa.string()), pa.field("model_version", pa.string())]
     return pa.schema(fields)
+
+
+def explain_batch_rows(pre: Any) -> int:
+    """Rows per attribution pass: n_steps interpolated copies of each row go through the model at once, so
+    columns-only models take 256 rows (4x fewer passes; 1.3-2x the rows/s of 64 measured on an MLP), and models
+    with images, audio or text 64, whose copies are large."""
+    return 256 if set(pre.input_keys()) <= {"numeric", "category", "vector"} else 64
 
 
 class Explainer:

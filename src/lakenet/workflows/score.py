@@ -393,6 +393,7 @@ def run_explain(
     model version, settings, output)."""
     import json
 
+    from lakenet.inference.explain import explain_batch_rows
     from lakenet.models.bundle import Bundle
     from lakenet.models.registry import check_buildable
 
@@ -418,7 +419,7 @@ def run_explain(
     job = ScoreJob(
         snapshot=snap, bundle_dir=str(resolved.bundle_dir), columns=tuple(pre.columns(with_label=False)),
         model_name=resolved.name or "bundle", model_version=resolved.version or model_id, trust_modules=trust,
-        explain=opts, batch_rows=64,
+        explain=opts, batch_rows=explain_batch_rows(pre),
     )  # fmt: skip
     metadata = {
         "lakenet.model": model,
