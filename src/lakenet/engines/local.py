@@ -219,12 +219,13 @@ class LocalEngine(Engine):
 
             pred = job.scorer()
             _, head = next(job.snapshot.read_pieces(frags[0], list(job.columns)))
-            # Two probes of the first rows. The first (16 rows) pays a fresh process's one-off costs and a call's
+            # Probes of the first rows. The first (16 rows) pays a fresh process's one-off costs and a call's
             # fixed cost, so for cheap models it overstates the cost per row many times over (an MLP: 0.27 ms a
-            # row from 16 rows, 0.02 ms in batches of 256): unless it already rules the job big, a second probe
-            # of a whole in-process batch (job.batch_rows) decides.
+            # row from 16 rows, 0.02 ms in batches of 256). Unless it already rules the job big, whole in-process
+            # batches (job.batch_rows) follow, and the second of them decides: the first of a new shape still
+            # pays for choosing its kernels (it sent a 10^5-row table to the pool once in three runs).
             took, per_row = 0, 0.0
-            for want in (_PROBE_ROWS, job.batch_rows):
+            for want in (_PROBE_ROWS, job.batch_rows, job.batch_rows):
                 batches = head.slice(took, min(want, head.num_rows - took)).combine_chunks().to_batches()
                 if took >= head.num_rows or not batches:
                     break
