@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +94,6 @@ def wd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp = pytest.MonkeyPatch()
     mp.chdir(path)
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield path
     mp.undo()
 
