@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -41,12 +42,21 @@ __all__ = [
     "app_id",
     "commit_once",
     "commit_staged",
+    "group_rows",
     "is_local",
     "local_path",
+    "regroup",
     "remove_stale_staging",
 ]
 
-_ROW_GROUP_ROWS = 512
+# Row groups of about _GROUP_BYTES of Arrow data, between _MIN_GROUP_ROWS and _MAX_GROUP_ROWS rows: every pass
+# over a table pays a fixed cost per row group (a read call, a split hash, an encode call: ~3 ms on 2 cores), which
+# 512-row groups of narrow tabular rows made most of a small table's scan and evaluation. Images keep groups of
+# 512 rows (~50 MB). Workers still share a table of one row group: tasks are row ranges (`plan_tasks`,
+# `Snapshot.subdivided`).
+_GROUP_BYTES = 8 * 2**20
+_MIN_GROUP_ROWS = 512
+_MAX_GROUP_ROWS = 65_536
 _FILE_ROWS = 1_000_000  # rows per data file: large writes are split so that a reader can spread them over tasks
 STAGING = "_lakenet_staging"
 _MAX_ATTEMPTS = 50
@@ -108,6 +118,35 @@ def delta_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, delta_type(f.type), f.nullable, f.metadata) for f in schema])
 
 
+def group_rows(batch: pa.RecordBatch | pa.Table) -> int:
+    """Rows per row group for data like `batch`: about _GROUP_BYTES of it, within [_MIN_GROUP_ROWS,
+    _MAX_GROUP_ROWS]."""
+    per_row = max(1.0, batch.nbytes / max(batch.num_rows, 1))
+    return int(min(_MAX_GROUP_ROWS, max(_MIN_GROUP_ROWS, _GROUP_BYTES // per_row)))
+
+
+def regroup(batches: Iterable[pa.RecordBatch], rows: int | None = None) -> Iterator[pa.Table]:
+    """The batches' rows, in order, as tables of `rows` rows each (the last one shorter), one per row group to
+    write; `rows` None: `group_rows` of the first non-empty batch. Zero-copy: the tables are slices of the
+    batches."""
+    held: list[pa.RecordBatch] = []
+    n = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        if rows is None:
+            rows = group_rows(batch)
+        held.append(batch)
+        n += batch.num_rows
+        while n >= rows:
+            table = pa.Table.from_batches(held)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            held, n = rest.to_batches(), rest.num_rows
+    if n:
+        yield pa.Table.from_batches(held)
+
+
 class Staging:
     """The data files of one write, in `<table>/_lakenet_staging/<id>/` until `publish` moves them into the table.
 
@@ -139,8 +178,9 @@ class Staging:
         self.files: list[tuple[str, int]] = []  # (file name, rows)
         self.published: list[str] = []
 
-    def write(self, data: pa.Table | pa.RecordBatchReader, *, row_group_rows: int = _ROW_GROUP_ROWS) -> int:
-        """Write `data` (streamed) as Parquet files in the staging folder; returns the rows written."""
+    def write(self, data: pa.Table | pa.RecordBatchReader, *, row_group_rows: int | None = None) -> int:
+        """Write `data` (streamed) as Parquet files in the staging folder, in row groups of `row_group_rows`
+        (default: `group_rows` of the first batch); returns the rows written."""
         schema = delta_schema(data.schema)
         batches: Iterable[pa.RecordBatch] = data.to_batches() if isinstance(data, pa.Table) else data
         if schema != data.schema:
@@ -149,9 +189,7 @@ class Staging:
         writer: pq.ParquetWriter | None = None
         rows_in_file = 0
         try:
-            for batch in batches:
-                if batch.num_rows == 0:
-                    continue
+            for group in regroup(batches, row_group_rows):
                 if writer is None or rows_in_file >= _FILE_ROWS:
                     if writer is not None:
                         writer.close()
@@ -160,9 +198,9 @@ class Staging:
                     writer = pq.ParquetWriter(self.dir / name, schema, compression="zstd")
                     self.files.append((name, 0))
                     rows_in_file = 0
-                writer.write_batch(batch, row_group_size=row_group_rows)
-                rows_in_file += batch.num_rows
-                total += batch.num_rows
+                writer.write_table(group, row_group_size=group.num_rows)
+                rows_in_file += group.num_rows
+                total += group.num_rows
         finally:
             if writer is not None:
                 writer.close()
@@ -419,14 +457,14 @@ def commit_once(
     txn: str,
     mode: Mode = "append",
     metadata: Mapping[str, str] | None = None,
-    row_group_rows: int = _ROW_GROUP_ROWS,
+    row_group_rows: int | None = None,
 ) -> bool:
     """Write `data` as one Delta commit tagged `txn`; False (and nothing written) if `txn` is already there.
 
     `data` may be a function of the table as it is (None if it does not exist yet) returning the rows to write,
     or None for nothing: it is called again whenever another writer commits first, so a write that depends on
     the table's contents (append only the keys that are not there yet) stays right under concurrency.
-    Row groups are kept small so that training and scoring workers can split a table between them.
+    Row groups hold `row_group_rows` rows (default: about 8 MiB of Arrow data, 512 to 65,536 rows).
     """
     if not is_local(uri):
         return _commit_remote(uri, data, txn=txn, mode=mode, metadata=metadata, row_group_rows=row_group_rows)
@@ -456,6 +494,19 @@ def commit_once(
     raise DataError(f"Could not commit to {uri}: other writers kept committing first ({_MAX_ATTEMPTS} attempts).")
 
 
+def _peek(rows: pa.Table | pa.RecordBatchReader) -> tuple[pa.RecordBatch | pa.Table | None, Any]:
+    """(the first non-empty batch or the table itself, the same rows to write, none consumed)."""
+    if isinstance(rows, pa.Table):
+        return rows, rows
+    seen: list[pa.RecordBatch] = []
+    for batch in rows:
+        seen.append(batch)
+        if batch.num_rows:
+            break
+    rest = itertools.chain(seen, rows)
+    return (seen[-1] if seen and seen[-1].num_rows else None), pa.RecordBatchReader.from_batches(rows.schema, rest)
+
+
 def _commit_remote(
     uri: str,
     data: pa.Table | pa.RecordBatchReader | Prepare,
@@ -463,7 +514,7 @@ def _commit_remote(
     txn: str,
     mode: Mode,
     metadata: Mapping[str, str] | None,
-    row_group_rows: int,
+    row_group_rows: int | None,
 ) -> bool:
     """Object stores: uploads are invisible until committed, so delta-rs's own writer is used, with the same
     conditional commit (a losing writer's files are unreferenced; `vacuum` removes them)."""
@@ -476,13 +527,17 @@ def _commit_remote(
         rows = data(dt) if callable(data) else data
         if rows is None:
             return False
+        group = row_group_rows
+        if group is None:
+            head, rows = _peek(rows)
+            group = group_rows(head) if head is not None else _MAX_GROUP_ROWS
         try:
             write_deltalake(
                 uri,
                 rows,
                 mode=mode,
                 schema_mode="merge" if mode == "append" else "overwrite",
-                writer_properties=WriterProperties(max_row_group_size=row_group_rows, compression="ZSTD"),
+                writer_properties=WriterProperties(max_row_group_size=group, compression="ZSTD"),
                 commit_properties=_props(txn, metadata),
             )
             return True

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from lakenet.config.schema import SparkEngineConfig
 from lakenet.data.changes import OutputMerge
+from lakenet.data.delta_io import regroup
 from lakenet.data.sources import Fragment
 from lakenet.engines.base import Engine, ScoreJob, merge_commit, plan_tasks
 from lakenet.engines.spark_tasks import Cluster, is_connect, task_error
@@ -354,10 +355,10 @@ def _score_partitions(job: ScoreJob, out_dir: str, threads: int, slots: int) -> 
         name = f"part-{uuid.uuid4().hex}.zstd.parquet"
         writer = None
         rows = bad = 0
-        for res in _scored_batches(job, groups, threads, slots):
+        for res in regroup(_scored_batches(job, groups, threads, slots)):
             if writer is None:
                 writer = pq.ParquetWriter(os.path.join(out_dir, name), res.schema, compression="zstd")
-            writer.write_batch(res)
+            writer.write_table(res, row_group_size=res.num_rows)
             rows += res.num_rows
             bad += res.num_rows - res.column("error").null_count
         if writer is None:
