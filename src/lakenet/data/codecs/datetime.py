@@ -61,7 +61,9 @@ def parse_datetimes(col: pa.ChunkedArray | pa.Array, tz: str) -> tuple[pd.Series
     t = col.type
     n = len(col)
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        series = pd.to_datetime(pd.Series(col.to_pandas()))
+        series = pd.Series(col.to_pandas())
+        if not pd.api.types.is_datetime64_any_dtype(series.dtype):  # dates come as objects
+            series = pd.to_datetime(series)
         missing = series.isna().to_numpy()
         if getattr(t, "tz", None):
             series = series.dt.tz_convert(tz)
