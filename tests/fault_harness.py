@@ -8,8 +8,8 @@ staged files about to move into the table, or delta-rs's table creation, raw com
 first) this process drops a file in GATE_DIR, waits (at most 30 s) until WAIT_FOR processes have, then: ACTION
 `go` carries on, `kill` sends itself SIGKILL (killed between writing its data and committing). `kill-at-commit`
 gates only delta-rs's commit calls (after lakenet moved the files into the table). Only the first such moment of
-the process is gated. `kill-after-register` instead SIGKILLs the process as soon as a registered model version
-gets its first tag (a kill right after the version appears).
+the process is gated. `kill-after-register` instead SIGKILLs the process as it is about to point an alias at a
+registered model version (a kill right after the version, created with its tags, appears).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     if action == "kill-after-register":
         from mlflow.tracking import MlflowClient
 
-        _wrap(MlflowClient, "set_model_version_tag", lambda: os.kill(os.getpid(), signal.SIGKILL))
+        _wrap(MlflowClient, "set_registered_model_alias", lambda: os.kill(os.getpid(), signal.SIGKILL))
     else:
         import deltalake
         import deltalake.transaction

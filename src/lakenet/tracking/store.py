@@ -241,6 +241,9 @@ class TrackedRun:
             self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: digest}, allow_incompatible)
             return version
         sig = ModelSignature(inputs=Schema([col(c) for c in signature]))
+        # The version is created with its tags (lineage, digest), in one registry call: a version is never seen
+        # without them, and 16 tag calls cost a tenth of a second.
+        tags = {**tags, DIGEST_TAG: Bundle.digest(bundle_dir)}
         # MLflow prints "Successfully registered model …" straight to stderr; lakenet says what it registered itself.
         with _active(self.run_id), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             # MLflow nags about a missing input example; the signature is explicit and images make poor examples.
@@ -253,19 +256,29 @@ class TrackedRun:
                 signature=sig,
                 registered_model_name=name,
                 await_registration_for=60,
+                tags={k: str(v) for k, v in tags.items() if v is not None},
             )
         version = str(info.registered_model_version)
-        digest = Bundle.digest(bundle_dir)
-        self._finish_registration(client, name, version, alias, {**tags, DIGEST_TAG: digest}, allow_incompatible)
+        self._finish_registration(client, name, version, alias, tags, allow_incompatible, tagged=True)
         return version
 
     def _finish_registration(
-        self, client: Any, name: str, version: str, alias: str, tags: dict[str, Any], allow_incompatible: bool
+        self,
+        client: Any,
+        name: str,
+        version: str,
+        alias: str,
+        tags: dict[str, Any],
+        allow_incompatible: bool,
+        *,
+        tagged: bool = False,
     ) -> None:
+        """Tag the version (unless it was created `tagged`), then move the alias, or say why not."""
         refused = None if allow_incompatible else _incompatible(client, name, alias, version, tags)
+        todo = {} if tagged else dict(tags)
         if refused:
-            tags = {**tags, "lakenet.alias_refused": refused}
-        for k, v in tags.items():
+            todo["lakenet.alias_refused"] = refused
+        for k, v in todo.items():
             if v is not None:
                 client.set_model_version_tag(name, version, k, str(v))
         self.alias_refused = refused
