@@ -737,6 +737,13 @@ class UpdateConfig(_Strict):
         0.25, ge=0.0, le=1.0, description="Share of the older rows replayed in a warm start (so it does not forget)."
     )
     epochs: int | None = Field(None, ge=1, description="Warm-start epochs; default: half of trainer.epochs.")
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="Warm-start early-stopping patience; default: trainer.early_stopping.patience scaled to the warm "
+        "start's share of trainer.epochs (at least 2), since its schedule is that much shorter. The best epoch's "
+        "weights are kept either way.",
+    )
     shrink_perturb: ShrinkPerturb | None = Field(
         default_factory=ShrinkPerturb, description="Shrink and perturb the champion's weights; null: plain warm start."
     )

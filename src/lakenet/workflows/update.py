@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -127,7 +128,10 @@ def _warm_start(
     base = load_config(champion.training.get("config") or cfg.to_yaml_dict())
     rows_uri = _update_table(cfg, snap, changes, wd, cfg.registry.name)
     epochs = cfg.update.epochs or max(1, cfg.trainer.epochs // 2)
-    ws_cfg = base.with_overrides({"data.table": rows_uri, "data.version": None, "trainer.epochs": epochs})
+    overrides: dict[str, Any] = {"data.table": rows_uri, "data.version": None, "trainer.epochs": epochs}
+    if (patience := _warm_patience(cfg, base, epochs)) is not None:
+        overrides["trainer.early_stopping.patience"] = patience
+    ws_cfg = base.with_overrides(overrides)
     plan = plan_training(ws_cfg)
     train_tables = (snap.read(f, champion.preprocessor.columns(with_label=True)) for f in changes.added.fragments)
     grown, growth = grow_preprocessor(champion.preprocessor, train_tables)
@@ -161,6 +165,18 @@ def _warm_start(
         },
     )
     return bundle, seconds, plan
+
+
+def _warm_patience(cfg: Config, base: Config, epochs: int) -> int | None:
+    """The warm start's early-stopping patience: update.patience, else the champion's patience scaled to the warm
+    schedule's share of the full one (a 10-epoch warm start of a 20-epoch, patience-5 config waits 3 epochs), at
+    least 2. None: the champion's config trains without early stopping."""
+    es = base.trainer.early_stopping
+    if es is None:
+        return None
+    if cfg.update.patience is not None:
+        return cfg.update.patience
+    return max(2, min(es.patience, math.ceil(es.patience * epochs / max(1, base.trainer.epochs))))
 
 
 def _retrain(cfg: Config, snap: Snapshot, wd: Path, *, spark: Any, progress: bool) -> Any:
