@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from lakenet.data.sources import Fragment
+from lakenet.engines import base
 from lakenet.engines.base import plan_tasks as _plan_tasks
+
+
+@pytest.fixture
+def small_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks worth a second wave from 16 rows (not 16,384), so that the shapes can be checked row by row."""
+    monkeypatch.setattr(base, "_MIN_TASK_ROWS", 16)
 
 
 def _rows(groups: list[list[Fragment]]) -> list[int]:
@@ -25,6 +32,7 @@ def _covered(groups: list[list[Fragment]]) -> list[tuple[str, int, int]]:
     ([3], 4, [1, 1, 1]),  # fewer rows than slots
     ([100, 1], 3, [16, 17, 17, 17, 17, 17]),
 ])  # fmt: skip
+@pytest.mark.usefixtures("small_tasks")
 def test_equal_shares_cover_every_row_once(sizes: list[int], slots: int, expected: list[int]) -> None:
     frags = [Fragment(f"f{i % 2}.parquet", i, n) for i, n in enumerate(sizes)]
     groups = _plan_tasks(frags, slots)
@@ -44,8 +52,16 @@ def test_empty_table_has_no_tasks() -> None:
     assert _plan_tasks([Fragment("a.parquet", 0, 0)], 2) == []
 
 
+@pytest.mark.usefixtures("small_tasks")
 def test_no_task_exceeds_max_rows_and_the_count_stays_a_multiple_of_the_slots() -> None:
     frags = [Fragment("a.parquet", i, 1000) for i in range(10)]
     groups = _plan_tasks(frags, 2, max_rows=900)
     assert len(groups) % 2 == 0 and max(_rows(groups)) <= 900 and sum(_rows(groups)) == 10_000
     assert _rows(_plan_tasks([Fragment("a.parquet", i, 32) for i in range(5)], 2, max_rows=65_536)) == [40] * 4
+
+
+def test_a_second_wave_of_tasks_only_when_each_task_is_worth_its_fixed_cost() -> None:
+    k = base._MIN_TASK_ROWS
+    assert _rows(_plan_tasks([Fragment("a.parquet", 0, 50_000)], 2)) == [25_000, 25_000]  # a daily append
+    assert len(_plan_tasks([Fragment("a.parquet", 0, 4 * k)], 2)) == 4
+    assert len(_plan_tasks([Fragment("a.parquet", 0, 4 * k - 1)], 2)) == 2

@@ -28,9 +28,11 @@ P = TypeVar("P")
 
 # A scoring job is cut into this many tasks per slot (fewer when they would get smaller than _MIN_TASK_ROWS),
 # of equal row counts: no slot idles at the end while another runs a lone last task, and a slot slowed down by
-# something else on the machine leaves its second share to the others.
+# something else on the machine leaves its second share to the others. A task costs its stage ~30 ms on Spark
+# (local[2]) before it scores a row: a second wave of tasks pays only when each scores some 16,000 rows (a
+# 50,000-row append in 4 tasks: 0.44-0.59 s; in 2: 0.30-0.32 s).
 _TASKS_PER_SLOT = 2
-_MIN_TASK_ROWS = 16
+_MIN_TASK_ROWS = 16_384
 
 
 def plan_tasks(fragments: Sequence[Fragment], slots: int, *, max_rows: int | None = None) -> list[list[Fragment]]:
