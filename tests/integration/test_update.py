@@ -101,6 +101,8 @@ def test_the_gate_refuses_a_challenger_that_does_not_beat_the_champion_enough(ch
     champ = next(v for v in _versions(wd) if "champion" in v["aliases"])
     assert champ["version"] == champion["fit"].version  # the champion stays
     assert res.report is not None and "not promoted" in res.report.read_text()
+    report = res.report.read_text()
+    assert report.count("<svg") == 1 and "champion val_loss" in report and "challenger val_loss" in report
 
 
 def test_the_gate_promotes_a_better_challenger(champion: dict[str, Any]) -> None:

@@ -453,33 +453,10 @@ def _write_report(
     drift: Any,
 ) -> Path:
     """Champion against challenger: the headline metric on each slice, learning curves, the verdict."""
-    import base64
-    import io
-
     import jinja2
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    for label, b in (("champion", champion), ("challenger", challenger)):
-        hist = b.training.get("history", [])
-        if hist:
-            ax.plot(
-                [h["epoch"] for h in hist],
-                [h.get("val_loss", float("nan")) for h in hist],
-                marker="o",
-                label=f"{label} val_loss",
-            )
-    ax.set_xlabel("epoch")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    curves = base64.b64encode(buf.getvalue()).decode()
+    curves = _curves_svg(champion, challenger)
     template = jinja2.Environment(autoescape=True).from_string(
         """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Update: {{ name }}</title>
 <style>body{font-family:system-ui,sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}
@@ -489,7 +466,7 @@ table{border-collapse:collapse}</style></head><body><h1>Update of {{ name }} (ch
 {% for model, parts in scores.items() %}<tr><td>{{ model }}</td>{% for part in ["current", "new", "old"] %}
 <td>{{ "—" if parts[part] is none else "%.4f"|format(parts[part]) }}</td>{% endfor %}</tr>{% endfor %}
 </table><p>Metric: test {{ metric }} on each slice of the current table.</p>
-<h2>Learning curves</h2><img alt="learning curves" src="data:image/png;base64,{{ curves }}">
+<h2>Learning curves</h2>{{ curves }}
 {% for model, (classes, cm) in confusion.items() if cm %}<h2>Confusion matrix: {{ model }} (current test rows)</h2>
 <table><tr><th>true \\ predicted</th>{% for c in classes %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for row in cm %}<tr><th>{{ classes[loop.index0] }}</th>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
@@ -510,3 +487,24 @@ table{border-collapse:collapse}</style></head><body><h1>Update of {{ name }} (ch
         encoding="utf-8",
     )
     return path
+
+
+def _curves_svg(champion: Any, challenger: Any) -> Any:
+    """Validation loss per epoch of both models: an inline SVG in the reports' style, with fixed margins (a tight
+    layout draws the figure twice)."""
+    from matplotlib.figure import Figure
+
+    from lakenet.reports.charts import PALETTE, figure_svg, styled
+
+    with styled():
+        fig = Figure(figsize=(6, 3))
+        ax = fig.subplots()
+        for i, (label, b) in enumerate((("champion", champion), ("challenger", challenger))):
+            hist = b.training.get("history", [])
+            if hist:
+                ax.plot([h["epoch"] for h in hist], [h.get("val_loss", float("nan")) for h in hist], marker="o",
+                        color=PALETTE[i], label=f"{label} val_loss")  # fmt: skip
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        fig.subplots_adjust(left=0.12, right=0.98, top=0.95, bottom=0.17)
+        return figure_svg(fig)
