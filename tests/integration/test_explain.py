@@ -64,6 +64,24 @@ def test_the_signal_columns_get_the_attribution_and_it_is_complete(tabular: dict
     assert np.all(e.gap <= 0.02 * np.maximum(np.abs(e.output - e.baseline_output), 1.0)), e.gap.max()
 
 
+def test_the_summed_gradient_step_gives_captums_own_attributions(
+    tabular: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from captum.attr import LayerIntegratedGradients
+
+    from lakenet.inference import explain
+
+    assert explain.summed_layer_ig() is not LayerIntegratedGradients  # the faster step is the one in use
+    ex = Explainer(tabular["fit"].bundle_dir, batch_size=128)
+    inputs = ex.pre.encode(_rows(tabular["table"], 200), with_label=False).inputs
+    fast = ex.explain(inputs)
+    monkeypatch.setattr(explain, "_SUMMED_LIG", [LayerIntegratedGradients])  # Captum's step: one output at a time
+    stock = ex.explain(inputs)
+    np.testing.assert_allclose(fast.values, stock.values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast.gap, stock.gap, atol=1e-6)
+    assert np.array_equal(fast.steps, stock.steps)
+
+
 def test_a_model_with_reinitialised_weights_is_explained_differently(tabular: dict[str, Any]) -> None:
     trained = Bundle.load(tabular["fit"].bundle_dir)
     torch.manual_seed(123)
