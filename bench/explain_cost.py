@@ -19,12 +19,12 @@ when its completeness gap is too large) are recorded for each path.
    1 (one keep-alive connection, raw HTTP/1.1), interleaved with
    blocks of the bare in-process `Explainer(row)` (1 torch thread): p50/p99 and the server's overhead over bare.
 3. /v1/predict p99 at concurrency 1 (single rows, a fresh connection per window) unloaded, and while background
-   clients (--explain-clients threads, default max_inflight_explain, each blocked on its socket nearly all the
-   time) keep /v1/explain busy with 64-row requests; windows interleaved (unloaded, loaded, ...), figure: the
-   median over pairs of loaded p99 ÷ unloaded p99 (target ≤ 1.5). Diagnostic window (full runs; --diagnose /
-   --no-diagnose): the same attribution work in separate processes at the same low priority (nice 10), one per
-   explanation slot, instead of in the server: it competes for the cores but not for the server's GIL, which
-   tells CPU contention from GIL contention.
+   clients (--explain-clients processes, default max_inflight_explain: processes, so that they never hold the
+   GIL of the client that times /v1/predict) keep /v1/explain busy with 64-row requests; windows interleaved
+   (unloaded, loaded, ...), figure: the median over pairs of loaded p99 ÷ unloaded p99 (target ≤ 1.5).
+   Diagnostic window (full runs; --diagnose / --no-diagnose): the same attribution work in separate processes at
+   the server's explanation workers' priority (nice 19), one per explanation slot, instead of in the server: it
+   competes for the cores but not for the server's GIL, which tells CPU contention from GIL contention.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -230,9 +229,9 @@ def raw_request(path: str, rows: list[dict[str, Any]]) -> bytes:
 
 
 def _cpu_burner(bundle_dir: str, table: str, columns: list[str], go: Any, stop: Any, done: Any) -> None:
-    """A separate process at nice 10: the Explainer on LOAD_ROWS rows back to back while `go` is set (the same
-    attribution work as the server's explain threads, competing for the cores but not for the server's GIL)."""
-    os.setpriority(os.PRIO_PROCESS, 0, 10)
+    """A separate process at nice 19 (the server's explanation workers'): the Explainer on LOAD_ROWS rows back to
+    back while `go` is set (the same attribution work, competing for the cores but not for the server's GIL)."""
+    os.setpriority(os.PRIO_PROCESS, 0, 19)
     torch.set_num_threads(1)
     from lakenet.inference.explain import Explainer
 
@@ -280,39 +279,36 @@ class Background:
                 w.kill()
 
 
+def _explain_client(port: int, raw: bytes, go: Any, stop: Any, counts: Any) -> None:
+    """A separate process sending `raw` to /v1/explain back to back while `go` is set, on its own connection
+    (opened per window: the server closes keep-alive connections idle for 5 s), waiting for each answer."""
+    while not stop.is_set():
+        if not go.wait(0.05) or stop.is_set():
+            continue
+        client = RawClient(port)
+        try:
+            while go.is_set() and not stop.is_set():
+                counts[INFLIGHT] += 1
+                try:
+                    status, _ = client.request(raw)
+                finally:
+                    counts[INFLIGHT] -= 1
+                counts[OK if status == 200 else BUSY if status == 503 else OTHER] += 1
+                if status not in (200, 503):
+                    counts[LAST_OTHER] = status
+                if status != 200:
+                    time.sleep(0.01)
+        finally:
+            client.close()
+
+
 class ExplainLoad(Background):
-    """`clients` threads of this process sending `raw` to /v1/explain back to back while `go` is set, each on its
-    own connection (opened per window: the server closes keep-alive connections idle for 5 s), waiting for each
-    answer. They spend their time blocked on their socket (an answer every ~0.1–1 s), so the client measuring
-    /v1/predict shares its GIL with next to nothing."""
+    """`clients` processes keeping /v1/explain busy (`_explain_client`). Processes, not threads of this one: at
+    ~50 answers a second (64 rows each), a load thread here would hold the GIL that the client timing
+    /v1/predict needs, and its reads would count as the server's latency."""
 
     def __init__(self, port: int, raw: bytes, clients: int) -> None:
-        super().__init__(None, (), clients, 5)
-        self.port, self.raw = port, raw
-        self.workers = [threading.Thread(target=self._client, args=(c,), daemon=True, name=f"explain-load-{i}")
-                        for i, c in enumerate(self.counts)]  # fmt: skip
-        for w in self.workers:
-            w.start()
-
-    def _client(self, counts: Any) -> None:
-        while not self.stop.is_set():
-            if not self.go.wait(0.05) or self.stop.is_set():
-                continue
-            client = RawClient(self.port)
-            try:
-                while self.go.is_set() and not self.stop.is_set():
-                    counts[INFLIGHT] += 1
-                    try:
-                        status, _ = client.request(self.raw)
-                    finally:
-                        counts[INFLIGHT] -= 1
-                    counts[OK if status == 200 else BUSY if status == 503 else OTHER] += 1
-                    if status not in (200, 503):
-                        counts[LAST_OTHER] = status
-                    if status != 200:
-                        time.sleep(0.01)
-            finally:
-                client.close()
+        super().__init__(_explain_client, (port, raw), clients, 5)
 
 
 # ---- 2. /v1/explain latency --------------------------------------------------------------------------------------
@@ -683,8 +679,8 @@ def settings_doc(args: Any, made: dict[str, Any]) -> dict[str, Any]:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "server": f"python -m lakenet.cli serve <bundle> --threads {SERVER_THREADS} --max-inflight-explain "
         f"{args.slots} --explain-steps {N_STEPS} (other settings default)",
-        "explain_load": f"{args.explain_clients} client threads in the bench process, {LOAD_ROWS}-row /v1/explain "
-        "requests back to back (raw HTTP/1.1, one connection each)",
+        "explain_load": f"{args.explain_clients} client processes (spawned), {LOAD_ROWS}-row /v1/explain requests "
+        "back to back (raw HTTP/1.1, one connection each)",
         "diagnose": args.diagnose,
         "exclude_also": args.exclude,
         "device": args.device_used,
