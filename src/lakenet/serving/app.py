@@ -701,6 +701,7 @@ class _Explains:
         p = scorer.predictor
         source = p.bundle.source
         if source is None:
+            self.release()  # admitted in explain(): the slot is this request's
             return _json_response(500, {"detail": "This model was not loaded from a bundle directory"})
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
