@@ -22,7 +22,8 @@ def _cfg(trainer: dict[str, Any], update: dict[str, Any] | None = None) -> Any:
 
 def test_patience_follows_the_warm_schedule_share() -> None:
     cfg = _cfg({"epochs": 20, "early_stopping": {"patience": 5}})
-    assert _warm_patience(cfg, cfg, 10) == 3  # 5 × 10 / 20 = 2.5, rounded up
+    assert _warm_patience(cfg, cfg, 10) == 2  # 5 × 10 / 20 = 2.5, rounded down
+    assert _warm_patience(cfg, cfg, 16) == 4
     assert _warm_patience(cfg, cfg, 20) == 5  # a warm start as long as the full schedule waits as long
     assert _warm_patience(cfg, cfg, 40) == 5  # never longer than the champion's own patience
     assert _warm_patience(cfg, cfg, 1) == 2  # never below 2: one noisy epoch must not end it

@@ -741,8 +741,8 @@ class UpdateConfig(_Strict):
         None,
         ge=1,
         description="Warm-start early-stopping patience; default: trainer.early_stopping.patience scaled to the warm "
-        "start's share of trainer.epochs (at least 2), since its schedule is that much shorter. The best epoch's "
-        "weights are kept either way.",
+        "start's share of trainer.epochs, rounded down (at least 2), since its schedule is that much shorter. The "
+        "best epoch's weights are kept either way.",
     )
     shrink_perturb: ShrinkPerturb | None = Field(
         default_factory=ShrinkPerturb, description="Shrink and perturb the champion's weights; null: plain warm start."

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -169,14 +168,15 @@ def _warm_start(
 
 def _warm_patience(cfg: Config, base: Config, epochs: int) -> int | None:
     """The warm start's early-stopping patience: update.patience, else the champion's patience scaled to the warm
-    schedule's share of the full one (a 10-epoch warm start of a 20-epoch, patience-5 config waits 3 epochs), at
-    least 2. None: the champion's config trains without early stopping."""
+    schedule's share of the full one, rounded down (a 10-epoch warm start of a 20-epoch, patience-5 config waits 2
+    epochs), at least 2. A warm start adapts a trained model: it stops at the first lasting lack of progress, and
+    the best epoch's weights are kept. None: the champion's config trains without early stopping."""
     es = base.trainer.early_stopping
     if es is None:
         return None
     if cfg.update.patience is not None:
         return cfg.update.patience
-    return max(2, min(es.patience, math.ceil(es.patience * epochs / max(1, base.trainer.epochs))))
+    return max(2, min(es.patience, es.patience * epochs // max(1, base.trainer.epochs)))
 
 
 def _retrain(cfg: Config, snap: Snapshot, wd: Path, *, spark: Any, progress: bool) -> Any:
