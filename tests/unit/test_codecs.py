@@ -4,6 +4,7 @@ deterministic and time-zone correct, booleans, hashed categories, mergeable stat
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -201,3 +202,55 @@ def test_an_old_config_still_loads() -> None:
     }
     c = parse_config(old)
     assert c.features.inputs["x"].missing == "impute" and c.trainer.early_stopping.metric == "val_loss"  # type: ignore[union-attr]
+
+
+def test_the_utc_fast_path_encodes_exactly_as_the_pandas_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Datetimes read in UTC skip pandas (`utc_nanoseconds`): for strings with and without offsets, blanks, nulls
+    and Arrow timestamps of every unit and zone, the numbers and the quarantine marks must be bit-identical to the
+    pandas path's; what the fast path cannot read identically (dates only, mixed notations, bad values) it
+    leaves to pandas."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from lakenet.data.codecs import datetime as dt_codec
+
+    rng = np.random.default_rng(7)
+    n = 300
+    secs = rng.integers(-2_000_000_000, 4_000_000_000, n).tolist()
+    micro = rng.integers(0, 10**6, n).tolist()
+    offsets = (rng.integers(-56, 57, n) * 15).tolist()  # minutes, -14:00 to +14:00
+
+    def when(i: int) -> datetime:
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=secs[i], microseconds=micro[i])
+
+    aware = [when(i).astimezone(timezone(timedelta(minutes=offsets[i]))).isoformat() for i in range(n)]
+    zulu = [when(i).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for i in range(n)]
+    naive = [when(i).replace(tzinfo=None).isoformat(sep="T" if i % 2 else " ", timespec="seconds") for i in range(n)]
+    gaps = [None if i % 7 == 0 else "  " if i % 11 == 0 else v for i, v in enumerate(aware)]
+    columns = {
+        "offsets": pa.array(aware),
+        "zulu": pa.array(zulu),
+        "naive": pa.array(naive),
+        "nulls and blanks": pa.array(gaps),
+        "all missing": pa.array([None, ""], pa.string()),
+        "timestamps us UTC": pa.array([when(i) for i in range(n)], pa.timestamp("us", tz="UTC")),
+        "timestamps ms naive": pa.array([when(i).replace(tzinfo=None) for i in range(n)], pa.timestamp("ms")),
+        "timestamps s Berlin": pa.array(secs, pa.timestamp("s", tz="Europe/Berlin")),
+        "mixed notations": pa.array([aware[0], naive[1]]),
+        "a bad value": pa.array([aware[0], "2026-02-30T00:00:00Z"]),
+        "dates only": pa.array(["2026-01-01", "1999-12-31"]),
+    }
+    fast_ok = {k for k in columns if k not in ("mixed notations", "a bad value", "dates only")}
+    for rule in ("impute", "quarantine"):
+        state = dt_codec.DatetimeState("t", "t", "UTC", reference=1.6e9, elapsed_mean=3.5, elapsed_std=900.0,
+                                       missing=rule, fill=1.7e9, indicator=True)  # fmt: skip
+        codec = dt_codec.DatetimeCodec(state)
+        for name, col in columns.items():
+            assert (dt_codec.utc_nanoseconds(col) is not None) == (name in fast_ok), name
+            marks_fast: list[tuple[Any, ...]] = []
+            fast = codec.encode(col, lambda m, r, c, out=marks_fast: out.append((m.tolist(), r, c)))
+            with monkeypatch.context() as mp:
+                mp.setattr(dt_codec, "utc_nanoseconds", lambda _: None)
+                marks_slow: list[tuple[Any, ...]] = []
+                slow = codec.encode(col, lambda m, r, c, out=marks_slow: out.append((m.tolist(), r, c)))
+            np.testing.assert_array_equal(fast["numeric"], slow["numeric"], err_msg=f"{rule}: {name}")
+            assert [m for m in marks_fast if any(m[0])] == [m for m in marks_slow if any(m[0])], (rule, name)

@@ -112,12 +112,51 @@ def _epoch_seconds(times: pd.Series) -> np.ndarray:
     return np.where(times.isna().to_numpy(), np.nan, ns / 1e9)
 
 
+_NAT = np.iinfo(np.int64).min
+
+
+def utc_nanoseconds(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """(nanoseconds since the epoch, missing mask) of a column read in UTC, straight from Arrow: timestamps, and
+    ISO 8601 strings that all carry an offset or all carry none. None where that does not hold (dates, mixed or
+    unusual strings, times out of the nanosecond range): `parse_datetimes` decides those, with pandas. The same
+    instants either way; this way a few rows (one /v1/predict request) cost 30 µs, not 600 µs of pandas calls."""
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        text = blank_to_null(col)
+        present = len(text) - text.null_count
+        if present and pc.all(pc.match_substring_regex(text, _ISO.pattern)).as_py() is not True:
+            return None
+        aware = pc.sum(pc.match_substring_regex(text, _OFFSET.pattern, ignore_case=True)).as_py() or 0
+        if aware not in (0, present):
+            return None
+        target = pa.timestamp("ns", tz="UTC") if aware else pa.timestamp("ns")
+    elif pa.types.is_timestamp(t):
+        text, target = col, pa.timestamp("ns", tz=t.tz)
+    else:
+        return None
+    try:
+        ns = pc.cast(text, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    missing = np.asarray(pc.is_null(ns).to_numpy(zero_copy_only=False), dtype=bool)
+    values = np.asarray(pc.fill_null(ns.cast(pa.int64()), _NAT).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return values, missing
+
+
+# ISO 8601 as both parsers read it the same way: a date, a time with optional fraction, an optional offset
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$")
+
+
 def _cyclical(times: pd.Series) -> np.ndarray:
-    """(N, 6): sin/cos of hour of day, day of week, month of year, at local time (0 where missing). Computed on
-    the local wall-clock nanoseconds with numpy (pandas' .dt fields on tz-aware times cost ~10x more)."""
+    """(N, 6): sin/cos of hour of day, day of week, month of year, at local time (0 where missing)."""
     na = times.isna().to_numpy()
     local = times.dt.tz_localize(None) if times.dt.tz is not None else times
-    ns = local.to_numpy(dtype="datetime64[ns]")
+    return _cyclical_ns(local.to_numpy(dtype="datetime64[ns]"), na)
+
+
+def _cyclical_ns(ns: np.ndarray, na: np.ndarray) -> np.ndarray:
+    """`_cyclical` of local wall-clock datetime64[ns] values, with numpy (pandas' .dt fields on tz-aware times
+    cost ~10x more)."""
     ns = np.where(na, np.datetime64(0, "ns"), ns)
     days = ns.astype("datetime64[D]")
     minutes = (ns - days).astype("timedelta64[m]").astype(np.int64)
@@ -212,6 +251,9 @@ class DatetimeCodec(Codec[DatetimeState]):
 
     def encode(self, col: pa.ChunkedArray | pa.Array, mark: Mark) -> dict[str, np.ndarray]:
         s = self.state
+        fast = utc_nanoseconds(col) if s.timezone == "UTC" else None
+        if fast is not None:
+            return self._encode_utc(*fast, mark)
         times, missing, bad = parse_datetimes(col, s.timezone)
         mark(bad, "not_a_datetime", s.column)
         if s.missing == "quarantine":
@@ -223,6 +265,22 @@ class DatetimeCodec(Codec[DatetimeState]):
         secs = np.nan_to_num(_epoch_seconds(times), nan=fill)
         elapsed = ((secs - s.reference) / _DAY - s.elapsed_mean) / s.elapsed_std
         cols = [_cyclical(times), elapsed.reshape(-1, 1)]
+        if s.indicator:
+            cols.append(indicator(missing))
+        return {"numeric": np.hstack(cols).astype(np.float32)}
+
+    def _encode_utc(self, utc: np.ndarray, missing: np.ndarray, mark: Mark) -> dict[str, np.ndarray]:
+        """`encode` of nanoseconds in UTC (`utc_nanoseconds`): the same numbers, without pandas."""
+        s = self.state
+        if s.missing == "quarantine":
+            mark(missing, "missing_datetime", s.column)
+        fill = s.fill if s.fill is not None else s.reference
+        if missing.any():
+            utc = np.where(missing, pd.Timestamp(fill, unit="s", tz="UTC").value, utc)
+        na = utc == _NAT
+        secs = np.nan_to_num(np.where(na, np.nan, utc.astype(np.float64) / 1e9), nan=fill)
+        elapsed = ((secs - s.reference) / _DAY - s.elapsed_mean) / s.elapsed_std
+        cols = [_cyclical_ns(utc.view("datetime64[ns]"), na), elapsed.reshape(-1, 1)]
         if s.indicator:
             cols.append(indicator(missing))
         return {"numeric": np.hstack(cols).astype(np.float32)}
