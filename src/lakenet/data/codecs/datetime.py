@@ -29,6 +29,8 @@ from lakenet.errors import DataError
 __all__ = ["DatetimeCodec", "DatetimeState", "epoch_seconds", "parse_datetimes"]
 
 _OFFSET = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$", re.IGNORECASE)
+# ISO 8601 as Arrow and pandas read it the same way: a date, a time with optional fraction, an optional offset
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$")
 _DAY = 86400.0
 _PARTS = 6  # sin/cos of hour, weekday, month
 
@@ -141,10 +143,6 @@ def utc_nanoseconds(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nda
     missing = np.asarray(pc.is_null(ns).to_numpy(zero_copy_only=False), dtype=bool)
     values = np.asarray(pc.fill_null(ns.cast(pa.int64()), _NAT).to_numpy(zero_copy_only=False), dtype=np.int64)
     return values, missing
-
-
-# ISO 8601 as both parsers read it the same way: a date, a time with optional fraction, an optional offset
-_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$")
 
 
 def _cyclical(times: pd.Series) -> np.ndarray:
@@ -278,7 +276,7 @@ class DatetimeCodec(Codec[DatetimeState]):
         if missing.any():
             utc = np.where(missing, pd.Timestamp(fill, unit="s", tz="UTC").value, utc)
         na = utc == _NAT
-        secs = np.nan_to_num(np.where(na, np.nan, utc.astype(np.float64) / 1e9), nan=fill)
+        secs = np.where(na, fill, utc.astype(np.float64) / 1e9)
         elapsed = ((secs - s.reference) / _DAY - s.elapsed_mean) / s.elapsed_std
         cols = [_cyclical_ns(utc.view("datetime64[ns]"), na), elapsed.reshape(-1, 1)]
         if s.indicator:
